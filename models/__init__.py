@@ -1,0 +1,40 @@
+"""attncond.models: what is analysed — attention kernels, models, initialisations, data.
+
+Imports torch only; nothing here imports ``spectral`` or ``proofs_check``.
+"""
+
+from .attention import MultiHeadAttention
+from .block import ACTIVATIONS, AttentionBlock, Stack
+from .data import (
+    Dataset,
+    TwoStepDigits,
+    digits_two_step,
+    patchify,
+    synthetic_regression,
+    teacher_student,
+)
+from .init import REGIMES, regime_scale
+from .kernels import (
+    KERNELS,
+    Kernel,
+    KernelUnderflowWarning,
+    gaussian,
+    gaussian_log_kernel,
+    get_kernel,
+    heat_treatment,
+    linear,
+    logits,
+    normsoftmax,
+    normsoftmax_std,
+    softmax,
+    temperature,
+)
+from .prompt import PromptTokenModel
+
+__all__ = [
+    "ACTIVATIONS", "AttentionBlock", "Dataset", "KERNELS", "Kernel", "KernelUnderflowWarning",
+    "MultiHeadAttention", "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits",
+    "digits_two_step", "gaussian", "gaussian_log_kernel", "get_kernel", "heat_treatment",
+    "linear", "logits", "normsoftmax", "normsoftmax_std", "patchify", "regime_scale",
+    "softmax", "synthetic_regression", "teacher_student", "temperature",
+]

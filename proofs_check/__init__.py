@@ -1,0 +1,2 @@
+"""attncond.proofs_check: what is claimed — sympy derivations, theorem objects,
+Hypothesis strategies and gradient-descent dynamics."""
