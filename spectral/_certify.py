@@ -1,0 +1,196 @@
+"""Certified error bounds for approximate singular triplets (private helper).
+
+Theorems used
+-------------
+Let ``A ∈ R^{m×n}`` and let ``M = [[0, A], [Aᵀ, 0]]`` be its Jordan–Wielandt matrix,
+whose eigenvalues are ``±σ_i(A)`` and ``|m − n|`` zeros. For unit ``u ∈ R^m``,
+``v ∈ R^n`` and ``σ = uᵀ A v`` put ``z = [u; v]/√2`` (a unit vector with ``zᵀ M z = σ``)
+and ``r = A v − σ u``, ``s = Aᵀ u − σ v``, so that
+``‖M z − σ z‖ = η := sqrt(‖r‖² + ‖s‖²)/√2``.
+
+* **Bauer–Fike / Weyl for symmetric matrices** (Kahan's residual bound): ``M`` has an
+  eigenvalue in ``[σ − η, σ + η]``; when ``σ − η > 0`` it is a singular value of ``A``
+  (Wedin's residual bound for the SVD).
+* **Courant–Fischer**: for a unit ``v``, ``‖A v‖ ≤ σ_max(A)``; and on the *small* side
+  (``A`` tall, ``m ≥ n``) ``σ_min(A) ≤ ‖A v‖``. We always certify in the tall orientation
+  and take ``σ = ‖A v‖``, ``u = A v/σ`` (then ``uᵀ A v = σ`` and ``r = 0`` up to
+  rounding); this is Rayleigh–Ritz on ``A`` itself, never the square root of a Gram
+  eigenvalue.
+* **Kato–Temple**: if ``(α, β)`` contains ``σ`` and exactly one eigenvalue ``λ`` of ``M``
+  then ``σ − η²/(β − σ) ≤ λ ≤ σ + η²/(σ − α)``. For ``σ_min`` we use ``α = 0`` and
+  ``β`` a certified lower bound of the second-smallest singular value (valid because
+  ``η² < σ(β − σ)`` forces an eigenvalue into ``(0, β)``); for ``σ_max`` ``α`` is a
+  certified upper bound of ``σ_2`` and ``β = ∞``. The quadratic bound enters the
+  intervals only when the gap is certified (a full dense spectrum is known).
+
+Caveat (stated in every solver): a residual bound proves that the interval holds *a*
+singular value. That it is the *extreme* one is proved by Courant–Fischer for the
+one-sided bound (``σ_max ≥ ‖Av‖``, ``σ_min ≤ ‖Av‖``) and, for the other side, only when
+the whole spectrum is known (``gap_certified``); a Krylov method can in principle miss
+a singular value whose direction is absent from its start vector.
+
+Rounding: the products are evaluated in floating point, so every bound is widened by the
+allowance ``δ = 10·sqrt(max(m, n))·eps·σ̂_max`` (the size of the rounding error of a
+product ``A v``; not a rigorous interval-arithmetic bound).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .operators import LinearOp
+from .results import SingularBlock
+
+__all__ = [
+    "rounding_allowance",
+    "certify_small_side",
+    "Certified",
+    "block_from",
+    "meets_tol",
+    "certified_error",
+]
+
+
+def rounding_allowance(shape: tuple[int, int], dtype: torch.dtype, sigma_max: float) -> float:
+    """``δ = 10·sqrt(max(m, n))·eps·σ_max``: rounding allowance added to all bounds."""
+    eps = torch.finfo(dtype).eps
+    return 10.0 * math.sqrt(max(shape)) * eps * float(sigma_max)
+
+
+@dataclass
+class Certified:
+    values: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    eta: np.ndarray
+    kato_temple: np.ndarray
+    gap_certified: bool
+    U: torch.Tensor  # (M, k) left vectors of the tall operator
+    V: torch.Tensor  # (N, k) right vectors of the tall operator
+    delta: float = 0.0  # rounding allowance included in lower/upper
+
+
+def certify_small_side(
+    op_tall: LinearOp,
+    V: torch.Tensor,
+    *,
+    end: str,
+    sigma_max_hint: float,
+    gap_bound: float | None = None,
+    U: torch.Tensor | None = None,
+) -> Certified:
+    """Rayleigh–Ritz on ``A`` for small-side vectors ``V`` of a tall operator.
+
+    ``σ_i = ‖A v_i‖``; ``u_i`` is the given left Ritz vector (normalised) or, when ``U`` is
+    ``None``, ``A v_i/σ_i``; ``η_i = sqrt(‖A v_i − σ_i u_i‖² + ‖Aᵀu_i − σ_i v_i‖²)/√2``.
+    (With ``u = Av/σ`` the residual is ``‖AᵀAv − σ²v‖/σ ≈ eps·κ·σ_max``: pass the left
+    vectors of a stable method to reach ``eps·σ_max``.) Costs ``2k`` products. ``end``
+    (``"largest"`` or ``"smallest"``) decides which Courant–Fischer one-sided bound applies
+    to ``V[:, 0]``. ``gap_bound`` is a *certified* bound on the neighbouring singular value
+    (upper bound of ``σ_2`` for ``"largest"``, lower bound of ``σ_{n−1}`` for
+    ``"smallest"``); when given, Kato–Temple (around the Rayleigh quotient ``uᵀAv``)
+    tightens the extreme interval.
+    """
+    M, N = op_tall.shape
+    if M < N:
+        raise ValueError("certify_small_side needs a tall operator")
+    V = V.to(op_tall.dtype)
+    nrm = torch.linalg.vector_norm(V, dim=0)
+    nrm = torch.where(nrm > 0, nrm, torch.ones_like(nrm))
+    V = V / nrm
+    W = op_tall.matmat(V)
+    sig = torch.linalg.vector_norm(W, dim=0)
+    if U is None:
+        safe = torch.where(sig > 0, sig, torch.ones_like(sig))
+        U = W / safe
+        U = torch.where(sig > 0, U, torch.zeros_like(U))
+    else:
+        U = U.to(op_tall.dtype)
+        U = U / torch.linalg.vector_norm(U, dim=0).clamp_min(torch.finfo(U.dtype).tiny)
+        # orient u so that uᵀAv ≥ 0
+        sgn = torch.sign((U * W).sum(0))
+        U = U * torch.where(sgn == 0, torch.ones_like(sgn), sgn)
+    rq = (U * W).sum(0)
+    S = op_tall.rmatmat(U) - V * sig
+    R = W - U * sig
+    eta_t = torch.sqrt(
+        torch.linalg.vector_norm(R, dim=0) ** 2 + torch.linalg.vector_norm(S, dim=0) ** 2
+    ) / math.sqrt(2.0)
+    theta = rq.detach().cpu().double().numpy()
+    values = sig.detach().cpu().double().numpy()
+    eta = eta_t.detach().cpu().double().numpy()
+    smax = max(float(sigma_max_hint), float(values.max(initial=0.0)))
+    delta = rounding_allowance(op_tall.shape, op_tall.dtype, smax)
+    lower = np.maximum(values - eta - delta, 0.0)
+    upper = values + eta + delta
+    kt = np.full_like(values, np.nan)
+    gap_cert = gap_bound is not None
+    if values.size:
+        s0, e0 = values[0], eta[0]
+        t0 = theta[0]  # Rayleigh quotient uᵀAv, the centre of the Kato–Temple bound
+        if end == "largest":
+            lower[0] = max(lower[0], s0 - delta)
+            if gap_bound is not None and t0 > gap_bound:
+                kt[0] = e0**2 / (t0 - gap_bound)
+                upper[0] = min(upper[0], max(t0 + kt[0], s0) + delta)
+        elif end == "smallest":
+            upper[0] = min(upper[0], s0 + delta)
+            if s0 == 0.0:
+                lower[0] = 0.0
+            elif gap_bound is not None and gap_bound > t0 > 0 and e0**2 < t0 * (gap_bound - t0):
+                kt[0] = e0**2 / (gap_bound - t0)
+                lower[0] = max(lower[0], min(t0 - kt[0], s0) - delta)
+        else:
+            raise ValueError(f"end must be 'largest' or 'smallest', got {end!r}")
+    if not gap_cert and values.size > 1:
+        # uncertified Kato–Temple estimates from the other computed values (report only)
+        for i in range(values.size):
+            others = np.delete(values, i)
+            g = np.min(np.abs(others - values[i]))
+            if end == "smallest" and M > N:
+                g = min(g, values[i])
+            if g > 0 and math.isnan(kt[i]):
+                kt[i] = eta[i] ** 2 / g
+    return Certified(values, lower, upper, eta, kt, gap_cert, U, V, delta)
+
+
+def block_from(
+    c: Certified,
+    *,
+    end: str,
+    converged: np.ndarray,
+    swap: bool,
+) -> SingularBlock:
+    """Package a :class:`Certified` into a :class:`SingularBlock`; ``swap`` maps the tall
+    orientation back (``A = op_tallᵀ``: left and right vectors exchange)."""
+    left, right = (c.V, c.U) if swap else (c.U, c.V)
+    return SingularBlock(
+        end=end,
+        values=c.values.copy(),
+        lower=c.lower,
+        upper=c.upper,
+        residual_norms=c.eta,
+        kato_temple=c.kato_temple,
+        gap_certified=c.gap_certified,
+        converged=np.asarray(converged, dtype=bool),
+        left=left,
+        right=right,
+    )
+
+
+def certified_error(c: Certified) -> np.ndarray:
+    """Largest distance from ``σ_i`` to an end of its interval, less the rounding allowance."""
+    return np.maximum(c.upper - c.values, c.values - c.lower) - c.delta
+
+
+def meets_tol(c: Certified, tol: float) -> np.ndarray:
+    """Stopping rule: ``certified_error_i ≤ max(tol·σ_i, δ)``.
+
+    ``δ`` (the rounding allowance, a multiple of ``eps·σ_max``) is the attainable accuracy:
+    below it the residual is rounding noise and further iterations cannot help.
+    """
+    return certified_error(c) <= np.maximum(tol * c.values, c.delta)

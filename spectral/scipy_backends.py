@@ -1,0 +1,166 @@
+"""``scipy.sparse.linalg.svds`` (ARPACK, PROPACK, LOBPCG) wrapped for comparison.
+
+The peers' own convergence claims are not trusted: after they return, the singular
+vectors on the small side are re-evaluated by Rayleigh–Ritz on ``A`` (``σ = ‖A v‖``) and
+given the certified residual intervals of :mod:`spectral._certify`. A wrong value (e.g.
+PROPACK's ``which="SM"`` returning ``0.0``, LOBPCG far off) therefore shows up as a large
+residual and ``converged=False``. Exceptions (``ArpackNoConvergence``, ``LinAlgError``,
+...) are caught and reported as ``converged=False`` with the message in ``reason``.
+The peer's raw values are kept in ``info["raw_values"]``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import scipy.sparse.linalg as spla
+import torch
+
+from ._certify import block_from, certify_small_side, meets_tol
+from ._validate import prepare
+from .results import SVDResult
+
+__all__ = ["arpack_svds", "propack_svds", "lobpcg_svds"]
+
+WHICH = ("both", "largest", "smallest")
+
+
+def _svds(
+    A: Any,
+    k: int,
+    which: str,
+    tol: float,
+    maxiter: int | None,
+    seed: int,
+    solver: str,
+    device: Any,
+    dtype: Any,
+    peer_tol: float | None,
+) -> SVDResult:
+    t0 = time.perf_counter()
+    op, k, tol, maxiter = prepare(
+        A,
+        k=k,
+        which=which,
+        which_choices=WHICH,
+        tol=tol,
+        maxiter=maxiter,
+        device=device,
+        dtype=dtype,
+    )
+    m, n = op.shape
+    swap = m < n
+    T = op.adjoint() if swap else op
+    start = op.n_products
+    lin = op.to_scipy()
+    ends = [e for e in ("largest", "smallest") if which in (e, "both")]
+    blocks: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    reasons: list[str] = []
+    smax_hint = 0.0
+    for end in ends:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                u, s, vt = spla.svds(
+                    lin,
+                    k=k,
+                    which="LM" if end == "largest" else "SM",
+                    tol=0.0 if peer_tol is None else peer_tol,
+                    maxiter=maxiter,
+                    solver=solver,
+                    random_state=seed,
+                )
+        except Exception as exc:  # noqa: BLE001 - peers fail in many ways; report them
+            reasons.append(f"{solver} ({end}) raised {type(exc).__name__}: {exc}")
+            raw[end] = None
+            continue
+        order = np.argsort(s)[::-1] if end == "largest" else np.argsort(s)
+        raw[end] = [float(x) for x in s[order]]
+        small = u[:, order] if swap else vt[order].T
+        big = vt[order].T if swap else u[:, order]
+        V = torch.as_tensor(np.ascontiguousarray(small), dtype=op.dtype, device=op.device)
+        Ul = torch.as_tensor(np.ascontiguousarray(big), dtype=op.dtype, device=op.device)
+        smax_hint = max(smax_hint, float(np.max(s)))
+        c = certify_small_side(T, V, end=end, sigma_max_hint=smax_hint, U=Ul)
+        blocks[end] = block_from(c, end=end, converged=meets_tol(c, tol), swap=swap)
+    converged = len(blocks) == len(ends) and all(bool(b.converged.all()) for b in blocks.values())
+    if not converged and not reasons:
+        reasons.append(f"{solver} result fails the certified residual test at tol={tol:g}")
+    elif blocks and not all(bool(b.converged.all()) for b in blocks.values()):
+        reasons.append(f"{solver} result fails the certified residual test at tol={tol:g}")
+    return SVDResult(
+        method=solver,
+        shape=(m, n),
+        largest=blocks.get("largest"),
+        smallest=blocks.get("smallest"),
+        converged=converged,
+        iterations=-1,
+        matvecs=op.n_products - start,
+        seconds=time.perf_counter() - t0,
+        reason="; ".join(reasons) or None,
+        info={"raw_values": raw},
+    )
+
+
+_DOC = """Singular triplets by ``scipy.sparse.linalg.svds(solver={solver!r})``.
+
+    ``which="largest"`` uses ``svds(which="LM")``, ``"smallest"`` ``svds(which="SM")``
+    (``"both"`` runs both). ``tol`` is *our* certified relative tolerance used to label the
+    result; ``peer_tol`` is passed to svds (default 0: machine precision). ``maxiter`` is
+    passed to svds. Stopping rule: the peer's. Products are counted through
+    :meth:`LinearOp.to_scipy` and include our ``2k`` certification products.
+    """
+
+
+def arpack_svds(
+    A: Any,
+    k: int = 1,
+    which: str = "both",
+    tol: float = 1e-10,
+    maxiter: int | None = None,
+    seed: int = 0,
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    peer_tol: float | None = None,
+) -> SVDResult:
+    return _svds(A, k, which, tol, maxiter, seed, "arpack", device, dtype, peer_tol)
+
+
+def propack_svds(
+    A: Any,
+    k: int = 1,
+    which: str = "both",
+    tol: float = 1e-10,
+    maxiter: int | None = None,
+    seed: int = 0,
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    peer_tol: float | None = None,
+) -> SVDResult:
+    return _svds(A, k, which, tol, maxiter, seed, "propack", device, dtype, peer_tol)
+
+
+def lobpcg_svds(
+    A: Any,
+    k: int = 1,
+    which: str = "both",
+    tol: float = 1e-10,
+    maxiter: int | None = None,
+    seed: int = 0,
+    *,
+    device: Any = None,
+    dtype: Any = None,
+    peer_tol: float | None = None,
+) -> SVDResult:
+    return _svds(A, k, which, tol, maxiter, seed, "lobpcg", device, dtype, peer_tol)
+
+
+arpack_svds.__doc__ = _DOC.format(solver="arpack")
+propack_svds.__doc__ = _DOC.format(solver="propack")
+lobpcg_svds.__doc__ = _DOC.format(solver="lobpcg")
