@@ -1,0 +1,241 @@
+"""``attncond.reproduce`` at smoke size: assertions on the numbers each experiment produces."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from attncond.reproduce import (
+    EXPERIMENTS,
+    ExperimentResult,
+    Finding,
+    render_markdown,
+    resolve,
+    run_experiments,
+    write_report,
+)
+from attncond.reproduce import h24 as h24_mod
+from attncond.reproduce import i25 as i25_mod
+from attncond.reproduce import s24 as s24_mod
+from attncond.reproduce._common import VERDICTS, prepare_out
+from attncond.reproduce._measure import softmax_jacobian_kappa
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These models are tiny: one torch thread is several times faster than two on a loaded machine
+    (the CLI's default too)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def smoke(one_thread) -> dict[str, ExperimentResult]:
+    """Every experiment once at smoke size, without figures (the CLI test draws them)."""
+    return {r.name: r for r in run_experiments("all", size="smoke", seed=0, plots=False)}
+
+
+def test_every_experiment_ran_and_reports_findings(smoke):
+    assert list(smoke) == list(EXPERIMENTS)
+    for name, r in smoke.items():
+        assert r.size == "smoke" and r.seed == 0 and r.seconds > 0
+        assert len(r.findings) >= 3, name
+        for f in r.findings:
+            assert f.paper == name and f.verdict in VERDICTS and f.evidence and f.scale
+        assert r.figures == ()  # plots=False
+        assert name in repr(r) and "smoke" in repr(r)
+
+
+def test_s24_losses_decrease_and_two_stage_shares_stage_one(smoke):
+    r = smoke["S24"]
+    cfg = s24_mod.CONFIGS["smoke"]
+    curves = r.numbers["curves"]
+    for setting in ("HD>=Nn", "HD<Nn"):
+        for which in ("QKV", "Q"):
+            for kernel in ("softmax", "gaussian"):
+                runs = curves[setting][which][kernel]
+                assert len(runs) == cfg.seeds
+                for c in runs:
+                    assert len(c) == cfg.steps + 1
+                    assert all(math.isfinite(v) for v in c)
+                    assert c[-1] < c[0], (setting, which, kernel)
+    S = r.numbers["summary"]
+    # over-parameterised (HD >= Nn) with all of Q, K, V trained: a large drop even at smoke size
+    for k in ("softmax", "gaussian"):
+        assert S[f"HD>=Nn/QKV/{k}"]["median_final_over_initial"] < 0.05
+        over, under = S[f"HD>=Nn/QKV/{k}"], S[f"HD<Nn/QKV/{k}"]
+        assert over["median_final_over_initial"] < under["median_final_over_initial"]
+    half = cfg.steps // 2
+    ts = r.numbers["two_stage"]
+    for a, b in zip(ts["softmax->softmax"], ts["softmax->gaussian"], strict=True):
+        assert a[: half + 1] == b[: half + 1]  # same stage-1 run, then the kernels part
+        assert a[half + 1:] != b[half + 1:]
+    land = r.numbers["landscape"]
+    for k in ("softmax", "gaussian"):
+        Z = np.asarray(land[k]["loss"])
+        assert Z.shape == (cfg.grid, cfg.grid) and np.isfinite(Z).all()
+        assert land[k]["alpha"][cfg.grid // 2] == 0.0
+    # the centre of the softmax slice is the stage-1 point of seed 0
+    c = cfg.grid // 2
+    assert land["softmax"]["loss"][c][c] == pytest.approx(ts["softmax->softmax"][0][half], rel=1e-10)
+
+
+def test_q25_residual_conditions_z_and_weyl_holds(smoke):
+    r = smoke["Q25"]
+    ks = r.numbers["kappa_vs_scale"]
+    for s, v in ks.items():
+        assert 1.0 <= v["residual"] < v["plain"], s
+    assert ks["0.01"]["plain"] > 1e3 and ks["0.01"]["residual"] < 10
+    for by_n in r.numbers["kappa_vs_n"].values():
+        for n, v in by_n.items():
+            assert v["residual"] < v["plain"], n
+    w = r.numbers["weyl"]
+    assert w["holds"] == w["points"] > 0
+    runs = r.numbers["gd_runs"]
+    assert {x["residual"] for x in runs} == {False, True}
+    for x in runs:
+        assert x["losses"][-1] < x["losses"][0] and not x["diverged"]
+        assert 0 < x["rate"] < 1
+        assert x["inv_kappa2"] == pytest.approx(1 / x["kappa_Z"] ** 2)
+    fin = r.numbers["median_final_over_initial"]
+    assert fin["residual@0.01"] < fin["plain@0.01"]
+    assert -1 <= r.numbers["spearman_rate_vs_inv_kappa2"] <= 1
+    lx = np.log([x["inv_kappa2"] for x in runs])
+    ly = np.log([x["rate"] for x in runs])
+    assert r.numbers["loglog_slope_rate_vs_inv_kappa2"] == pytest.approx(np.polyfit(lx, ly, 1)[0], rel=1e-9)
+    assert np.allclose(
+        r.numbers["rate_range"], [np.exp(ly).min(), np.exp(ly).max()], rtol=1e-12)
+
+
+def test_i25_conditioning_grows_with_sparsity_and_linear_control_is_flat(smoke):
+    r = smoke["I25"]
+    cfg = i25_mod.CONFIGS["smoke"]
+    taus = sorted(cfg.taus, reverse=True)  # from dense to sparse
+    pt = r.numbers["per_tau"]
+    kJ = [pt[f"softmax@{t:g}"]["kappa_J"] for t in taus]
+    kH = [pt[f"softmax@{t:g}"]["kappa_H"] for t in taus]
+    mw = [pt[f"softmax@{t:g}"]["max_weight"] for t in taus]
+    assert all(a < b for a, b in zip(kJ, kJ[1:], strict=False)), kJ
+    assert all(a < b for a, b in zip(kH, kH[1:], strict=False)), kH
+    assert all(a < b for a, b in zip(mw, mw[1:], strict=False)), mw
+    its = [pt[f"softmax@{t:g}"]["iterations"] for t in taus]
+    assert all(a < b for a, b in zip(its, its[1:], strict=False)), its
+    lin = [pt[f"linear@{t:g}"]["kappa_H"] for t in taus]
+    assert max(lin) / min(lin) == pytest.approx(1.0, abs=1e-9)
+    assert len({pt[f"linear@{t:g}"]["iterations"] for t in taus}) == 1
+    # on the local quadratic model, iterations ≈ κ ln(1/tol)/2
+    assert 0.5 < r.numbers["median_observed_over_predicted_iterations"] < 2.0
+    for row in r.numbers["rows"]:
+        assert row["hessian"]["lambda_min"] > 0 and row["kappa_H"] >= 1
+
+
+def test_softmax_jacobian_kappa_matches_dense_eigenvalues():
+    s = np.array([0.5, 0.3, 0.15, 0.05])
+    J = np.diag(s) - np.outer(s, s)
+    ev = np.sort(np.linalg.eigvalsh(J))  # ev[0] = 0 on the all-ones vector
+    out = softmax_jacobian_kappa(torch.tensor(s, dtype=torch.float64))
+    assert out["lambda_2"] == pytest.approx(ev[1], rel=1e-10)
+    assert out["lambda_n"] == pytest.approx(ev[-1], rel=1e-10)
+    assert out["kappa"] == pytest.approx(ev[-1] / ev[1], rel=1e-10)
+    with pytest.raises(ValueError, match="probability vector"):
+        softmax_jacobian_kappa(torch.ones(1, dtype=torch.float64))
+
+
+def test_h24_accuracies_gradients_and_95pct_step(smoke):
+    r = smoke["H24"]
+    cfg = h24_mod.CONFIGS["smoke"]
+    runs = r.numbers["runs"]
+    assert sorted(x["variant"] for x in runs) == sorted(h24_mod.VARIANTS * cfg.seeds)
+    n_eval = len(range(0, cfg.steps + 1, cfg.eval_every)) + (cfg.steps % cfg.eval_every != 0)
+    for x in runs:
+        assert len(x["accuracy"]) == len(x["probe_accuracy"]) == len(x["steps"]) == n_eval
+        assert all(0.0 <= a <= 1.0 for a in x["accuracy"] + x["probe_accuracy"])
+        assert x["final_accuracy"] > 0.1 + 0.02  # better than chance after a few steps
+        for w in ("W_Q", "W_K", "W_V"):
+            for key in ("mean_abs_grad", "initial_abs_grad"):
+                g = x[key][w]
+                assert len(g) == cfg.L and all(0 < v < math.inf for v in g), (key, w)
+        hit = x["step_to_95pct_baseline"]
+        if math.isfinite(hit):
+            i = x["steps"].index(hit)
+            assert x["accuracy"][i] >= r.numbers["target_accuracy_95pct"]
+            assert all(a < r.numbers["target_accuracy_95pct"] for a in x["accuracy"][:i])
+    # softmax and NormSoftmax start from the same weights but differ in the attention map, so the
+    # value-weight gradients at step 0 differ; the seeds share one data set
+    by_v = {x["variant"]: x for x in runs}
+    assert by_v["softmax"]["initial_abs_grad"]["W_V"] != by_v["normsoftmax"]["initial_abs_grad"]["W_V"]
+    heat = by_v["heat"]["logit_multiplier"]
+    assert heat[0] == pytest.approx(cfg.heat_start) and heat[-1] < heat[0]
+    per = r.numbers["per_variant"]
+    assert r.numbers["target_accuracy_95pct"] == pytest.approx(0.95 * r.numbers["baseline_final_accuracy"])
+    # one seed: the baseline run reaches 95% of its own final accuracy, so its fraction is exactly 1
+    assert cfg.seeds == 1 and per["softmax"]["steps_fraction_of_baseline"] == 1.0
+    for v in h24_mod.VARIANTS:
+        assert 0.0 <= per[v]["fraction_learned_intermediate"] <= 1.0
+
+
+def test_report_json_round_trips_and_markdown_renders(smoke, tmp_path):
+    results = list(smoke.values())
+    paths = write_report(results, tmp_path / "rep", command="attncond reproduce all --size smoke")
+    data = json.loads(paths["json"].read_text(encoding="utf-8"))
+    assert set(data["experiments"]) == set(EXPERIMENTS)
+    q = data["experiments"]["Q25"]
+    assert q["numbers"]["kappa_vs_scale"]["0.01"]["plain"] == pytest.approx(
+        smoke["Q25"].numbers["kappa_vs_scale"]["0.01"]["plain"], rel=1e-15)
+    assert q["findings"] == [f.to_dict() for f in smoke["Q25"].findings]
+    # non-finite numbers become strict JSON: inf -> "inf", nan -> null
+    i = data["experiments"]["I25"]["numbers"]["per_tau"]["linear@3"]["max_weight"]
+    assert i is None
+    md = paths["index"].read_text(encoding="utf-8")
+    assert md.startswith("# attncond reproduce") and "`attncond reproduce all --size smoke`" in md
+    n_findings = sum(len(r.findings) for r in results)
+    rows = [line for line in md.splitlines() if line.startswith(("| S24 |", "| Q25 |", "| I25 |", "| H24 |"))]
+    assert len(rows) == n_findings
+    assert render_markdown(results, "cmd").count("## [") == len(results)
+    for r in results:
+        assert r.title in md
+        for f in r.findings:
+            assert f.claim in md
+    assert "## Closing note" in md and "\\\\|" not in md
+
+
+def test_results_are_deterministic_for_a_seed():
+    a = run_experiments("Q25", size="smoke", seed=3, plots=False)[0]
+    b = run_experiments("q25", size="smoke", seed=3, plots=False)[0]
+    assert a.numbers["kappa_vs_scale"] == b.numbers["kappa_vs_scale"]
+    assert [x["losses"] for x in a.numbers["gd_runs"]] == [x["losses"] for x in b.numbers["gd_runs"]]
+
+
+def test_resolve_and_bad_input(tmp_path):
+    assert resolve("all") == ["S24", "Q25", "I25", "H24"]
+    assert resolve(["h24", "S24"]) == ["S24", "H24"]
+    with pytest.raises(ValueError, match="unknown experiment 'X99'"):
+        resolve(["X99"])
+    with pytest.raises(ValueError, match="at least one experiment"):
+        resolve([])
+    with pytest.raises(ValueError, match="unknown size 'huge'"):
+        run_experiments("Q25", size="huge")
+    with pytest.raises(TypeError, match="size"):
+        run_experiments("Q25", size=3)
+    with pytest.raises(ValueError, match="seed"):
+        run_experiments("Q25", size="smoke", seed=-1)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        run_experiments("Q25", size="smoke", out=f)
+    with pytest.raises(ValueError, match="not a writable folder"):
+        prepare_out(f / "sub")
+    with pytest.raises(TypeError, match="out must be a path"):
+        prepare_out(3)
+    with pytest.raises(ValueError, match="verdict"):
+        Finding("S24", "c", "proven", "e", "s")
+    with pytest.raises(ValueError, match="at least one"):
+        write_report([], tmp_path)
+    with pytest.raises(TypeError, match="ExperimentResult"):
+        write_report(["x"], tmp_path)
