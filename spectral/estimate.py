@@ -17,10 +17,21 @@ residual bound, plus Courant–Fischer and Kato–Temple where a gap is certifie
   costs ``eps·κ²``), it is recomputed from a dense SVD of the already materialised ``T``
   (``"auto->gram+dense"``; Householder QR based, accurate to ``κ·eps``);
 * ``"auto->gkl"`` otherwise (:func:`spectral.gkl.golub_kahan_lanczos`).
+
+For a :class:`spectral.jacobian.JacobianOperator` built with ``sample_dim`` (per-sample
+block structure) the materialisation uses per-sample ``jacrev`` under ``vmap`` instead of
+batched products: ``"auto->dense[per-sample]"`` when ``m·n ≤ 4·10⁶``, else
+``"auto->gram[per-sample]"`` when ``min(m, n) ≤ 8192`` (extreme eigenpairs of ``J Jᵀ``
+built in sample blocks of at most ``GRAM_MAX_BYTES``: ``eigh`` up to ``GRAM_EIGH_MAX_SIDE``,
+above it Lanczos for ``λ_max`` and Cholesky shift-and-invert Lanczos for ``λ_min`` with the
+gap certified by a Cholesky factorisation, see :func:`_gram_extremes`; the Ritz vectors are
+certified with products on ``J``; refined by a dense SVD, or by Golub–Kahan when ``J`` does
+not fit, if it cannot certify).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,6 +44,7 @@ from ._certify import certify_small_side, meets_tol, rounding_allowance
 from ._validate import check_choice, prepare
 from .dense import dense_svd, dense_tall_factor, svd_of_tall
 from .gkl import _assemble, golub_kahan_lanczos
+from .jacobian import JacobianOperator
 from .lanczos import certify_eigvecs, symmetric_lanczos
 from .operators import DenseOp
 from .randomized import randomized_svd
@@ -54,6 +66,7 @@ EIGEN_METHODS = ("auto", "dense", "lanczos")
 DENSE_MAX_ENTRIES = 4_000_000
 GRAM_MAX_SIDE = 4096
 GRAM_MAX_BYTES = 4 * 1024**3
+GRAM_MAX_SIDE_SAMPLES = 8192
 
 _NAN = float("nan")
 
@@ -216,9 +229,262 @@ def _gram_route(op: Any, which: str, tol: float, t0: float, label: str) -> SVDRe
     return res
 
 
+GRAM_EIGH_MAX_SIDE = 512
+
+
+def _one_eigenvalue_below(G: np.ndarray, w: np.ndarray, mu: float, shift: float) -> bool:
+    """``True`` when ``G`` provably has at most one eigenvalue below ``mu`` (so ``λ_2 ≥ mu``).
+
+    Rank-one interlacing: for ``c ≥ 0`` and unit ``w``, ``λ_1(G + c w wᵀ) ≤ λ_2(G)``. If the
+    Cholesky factorisation of ``G + c w wᵀ − μI`` succeeds, that matrix is positive
+    definite, hence ``λ_2(G) ≥ λ_1(G + c w wᵀ) > μ`` — for *any* ``w`` (an inaccurate
+    eigenvector only makes the test fail, never lie). Cholesky is backward stable (exact for
+    a perturbation of norm ``≈ N·eps·‖G‖``, covered by the caller's margin ``eps_g``).
+    ``N³/3`` flops.
+    """
+    import scipy.linalg as sla
+
+    w = w / np.linalg.norm(w)
+    A = G + shift * np.outer(w, w)
+    A[np.diag_indices_from(A)] -= mu
+    try:
+        sla.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+    except np.linalg.LinAlgError:
+        return False
+    return True
+
+
+def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]:
+    """Extreme eigenpairs of the symmetric positive semi-definite Gram ``G`` (``N×N``).
+
+    ``N ≤ GRAM_EIGH_MAX_SIDE``: full ``eigh`` (its whole spectrum certifies the gaps to
+    ``eps_g``). Larger ``N`` (a full ``eigh`` costs ``≈ 9N³`` flops, ``≈ 3×`` ``eigvalsh``):
+
+    * largest: ``scipy.sparse.linalg.eigsh`` (Lanczos, ``k=2``, ``which="LA"``) on ``G``;
+      no gap is claimed (the residual bound on ``J`` certifies ``σ_max``);
+    * smallest: shift-and-invert Lanczos on ``G⁻¹`` through a Cholesky factor (``N³/3``
+      flops; ``k=2``); the gap ``λ_2 ≥ μ`` used by Kato–Temple is *certified* by one more
+      Cholesky factorisation (:func:`_one_eigenvalue_below`, rank-one interlacing, with
+      ``μ = λ̂_2 − 10⁻³(λ̂_2 − λ̂_1)``), and widened by ``eps_g``. If ``G`` is not
+      numerically positive definite, full ``eigh`` is used.
+
+    Returns ``lam_min``, ``w_min``, ``gap_min`` (certified lower bound of ``λ_2`` or
+    ``None``), ``lam_max``, ``w_max``, ``gap_max`` (certified upper bound of ``λ_{N−1}`` or
+    ``None``) and ``solver``. Gap bounds are widened by the rounding margin
+    ``eps_g = margin·λ_max``.
+    """
+    N = G.shape[0]
+    want_l, want_s = which in ("both", "largest"), which in ("both", "smallest")
+    out: dict[str, Any] = {"gap_min": None, "gap_max": None}
+
+    def full() -> dict[str, Any]:
+        lam, W = torch.linalg.eigh(G)
+        lam_np = lam.detach().cpu().double().numpy()
+        eps_g = margin * max(float(lam_np[-1]), 0.0)
+        return {
+            "lam_min": float(lam_np[0]),
+            "w_min": W[:, :1],
+            "gap_min": float(lam_np[1] - eps_g) if N > 1 else None,
+            "lam_max": float(lam_np[-1]),
+            "w_max": W[:, -1:],
+            "gap_max": float(lam_np[-2] + eps_g) if N > 1 else None,
+            "solver": "eigh",
+        }
+
+    if N <= GRAM_EIGH_MAX_SIDE or G.device.type != "cpu":
+        return full()
+    import scipy.linalg as sla
+    import scipy.sparse.linalg as spla
+
+    Gn = G.detach().double().numpy()
+    v0 = np.random.default_rng(0).standard_normal(N)
+    try:
+        lam_t, W_t = spla.eigsh(Gn, k=2, which="LA", tol=1e-14, v0=v0, ncv=min(N, 24))
+    except spla.ArpackNoConvergence:
+        f = full()
+        f["solver"] = "eigh (Lanczos for lambda_max did not converge)"
+        return f
+    o = np.argsort(lam_t)
+    eps_g = margin * max(float(lam_t[o[-1]]), 0.0)
+    out.update(lam_max=float(lam_t[o[-1]]), w_max=torch.as_tensor(W_t[:, o[-1] : o[-1] + 1], dtype=G.dtype))
+    out["solver"] = "eigsh(LA)"
+    if want_s:
+        try:
+            cf = sla.cho_factor(Gn, lower=True, check_finite=False)
+        except np.linalg.LinAlgError:
+            f = full()
+            f["solver"] = "eigh (Gram not numerically positive definite)"
+            return f
+        inv = spla.LinearOperator(
+            (N, N), matvec=lambda x: sla.cho_solve(cf, x, check_finite=False), dtype=Gn.dtype
+        )
+        try:
+            mu_t, W_s = spla.eigsh(inv, k=2, which="LA", tol=1e-14, v0=v0, ncv=min(N, 24))
+        except spla.ArpackNoConvergence:
+            f = full()
+            f["solver"] = "eigh (shift-invert Lanczos did not converge)"
+            return f
+        o = np.argsort(mu_t)[::-1]  # largest of G⁻¹ = smallest of G
+        l1, l2 = 1.0 / float(mu_t[o[0]]), 1.0 / float(mu_t[o[1]])
+        del cf
+        out.update(lam_min=l1, w_min=torch.as_tensor(W_s[:, o[0] : o[0] + 1], dtype=G.dtype))
+        mu = l2 - 1e-3 * (l2 - l1)
+        if mu > l1 and _one_eigenvalue_below(Gn, W_s[:, o[0]], mu, out["lam_max"]):
+            out["gap_min"] = mu - eps_g
+            out["gap_certified_by"] = f"Cholesky of G + lam_max w w^T - mu I: lambda_2(G) >= {mu:.6g}"
+        out["solver"] = "eigsh(LA) + Cholesky shift-invert eigsh + Cholesky gap certificate"
+    if not want_l:
+        out.pop("w_max", None)
+    return out
+
+
+def _per_sample(op: Any) -> bool:
+    """``True`` for a :class:`JacobianOperator` constructed with ``sample_dim``."""
+    return isinstance(op, JacobianOperator) and op.sample_dim is not None
+
+
+def _gram_route_samples(
+    op: JacobianOperator,
+    which: str,
+    tol: float,
+    t0: float,
+    label: str,
+    maxiter: int | None,
+    seed: int,
+) -> SVDResult:
+    """Gram route for a per-sample structured Jacobian (``sample_dim`` set).
+
+    ``G = J Jᵀ`` (or ``Jᵀ J`` when ``m > p``) is built from per-sample ``jacrev`` blocks
+    under ``vmap`` (:meth:`JacobianOperator.gram`); its extreme eigenpairs come from
+    :func:`_gram_extremes` (``eigh``, or Lanczos/shift-invert with a Cholesky-certified
+    gap above ``GRAM_EIGH_MAX_SIDE``); the extreme
+    eigenvectors are Ritz vectors on the small side of the tall orientation ``T`` and are
+    certified *on the operator itself* (``σ = ‖T v‖``, 2 products each; never
+    ``sqrt(λ)``), with the Kato–Temple gap from the Gram spectrum widened by its rounding
+    margin ``(10·sqrt(M) + N)·eps·λ_max`` (when the gap is certified). When ``σ_min``
+    cannot be certified to ``tol``
+    (``eps·κ²`` lost by squaring) the dense SVD of the per-sample Jacobian is used if it
+    fits in ``GRAM_MAX_BYTES`` (``"+dense"``), else Golub–Kahan–Lanczos (``"+gkl"``).
+    """
+    start = op.n_products
+    m, p = op.shape
+    swap = m < p
+    T = op.adjoint() if swap else op
+    M, N = T.shape
+    eps = torch.finfo(op.dtype).eps
+    tg = time.perf_counter()
+    item = torch.finfo(op.dtype).bits // 8
+    Jd: torch.Tensor | None = None
+    if m * p * item <= GRAM_MAX_BYTES:
+        # J fits: keep it, form G by one GEMM and certify on the stored J (GEMVs instead of
+        # jvp/vjp products; the per-sample J equals the operator's to ~1e-13, tested)
+        Jd = op.jacobian_matrix()
+        G = Jd @ Jd.T if swap else Jd.T @ Jd
+        G = 0.5 * (G + G.T)
+        T = DenseOp(Jd).adjoint() if swap else DenseOp(Jd)
+    else:
+        G = op.gram("outer" if swap else "inner", max_bytes=GRAM_MAX_BYTES)
+    t_gram = time.perf_counter() - tg
+    te = time.perf_counter()
+    xt = _gram_extremes(G, which, (10.0 * math.sqrt(M) + N) * eps)
+    del G
+    t_eig = time.perf_counter() - te
+    lmax = max(xt["lam_max"], 0.0)
+    eps_g = (10.0 * math.sqrt(M) + N) * eps * lmax
+    smax = math.sqrt(lmax)
+    ex = {}
+    need_refine = False
+    if which in ("both", "largest"):
+        gap = math.sqrt(max(xt["gap_max"], 0.0)) if xt["gap_max"] is not None else None
+        ex["largest"] = certify_small_side(T, xt["w_max"], end="largest", sigma_max_hint=smax, gap_bound=gap)
+        need_refine |= not bool(meets_tol(ex["largest"], tol).all())
+    if which in ("both", "smallest"):
+        lo2 = xt["gap_min"] if xt["gap_min"] is not None else -1.0
+        gap = math.sqrt(lo2) if lo2 > 0 else None
+        c = certify_small_side(T, xt["w_min"], end="smallest", sigma_max_hint=smax, gap_bound=gap)
+        ex["smallest"] = c
+        rank_level = c.values[0] <= max(M, N) * eps * smax
+        need_refine |= (not bool(meets_tol(c, tol).all())) or (
+            xt["lam_min"] <= eps_g and not (rank_level and c.lower[0] <= 0)
+        )
+    info: dict[str, Any] = {
+        "gram_eig_min": xt.get("lam_min", _NAN),
+        "gram_eig_max": lmax,
+        "gram_rounding_margin": eps_g,
+        "gram_eigen_solver": xt["solver"],
+        "materialisation": "per-sample jacrev under vmap",
+        "gram_seconds": t_gram,
+        "eigen_seconds": t_eig,
+    }
+    if "gap_certified_by" in xt:
+        info["gap_certified_by"] = xt["gap_certified_by"]
+    out: dict[str, Any] = {"explicit": ex, "smax": smax, "steps": 0, "cycles": 1, "ell": N}
+    method = label
+    if Jd is not None:
+        info["certified_on"] = "the materialised per-sample J (dense products, not counted in matvecs)"
+    if need_refine:
+        if Jd is not None:
+            out = svd_of_tall(Jd.T.contiguous() if swap else Jd, 1, which, tol)
+            method = label + "+dense"
+            info["refined"] = "dense SVD of the per-sample Jacobian (Gram route not certified)"
+        else:
+            res = golub_kahan_lanczos(op, 1, which, tol, maxiter, seed=seed)
+            info.update(res.info)
+            info["refined"] = "Golub-Kahan-Lanczos (Gram route not certified, J too large to store)"
+            return dataclasses.replace(
+                res,
+                method=label + "+gkl",
+                matvecs=int(op.n_products - start),
+                seconds=time.perf_counter() - t0,
+                info=info,
+            )
+    return _assemble(
+        op,
+        out,
+        which=which,
+        tol=tol,
+        swap=swap,
+        start=start,
+        t0=t0,
+        method=method,
+        iterations=1,
+        max_steps=None,
+        info=info,
+    )
+
+
+def _dense_samples(op: JacobianOperator, which: str, tol: float, t0: float, label: str) -> SVDResult:
+    """Dense SVD of the Jacobian materialised by per-sample ``jacrev`` under ``vmap``."""
+    start = op.n_products
+    m, p = op.shape
+    swap = m < p
+    Jd = op.jacobian_matrix()
+    out = svd_of_tall(Jd.T.contiguous() if swap else Jd, 1, which, tol)
+    res = _assemble(
+        op,
+        out,
+        which=which,
+        tol=tol,
+        swap=swap,
+        start=start,
+        t0=t0,
+        method=label,
+        iterations=1,
+        max_steps=None,
+        info={"materialisation": "per-sample jacrev under vmap"},
+    )
+    return dataclasses.replace(res, spectrum=out["spectrum"])
+
+
 def _solve(op: Any, ends: str, method: str, tol: float, maxiter: int | None, seed: int) -> SVDResult:
     t0 = time.perf_counter()
     m, n = op.shape
+    if method == "auto" and _per_sample(op):
+        s, L = min(m, n), max(m, n)
+        if s * L <= DENSE_MAX_ENTRIES:
+            return _dense_samples(op, ends, tol, t0, "auto->dense[per-sample]")
+        if s <= GRAM_MAX_SIDE_SAMPLES:
+            return _gram_route_samples(op, ends, tol, t0, "auto->gram[per-sample]", maxiter, seed)
     if method == "auto":
         s, L = min(m, n), max(m, n)
         item = torch.finfo(op.dtype).bits // 8
@@ -232,6 +498,8 @@ def _solve(op: Any, ends: str, method: str, tol: float, maxiter: int | None, see
     if method == "dense":
         return dense_svd(op, 1, ends, tol)
     if method == "gram":
+        if _per_sample(op):
+            return _gram_route_samples(op, ends, tol, t0, "gram[per-sample]", maxiter, seed)
         return _gram_route(op, ends, tol, t0, "gram")
     if method == "gkl":
         return golub_kahan_lanczos(op, 1, ends, tol, maxiter, seed=seed)

@@ -100,6 +100,19 @@ class JacobianOperator(_VmapMixin, LinearOp):
     vmap : batch block products with ``torch.func.vmap`` (falls back to a loop when
         ``fn`` does not support it).
     chunk : columns per vmapped batch.
+    sample_dim : opt-in per-sample block structure. ``sample_dim=s`` declares that
+        ``fn(params, *inputs)`` acts independently on the slices ``inputs[j].select(s, i)``
+        (every input is a tensor with the same size ``N`` along ``s``; parameters shared)
+        and that the output's leading dimension is that sample axis (so ``vec(fn)`` is
+        sample-major: rows ``i·m_s … (i+1)·m_s − 1`` of ``J`` depend on sample ``i`` only).
+        Then :meth:`jacobian_matrix`, :meth:`gram` and :meth:`to_dense` materialise ``J``
+        by ``torch.func.vmap`` over samples of ``torch.func.jacrev`` of the single-sample
+        function (``m_s = m/N`` VJPs per sample, each touching one sample only), instead
+        of ``m`` VJPs through the whole batch. ``matvec``/``rmatvec`` are unchanged.
+        The declaration is checked once at construction on the output of the first
+        sample (``fn`` on sample 0 alone must equal row block 0 of ``fn`` on the batch).
+    sample_chunk : samples per vmapped ``jacrev`` call (default: as many as fit in
+        ``256 MiB`` of Jacobian rows); bounds the memory of the materialisation.
     """
 
     def __init__(
@@ -110,23 +123,195 @@ class JacobianOperator(_VmapMixin, LinearOp):
         *,
         vmap: bool = True,
         chunk: int = 128,
+        sample_dim: int | None = None,
+        sample_chunk: int | None = None,
     ) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {type(fn).__name__}")
         names, tensors = _check_params(params)
         self._flat = _Flat(names, tensors)
         self._primals = tuple(tensors)
         inputs = tuple(inputs) if inputs is not None else ()
+        self._fn = fn
+        self._inputs = inputs
 
         def f(*ts: torch.Tensor) -> torch.Tensor:
             return fn(dict(zip(names, ts, strict=True)), *inputs).reshape(-1)
 
         self._f = f
-        out, self._vjp = torch.func.vjp(f, *self._primals)
+        out_full, self._vjp = torch.func.vjp(
+            lambda *ts: fn(dict(zip(names, ts, strict=True)), *inputs), *self._primals
+        )
+        out = out_full.reshape(-1)
+        self._out_shape = tuple(out_full.shape)
+        vjp_full = self._vjp
+        self._vjp = lambda y: vjp_full(y.reshape(self._out_shape))
         self.output = out.detach()
         super().__init__(
             (out.numel(), self._flat.n), tensors[0].dtype, tensors[0].device, name="JacobianOperator"
         )
         self._use_vmap = bool(vmap)
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
         self.chunk = int(chunk)
+        self.sample_dim: int | None = None
+        self.n_samples: int | None = None
+        self.sample_chunk: int | None = None
+        if sample_dim is not None:
+            self._setup_samples(sample_dim, sample_chunk, out_full)
+        elif sample_chunk is not None:
+            raise ValueError("sample_chunk needs sample_dim")
+
+    # ------------------------------------------------------------ per-sample structure
+    def _setup_samples(self, sample_dim: Any, sample_chunk: Any, out_full: torch.Tensor) -> None:
+        if isinstance(sample_dim, bool) or not isinstance(sample_dim, int):
+            raise TypeError(f"sample_dim must be an int or None, got {sample_dim!r}")
+        if not self._inputs:
+            raise ValueError("sample_dim needs inputs=(X, ...): the per-sample tensors to split")
+        sizes = set()
+        for j, x in enumerate(self._inputs):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(
+                    f"with sample_dim every input must be a tensor; inputs[{j}] is {type(x).__name__}"
+                )
+            if not -x.ndim <= sample_dim < x.ndim:
+                raise ValueError(
+                    f"sample_dim={sample_dim} out of range for inputs[{j}] of shape {tuple(x.shape)}"
+                )
+            sizes.add(int(x.shape[sample_dim]))
+        if len(sizes) != 1:
+            raise ValueError(
+                f"inputs disagree on the number of samples along dim {sample_dim}: {sorted(sizes)}"
+            )
+        N = sizes.pop()
+        if N < 1 or out_full.ndim == 0 or out_full.shape[0] != N:
+            raise ValueError(
+                f"sample_dim: fn's output must have the sample axis first (size {N}); "
+                f"got output shape {tuple(out_full.shape)}"
+            )
+        self.sample_dim = sample_dim
+        self.n_samples = N
+        m_s = self.shape[0] // N
+        item = torch.finfo(self.dtype).bits // 8
+        if sample_chunk is None:
+            sample_chunk = max(1, (256 * 1024**2) // max(1, m_s * self.shape[1] * item))
+        if isinstance(sample_chunk, bool) or not isinstance(sample_chunk, int) or sample_chunk < 1:
+            raise ValueError(f"sample_chunk must be a positive integer, got {sample_chunk!r}")
+        self.sample_chunk = int(min(sample_chunk, N))
+        # check the declaration on sample 0: fn(sample 0 alone) == row block 0
+        y0 = self._single(
+            self._primals, *(x.narrow(sample_dim, 0, 1).squeeze(sample_dim) for x in self._inputs)
+        )
+        ref = out_full.reshape(N, -1)[0]
+        if y0.shape != ref.shape or not torch.allclose(
+            y0, ref, rtol=1e-6, atol=1e-9 * float(ref.abs().max() + 1)
+        ):
+            raise ValueError(
+                "sample_dim: fn on sample 0 alone does not reproduce the first row block of fn on "
+                "the batch; fn does not act independently per sample along this dimension"
+            )
+
+    def _single(self, ts: tuple[torch.Tensor, ...], *xs: torch.Tensor) -> torch.Tensor:
+        """Single-sample function ``θ ↦ vec(fn(θ, x_i))`` (``x_i`` re-expanded to a batch of 1)."""
+        d = self.sample_dim
+        assert d is not None
+        out = self._fn(dict(zip(self._flat.names, ts, strict=True)), *(x.unsqueeze(d) for x in xs))
+        return out.reshape(-1)
+
+    def _sample_block(self, a: int, b: int) -> torch.Tensor:
+        """Rows of ``J`` for samples ``a … b−1``: vmap over samples of jacrev of the single-sample fn."""
+        d = self.sample_dim
+        assert d is not None
+        xs = tuple(x.narrow(d, a, b - a) for x in self._inputs)
+        jac = torch.func.vmap(
+            torch.func.jacrev(self._single, argnums=0),
+            in_dims=(None,) + (d,) * len(xs),
+        )(self._primals, *xs)
+        rows = (b - a) * (self.shape[0] // (self.n_samples or 1))
+        return torch.cat([t.reshape(rows, -1) for t in jac], dim=1).detach()
+
+    def _require_samples(self, what: str) -> int:
+        if self.sample_dim is None or self.n_samples is None or self.sample_chunk is None:
+            raise ValueError(f"{what} needs the per-sample structure: construct with sample_dim=")
+        return self.n_samples
+
+    def _rows(self, a: int, b: int) -> torch.Tensor:
+        """Rows of ``J`` for samples ``a … b−1``, built in ``sample_chunk`` pieces."""
+        c = int(self.sample_chunk or 1)
+        if b - a <= c:
+            return self._sample_block(a, b)
+        m_s = self.shape[0] // (self.n_samples or 1)
+        # preallocated and filled chunk by chunk: peak = the rows + one chunk (no torch.cat copy)
+        out = torch.empty((b - a) * m_s, self.shape[1], dtype=self.dtype, device=self.device)
+        for s in range(a, b, c):
+            e = min(s + c, b)
+            out[(s - a) * m_s : (e - a) * m_s] = self._sample_block(s, e)
+        return out
+
+    def jacobian_matrix(self) -> torch.Tensor:
+        """Dense ``J`` (``m×p``) by per-sample ``jacrev`` under ``vmap`` (needs ``sample_dim``).
+
+        Not counted in :attr:`n_products` (no product with ``J`` is formed); the cost is
+        ``m_s = m/N`` reverse passes per sample, i.e. about ``m_s`` full-batch VJPs.
+        """
+        N = self._require_samples("jacobian_matrix()")
+        return self._rows(0, N)
+
+    def gram(self, side: str = "outer", *, max_bytes: int = 4 * 1024**3) -> torch.Tensor:
+        """Dense ``J Jᵀ`` (``side="outer"``, ``m×m``) or ``Jᵀ J`` (``"inner"``, ``p×p``) from
+        per-sample Jacobian blocks (needs ``sample_dim``).
+
+        If the whole ``J`` fits in ``max_bytes`` it is materialised (:meth:`jacobian_matrix`)
+        and ``G`` is one GEMM. Otherwise ``Jᵀ J = Σ_a J_aᵀ J_a`` is accumulated over sample
+        chunks (inner), and the outer Gram is formed block-row by block-row: a block ``J_a``
+        of as many samples as fit in ``max_bytes`` less one streaming chunk is held,
+        ``G[a, a] = J_a J_aᵀ``, and the later samples are streamed in chunks ``J_c``
+        (``sample_chunk``, at most ``max_bytes/4``) for ``G[a, c] = J_a J_cᵀ``. With ``b``
+        blocks this computes ``(b + 1)/2`` times the rows of ``J`` (1.5× for two blocks);
+        peak memory ``≈ max_bytes`` plus ``G``. The result is symmetrised, ``(G + Gᵀ)/2``.
+        """
+        if side not in ("outer", "inner"):
+            raise ValueError(f"unknown side {side!r}; known: 'outer', 'inner'")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+        N = self._require_samples("gram()")
+        m, p = self.shape
+        m_s = m // N
+        item = torch.finfo(self.dtype).bits // 8
+        if m * p * item <= max_bytes:
+            Jd = self.jacobian_matrix()
+            G = Jd @ Jd.T if side == "outer" else Jd.T @ Jd
+            return 0.5 * (G + G.T)
+        if side == "inner":
+            G = torch.zeros(p, p, dtype=self.dtype, device=self.device)
+            c = int(self.sample_chunk or 1)
+            for a in range(0, N, c):
+                Ja = self._sample_block(a, min(a + c, N))
+                G += Ja.T @ Ja
+            return 0.5 * (G + G.T)
+        row_bytes = max(1, m_s * p * item)
+        sc = max(1, min(int(self.sample_chunk or 1), (max_bytes // 4) // row_bytes))
+        blk = max(1, (max_bytes - sc * row_bytes) // row_bytes)
+        G = torch.empty(m, m, dtype=self.dtype, device=self.device)
+        for a in range(0, N, blk):
+            a1 = min(a + blk, N)
+            Ja = self._rows(a, a1)
+            G[a * m_s : a1 * m_s, a * m_s : a1 * m_s] = Ja @ Ja.T
+            for b in range(a1, N, sc):  # the later samples, streamed in chunks
+                b1 = min(b + sc, N)
+                G_ab = Ja @ self._sample_block(b, b1).T
+                G[a * m_s : a1 * m_s, b * m_s : b1 * m_s] = G_ab
+                G[b * m_s : b1 * m_s, a * m_s : a1 * m_s] = G_ab.T
+            del Ja
+        return 0.5 * (G + G.T)
+
+    def to_dense(self, max_entries: int = 50_000_000) -> torch.Tensor:
+        """Dense ``J``; per-sample ``jacrev`` when ``sample_dim`` is set, else ``p`` products."""
+        if self.sample_dim is None:
+            return super().to_dense(max_entries)
+        if self.shape[0] * self.shape[1] > max_entries:
+            raise ValueError(f"to_dense: {self.shape[0]}x{self.shape[1]} exceeds max_entries={max_entries}")
+        return self.jacobian_matrix()
 
     @property
     def param_names(self) -> list[str]:

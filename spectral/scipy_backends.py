@@ -3,10 +3,14 @@
 The peers' own convergence claims are not trusted: after they return, the singular
 vectors on the small side are re-evaluated by Rayleigh–Ritz on ``A`` (``σ = ‖A v‖``) and
 given the certified residual intervals of :mod:`spectral._certify`. A wrong value (e.g.
-PROPACK's ``which="SM"`` returning ``0.0``, LOBPCG far off) therefore shows up as a large
-residual and ``converged=False``. Exceptions (``ArpackNoConvergence``, ``LinAlgError``,
-...) are caught and reported as ``converged=False`` with the message in ``reason``.
-The peer's raw values are kept in ``info["raw_values"]``.
+LOBPCG far off) therefore shows up as a large residual and ``converged=False``; a raw value
+that disagrees with ``‖A v‖`` of its own vector beyond the certified interval (PROPACK's
+``which="SM"`` returning ``0.0`` with the vector of an interior singular value) is also
+labelled ``converged=False``, with both numbers in ``reason``. A residual certificate
+cannot prove that a returned value is the *extreme* one (``gap_certified=False``): a
+peer that converges cleanly to an interior singular value is not detected. Exceptions
+(``ArpackNoConvergence``, ``LinAlgError``, ...) are caught and reported as
+``converged=False`` with the message in ``reason``. The peer's raw values are kept in ``info["raw_values"]``.
 """
 
 from __future__ import annotations
@@ -86,11 +90,22 @@ def _svds(
         Ul = torch.as_tensor(np.ascontiguousarray(big), dtype=op.dtype, device=op.device)
         smax_hint = max(smax_hint, float(np.max(s)))
         c = certify_small_side(T, V, end=end, sigma_max_hint=smax_hint, U=Ul)
-        blocks[end] = block_from(c, end=end, converged=meets_tol(c, tol), swap=swap)
+        conv = meets_tol(c, tol)
+        agree = _raw_agrees(np.asarray(raw[end]), c, tol)
+        if not bool(agree.all()):
+            bad = int(np.argmin(agree))
+            reasons.append(
+                f"{solver} ({end}) returned sigma={raw[end][bad]:.6g} but its singular vector gives "
+                f"||A v|| = {c.values[bad]:.6g} (certified in [{c.lower[bad]:.6g}, {c.upper[bad]:.6g}]): "
+                "the peer's value and vectors disagree, so the result is not trusted"
+            )
+        blocks[end] = block_from(c, end=end, converged=conv & agree, swap=swap)
     converged = len(blocks) == len(ends) and all(bool(b.converged.all()) for b in blocks.values())
     if not converged and not reasons:
         reasons.append(f"{solver} result fails the certified residual test at tol={tol:g}")
-    elif blocks and not all(bool(b.converged.all()) for b in blocks.values()):
+    elif blocks and not all(bool(b.converged.all()) for b in blocks.values()) and not any(
+        "not trusted" in r for r in reasons
+    ):
         reasons.append(f"{solver} result fails the certified residual test at tol={tol:g}")
     return SVDResult(
         method=solver,
@@ -104,6 +119,18 @@ def _svds(
         reason="; ".join(reasons) or None,
         info={"raw_values": raw},
     )
+
+
+def _raw_agrees(raw: np.ndarray, c: Any, tol: float) -> np.ndarray:
+    """``|s_raw,i − ‖A v_i‖| ≤ max(tol·σ_i, η_i) + δ`` for every returned triplet.
+
+    The certified interval ``[σ_i − η_i − δ, σ_i + η_i + δ]`` holds a singular value; a raw
+    value outside it (widened to ``tol·σ_i``) means the peer's value and its vector belong to
+    different singular values (e.g. PROPACK ``which="SM"`` returning ``0.0`` with the vector
+    of an interior singular value). Such a result is labelled ``converged=False``.
+    """
+    slack = np.maximum(tol * c.values, c.eta) + c.delta
+    return np.abs(raw - c.values) <= slack
 
 
 _DOC = """Singular triplets by ``scipy.sparse.linalg.svds(solver={solver!r})``.
