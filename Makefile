@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/attncond train
+	$(VENV)/bin/attncond diagnose --config configs/demo.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
