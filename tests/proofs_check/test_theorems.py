@@ -143,6 +143,23 @@ def test_pl_bound_exact_and_mu_matches_dense_reference(inst):
     assert mu_ref >= d["corrected_bound"] - 1e-10 * lam_ref
 
 
+@settings(max_examples=15)
+@given(instances("S24.thm1.pl_bound"))
+def test_pl_bound_agrees_with_structured_diagnostics(inst):
+    """The theorem object (autograd Jacobian + certified SVD) and spectral.diagnostics.pl_constant
+    (closed-form NTK Gram, MATH.md §4) are independent routes to the same mu and bounds."""
+    from spectral.diagnostics import pl_constant
+
+    d = check("S24.thm1.pl_bound", inst).conclusion.details
+    model, X, _ = inst.build()
+    pl = pl_constant(model, X, trainable=inst.trainable)
+    lam = d["lambda_max(JJt)"]
+    assert pl.mu == pytest.approx(d["mu"], rel=1e-8, abs=1e-10 * lam)
+    assert pl.corrected_bound == pytest.approx(d["corrected_bound"], rel=1e-10, abs=1e-14 * lam)
+    assert pl.beta_paper == pytest.approx(d["beta_paper"], rel=1e-10, abs=1e-14 * lam)
+    assert pl.holds["corrected_bound"]
+
+
 def test_joint_value_identity_is_exact():
     """MATH.md §4: joint values, only W_V trained: lambda_min(JJ^T) = sigma_min(W^O)^2 sigma_min(B0)^2."""
     cfg = AttentionConfig(N=2, n=2, D=3, d=2, H=2, value_param="joint", trainable=("W_V",), seed=3)
