@@ -3,7 +3,8 @@
 Data: :func:`models.data.digits_two_step` (2×2 tiles of scikit-learn's bundled 8×8 digits; the two
 indicator tiles are 1s or 2s; the label is the class of the top-left tile if the indicators
 match, else of the top-right one), train and test tiles from disjoint halves of the digits,
-:func:`models.data.patchify` into 16 tokens of 4×4 pixels.
+:func:`models.data.patchify` into tokens of ``patch×patch`` pixels (smoke: 16 tokens of 4×4; quick and
+full: 4 tokens of 8×8, one per digit tile, which buys ~4× more steps per second; the task is unchanged).
 
 Model: :class:`models.vit.TinyViT` (pre-norm, CLS pooling), trained with AdamW on minibatches
 (as [H24]; full-batch GD is not the paper's protocol here). Variants:
@@ -21,7 +22,9 @@ which the run reaches 95% of the baseline's (median) final accuracy; the accurac
 
 "Learned the intermediate task" (**reconstructed** criterion): final test accuracy above
 ``learned_acc`` (0.7). A model blind to the indicators can at best pick one of the two target
-tiles, ≈ 0.5 + 0.5·P(both target tiles share a class) ≈ 0.55 with perfect digit recognition.
+tiles, ≈ 0.5 + 0.5·P(both target tiles share a class) ≈ 0.55 with perfect digit recognition;
+:func:`blind_ceiling` measures that number exactly on each test set. The training accuracy (on
+``n_test`` training images) is recorded too, to tell memorisation from learning the rule.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class H24Config:
     batch: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.01
+    warmup: int = 0
     heat_start: float = 3.0
     heat_end: float | None = None
     learned_acc: float = 0.7
@@ -77,10 +81,19 @@ class H24Config:
     patch: int = 4
 
 
+# Patch 8 makes one token per digit tile (4 tokens + CLS), about 4x cheaper per step than patch 4, so
+# the budget buys more steps; the task itself is unchanged. Training sets are large (each image is a
+# fresh combination of tiles) because with 4,096 images the ViT memorises the training combinations
+# (patch 8, batch 256, 500 steps: train accuracy 0.83, test 0.53) instead of learning the indicator rule.
+# Even so, at this width no variant got past the indicator-blind plateau (≈ 0.56) in our runs: softmax and
+# NormSoftmax stay at 0.53-0.57 test accuracy for 4,000 steps of batch 64 on 65,536 images.
 CONFIGS = {
     "smoke": H24Config(seeds=1, steps=30, n_train=256, n_test=256, eval_every=10),
-    "quick": H24Config(seeds=2, steps=400, n_train=4096, n_test=512, eval_every=25),
-    "full": H24Config(seeds=4, steps=3000, n_train=16384, n_test=2048, eval_every=100),
+    "quick": H24Config(seeds=2, steps=600, n_train=32768, n_test=512, eval_every=50, lr=3e-3, patch=8),
+    # measured (softmax, seed 0, a loop identical to train_one): test accuracy 0.55 for 3,000 steps, then a
+    # jump to 0.89 (match probe 0.93) between steps 3,000 and 3,500; 133 s per run at 1 thread: 2 seeds fit
+    "full": H24Config(seeds=2, steps=5000, n_train=65536, n_test=2048, eval_every=250, D=64, H=4, batch=128,
+                      lr=1e-3, warmup=100, patch=8),
 }
 
 
@@ -88,17 +101,31 @@ def _data(cfg: H24Config, seed: int) -> dict[str, torch.Tensor]:
     tr = digits_two_step(cfg.n_train, seed, split="train", dtype=cfg.dtype)
     te = digits_two_step(cfg.n_test, seed + 1, split="test", dtype=cfg.dtype)
     return {"Xtr": patchify(tr.images, cfg.patch), "ytr": tr.labels, "mtr": tr.match,
-            "Xte": patchify(te.images, cfg.patch), "yte": te.labels, "mte": te.match}
+            "Xte": patchify(te.images, cfg.patch), "yte": te.labels, "mte": te.match,
+            "blind": torch.tensor(blind_ceiling(te.labels, te.tiles, te.target_positions))}
 
 
-def _evaluate(model: TinyViT, data: dict[str, torch.Tensor]) -> tuple[float, float]:
+def blind_ceiling(labels: torch.Tensor, tiles: torch.Tensor, targets: tuple[int, int]) -> float:
+    """Best test accuracy of a rule that ignores the indicators (MATH.md §6 task).
+
+    Such a rule reports the class of one fixed target tile; with perfect digit recognition it scores
+    ``max_t mean(labels == tiles[:, t])`` over the two target positions ``t`` (≈ 0.5 + 0.5·0.1 = 0.55).
+    Accuracy clearly above this number needs the intermediate (indicator-match) step.
+    """
+    return max(float((labels == tiles[:, t]).double().mean()) for t in targets)
+
+
+def _evaluate(model: TinyViT, data: dict[str, torch.Tensor]) -> tuple[float, float, float]:
+    """Test accuracy, test accuracy of the match probe, and accuracy on the first ``n_test`` training images."""
     model.eval()
     with torch.no_grad():
         logits, probe = model.forward_with_probe(data["Xte"])
+        n = data["Xte"].shape[0]
+        tr_acc = float((model(data["Xtr"][:n]).argmax(-1) == data["ytr"][:n]).float().mean())
     model.train()
     acc = float((logits.argmax(-1) == data["yte"]).float().mean())
     pacc = float((probe.argmax(-1) == data["mte"]).float().mean()) if probe is not None else math.nan
-    return acc, pacc
+    return acc, pacc, tr_acc
 
 
 def train_one(cfg: H24Config, variant: str, seed: int, data: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -111,13 +138,16 @@ def train_one(cfg: H24Config, variant: str, seed: int, data: dict[str, torch.Ten
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(seed + 12345)
     qkv = model.qkv_parameters()
-    steps_rec, acc, probe_acc, mult = [], [], [], []
+    steps_rec, acc, probe_acc, train_acc, mult = [], [], [], [], []
     grads: dict[str, list[list[float]]] = {w: [] for w in qkv}
     n = data["Xtr"].shape[0]
     for t in range(cfg.steps + 1):
         if variant == "heat":
             frac = min(t / max(cfg.steps, 1), 1.0)
             model.set_logit_multiplier(heat_treatment(frac, cfg.heat_start, heat_end))
+        if cfg.warmup:
+            for group in opt.param_groups:  # linear warm-up to cfg.lr, then constant
+                group["lr"] = cfg.lr * min(1.0, (t + 1) / cfg.warmup)
         idx = torch.randint(0, n, (cfg.batch,), generator=g)
         logits, probe = model.forward_with_probe(data["Xtr"][idx])
         loss = F.cross_entropy(logits, data["ytr"][idx])
@@ -126,10 +156,11 @@ def train_one(cfg: H24Config, variant: str, seed: int, data: dict[str, torch.Ten
         opt.zero_grad()
         loss.backward()
         if t % cfg.eval_every == 0 or t == cfg.steps:
-            a, pa = _evaluate(model, data)
+            a, pa, ta = _evaluate(model, data)
             steps_rec.append(t)
             acc.append(a)
             probe_acc.append(pa)
+            train_acc.append(ta)
             mult.append(1.0 / model.effective_tau())
             for w, layers in qkv.items():
                 grads[w].append([float(p.grad.abs().mean()) for p in layers.values()])
@@ -137,7 +168,8 @@ def train_one(cfg: H24Config, variant: str, seed: int, data: dict[str, torch.Ten
             opt.step()
     mean_grad = {w: np.mean(np.asarray(v), axis=0).tolist() for w, v in grads.items()}
     return {"variant": variant, "seed": seed, "steps": steps_rec, "accuracy": acc, "probe_accuracy": probe_acc,
-            "logit_multiplier": mult, "mean_abs_grad": mean_grad,
+            "train_accuracy": train_acc, "blind_ceiling": float(data["blind"]),
+            "final_train_accuracy": train_acc[-1], "logit_multiplier": mult, "mean_abs_grad": mean_grad,
             "initial_abs_grad": {w: v[0] for w, v in grads.items()}, "final_accuracy": acc[-1],
             "final_probe_accuracy": probe_acc[-1], "learned_intermediate": acc[-1] >= cfg.learned_acc}
 
@@ -182,6 +214,7 @@ def _summarise(cfg: H24Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
         per[v] = {
             "final_accuracy_median": float(np.median([r["final_accuracy"] for r in sel])),
             "final_probe_accuracy_median": float(np.median([r["final_probe_accuracy"] for r in sel])),
+            "final_train_accuracy_median": float(np.median([r["final_train_accuracy"] for r in sel])),
             "step_to_95pct_baseline_median": float(np.median([r["step_to_95pct_baseline"] for r in sel])),
             "fraction_learned_intermediate": float(np.mean([r["learned_intermediate"] for r in sel])),
             "mean_abs_grad": {w: np.mean([r["mean_abs_grad"][w] for r in sel], axis=0).tolist()
@@ -194,7 +227,8 @@ def _summarise(cfg: H24Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
         s = per[v]["step_to_95pct_baseline_median"]
         per[v]["steps_fraction_of_baseline"] = s / b if b and math.isfinite(b) and b > 0 else math.nan
     return {"runs": runs, "baseline_final_accuracy": base_final, "target_accuracy_95pct": target,
-            "per_variant": per, "chance_accuracy": 0.1, "blind_ceiling_approx": 0.55}
+            "per_variant": per, "chance_accuracy": 0.1, "blind_ceiling_approx": 0.55,
+            "blind_ceiling": float(np.median([r["blind_ceiling"] for r in runs]))}
 
 
 def _plot(cfg: H24Config, numbers: dict[str, Any], out: Path | None, figures: list[Figure]) -> None:
@@ -211,7 +245,8 @@ def _plot(cfg: H24Config, numbers: dict[str, Any], out: Path | None, figures: li
     axes[0].axhline(numbers["target_accuracy_95pct"], color="gray", ls="--", lw=1,
                     label="95% of baseline final")
     axes[0].axhline(0.1, color="k", ls=":", lw=1, label="chance (0.1)")
-    axes[0].axhline(0.55, color="purple", ls=":", lw=1, label="indicator-blind ceiling ≈ 0.55")
+    axes[0].axhline(numbers["blind_ceiling"], color="purple", ls=":", lw=1,
+                    label=f"indicator-blind ceiling {numbers['blind_ceiling']:.3f} (test set)")
     axes[0].set_ylabel("test accuracy (final label)")
     axes[1].axhline(0.5, color="k", ls=":", lw=1, label="chance (0.5)")
     axes[1].set_ylabel("test accuracy of the match probe (detached)")
@@ -275,6 +310,7 @@ def _findings(cfg: H24Config, numbers: dict[str, Any]) -> list[Finding]:
     ok = all(math.isfinite(fr[v]) and fr[v] <= 0.5 for v in ("normsoftmax", "heat"))
     some = any(math.isfinite(fr[v]) and fr[v] < 1.0 for v in ("normsoftmax", "heat"))
     base = numbers["baseline_final_accuracy"]
+    blind = numbers["blind_ceiling"]
     learned = base >= cfg.learned_acc
     out.append(Finding(
         "H24", "Fixed models (NormSoftmax, heat treatment) reach 95% of the baseline's final accuracy in about "
@@ -284,7 +320,8 @@ def _findings(cfg: H24Config, numbers: dict[str, Any]) -> list[Finding]:
         + ", ".join(f"{v} {per[v]['step_to_95pct_baseline_median']:g} ({fr[v]:.2f}× baseline)"
                     for v in VARIANTS) + "."
         + ("" if learned else f" The baseline itself did not learn the task (final accuracy {base:.3f} < "
-           f"{cfg.learned_acc}), so this compares the early phase only, not the claim."), scale))
+           f"{cfg.learned_acc}; an indicator-blind rule scores {blind:.3f} on this test set), so this "
+           "compares reaching the blind plateau, not the claim."), scale))
     fl = {v: per[v]["fraction_learned_intermediate"] for v in VARIANTS}
     acc = {v: per[v]["final_accuracy_median"] for v in VARIANTS}
     out.append(Finding(
@@ -293,6 +330,9 @@ def _findings(cfg: H24Config, numbers: dict[str, Any]) -> list[Finding]:
         ("supported" if min(fl["normsoftmax"], fl["heat"]) > fl["softmax"] else "not supported"),
         "fraction of seeds with final accuracy ≥ " + f"{cfg.learned_acc}: "
         + ", ".join(f"{v} {fl[v]:.2f}" for v in VARIANTS) + "; median final accuracy "
-        + ", ".join(f"{v} {acc[v]:.3f}" for v in VARIANTS) + "; median probe accuracy "
+        + ", ".join(f"{v} {acc[v]:.3f}" for v in VARIANTS)
+        + f" (indicator-blind ceiling {blind:.3f}); median train accuracy "
+        + ", ".join(f"{v} {per[v]['final_train_accuracy_median']:.3f}" for v in VARIANTS)
+        + "; median probe accuracy "
         + ", ".join(f"{v} {per[v]['final_probe_accuracy_median']:.3f}" for v in VARIANTS) + ".", scale))
     return out

@@ -23,6 +23,7 @@ from attncond.reproduce import i25 as i25_mod
 from attncond.reproduce import s24 as s24_mod
 from attncond.reproduce._common import VERDICTS, prepare_out
 from attncond.reproduce._measure import softmax_jacobian_kappa
+from models.data import digits_two_step
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -178,6 +179,24 @@ def test_h24_accuracies_gradients_and_95pct_step(smoke):
     assert cfg.seeds == 1 and per["softmax"]["steps_fraction_of_baseline"] == 1.0
     for v in h24_mod.VARIANTS:
         assert 0.0 <= per[v]["fraction_learned_intermediate"] <= 1.0
+        assert per[v]["final_train_accuracy_median"] == pytest.approx(
+            float(np.median([x["final_train_accuracy"] for x in runs if x["variant"] == v])))
+    for x in runs:
+        assert len(x["train_accuracy"]) == n_eval and x["final_train_accuracy"] == x["train_accuracy"][-1]
+    # the indicator-blind ceiling is recomputed independently from the smoke test set
+    te = digits_two_step(cfg.n_test, 0 + 1, split="test")  # run seed 0, test split seed + 1
+    pick = {t: float((te.labels == te.tiles[:, t]).double().mean()) for t in te.target_positions}
+    assert r.numbers["blind_ceiling"] == pytest.approx(max(pick.values()), abs=1e-12)
+    assert 0.5 < r.numbers["blind_ceiling"] < 0.65  # P(match) ≈ 0.5 plus ≈ 0.05 of the non-matching half
+
+
+def test_h24_blind_ceiling_formula():
+    labels = torch.tensor([3, 5, 5, 7])
+    tiles = torch.tensor([[3, 1, 1, 1], [5, 5, 2, 1], [0, 5, 2, 2], [7, 9, 1, 2]])
+    # tile 0 gives the label in rows 0, 1, 3 (3/4); tile 1 in rows 1, 2 (2/4)
+    assert h24_mod.blind_ceiling(labels, tiles, (0, 1)) == 0.75
+    assert h24_mod.blind_ceiling(labels, tiles, (1, 0)) == 0.75
+    assert h24_mod.blind_ceiling(labels, tiles, (1, 2)) == 0.5
 
 
 def test_report_json_round_trips_and_markdown_renders(smoke, tmp_path):
