@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--kernels", default="softmax,gaussian")
     ap.add_argument("--wrt", default="W_Q,W_K,W_V")
+    ap.add_argument("--jacrev-chunk", type=int, default=128,
+                    help="chunk_size of the whole-batch jacrev peer (bounds its memory: unchunked, the "
+                         "gaussian kernel's jacrev took 24 GB and was OOM-killed on the medium size)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "closed_form_vs_jacrev.json"))
     args = ap.parse_args(argv)
     if args.repeats < 1:
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                 return model.functional({wrt: W}, x.unsqueeze(0)).squeeze(0)
 
             methods = {
-                "jacrev": lambda f_batch=f_batch, W0=W0: torch.func.jacrev(f_batch)(W0),
+                "jacrev": lambda f_batch=f_batch, W0=W0: torch.func.jacrev(
+                    f_batch, chunk_size=args.jacrev_chunk)(W0),
                 "vmap_jacrev": lambda f_one=f_one, W0=W0: torch.func.vmap(
                     torch.func.jacrev(f_one), in_dims=(None, 0))(W0, X),
                 "closed_form": lambda model=model, wrt=wrt: mh_output_jacobian(model, X, wrt),
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "platform": platform.platform(), "dtype": "float64"}
+            "platform": platform.platform(), "dtype": "float64", "jacrev_chunk": args.jacrev_chunk}
     cf = [r["speedup_vs_jacrev"] for r in rows if r["method"] == "closed_form"]
     vm = [r["median_seconds"] / c["median_seconds"] for r, c in zip(
         [r for r in rows if r["method"] == "vmap_jacrev"], [r for r in rows if r["method"] == "closed_form"],

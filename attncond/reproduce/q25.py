@@ -143,17 +143,23 @@ def _summarise(cfg, by_scale, by_n, runs) -> dict[str, Any]:
     all_pts = [p for rows in by_scale.values() for p in rows] + [
         p for d in by_n.values() for rows in d.values() for p in rows]
     rates = [r for r in runs if math.isfinite(r["rate"])]
-    final = {}
+    final: dict[str, float] = {}
+    diverged: dict[str, int] = {}
     for res in (False, True):
         for s in cfg.curve_scales:
-            sel = [r["losses"][-1] / r["losses"][0] for r in runs if r["residual"] == res and r["scale"] == s]
-            final[f"{'residual' if res else 'plain'}@{s}"] = float(np.median(sel)) if sel else math.nan
+            # a diverged run (non-finite loss) counts as f_T/f_0 = inf, so it ranks last in the median
+            sel = [r["losses"][-1] / r["losses"][0] if math.isfinite(r["losses"][-1]) else math.inf
+                   for r in runs if r["residual"] == res and r["scale"] == s]
+            key = f"{'residual' if res else 'plain'}@{s}"
+            final[key] = float(np.median(sel)) if sel else math.nan
+            diverged[key] = sum(not math.isfinite(v) for v in sel)
     return {
         "kappa_vs_scale": kappa_scale, "kappa_vs_n": kappa_n, "raw_vs_scale": by_scale, "raw_vs_n": by_n,
         "weyl": {"points": len(all_pts), "holds": sum(p["weyl_holds"] for p in all_pts),
                  "min_margin": float(min(p["residual"]["sigma_min"] - p["weyl_lower"] for p in all_pts))},
         "gd_runs": runs,
         "median_final_over_initial": final,
+        "diverged_at_curve_scales": diverged,
         "spearman_rate_vs_inv_kappa2": spearman([r["inv_kappa2"] for r in rates], [r["rate"] for r in rates]),
         "spearman_rate_vs_inv_kappa2_plain_only": spearman(
             [r["inv_kappa2"] for r in rates if not r["residual"]],
@@ -244,6 +250,16 @@ def _plot(cfg: Q25Config, numbers: dict[str, Any], out: Path | None, figures: li
          figures)
 
 
+def _diverged_note(numbers: dict[str, Any], s0: float, seeds: int) -> str:
+    """``"; k of n runs … diverged"`` for the GD comparison (a diverged run counts as ``f_T/f_0 = inf``)."""
+    dv = numbers.get("diverged_at_curve_scales", {})
+    parts = [f"{dv[k]} of {seeds} runs {'with' if k.startswith('residual') else 'without'} residual diverged"
+             for k in (f"residual@{s0}", f"plain@{s0}") if dv.get(k)]
+    if not parts:
+        return ""
+    return " (" + "; ".join(parts) + " at η = c/σ²_max(Z_0), counted as f_T/f_0 = ∞)"
+
+
 def _findings(cfg: Q25Config, numbers: dict[str, Any]) -> list[Finding]:
     scale = (f"N={cfg.N}, n={cfg.n}, D={cfg.D}, d={cfg.d}, FFN width {cfg.d_ff}; "
              f"init scales {list(cfg.scales)}; {cfg.seeds} seeds; {cfg.steps} GD steps")
@@ -269,7 +285,8 @@ def _findings(cfg: Q25Config, numbers: dict[str, Any]) -> list[Finding]:
     out.append(Finding("Q25", "GD on the block converges faster with the residual (near-uniform init).",
                        "supported" if res_better else "not supported",
                        f"median f_T/f_0 at s={s0:g}: residual {fin[f'residual@{s0}']:.3g}, "
-                       f"no residual {fin[f'plain@{s0}']:.3g}.", scale))
+                       f"no residual {fin[f'plain@{s0}']:.3g}" + _diverged_note(numbers, s0, cfg.seeds) + ".",
+                       scale))
     rho = numbers["spearman_rate_vs_inv_kappa2"]
     rho_plain = numbers["spearman_rate_vs_inv_kappa2_plain_only"]
     slope = numbers["loglog_slope_rate_vs_inv_kappa2"]
