@@ -33,11 +33,11 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     cols = list(columns) if columns else list(rows[0])
     cells = [[fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[j]) for row in cells)) for j, c in enumerate(cols)]
-    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))
+    line = "  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True))  # lines are rstripped below
     out = [title] if title else []
     out += [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(out)
+    return "\n".join(ln.rstrip() for ln in out)
 
 
 def _json_default(o: Any) -> Any:
