@@ -174,39 +174,53 @@ def _which_to_ends(which: Any) -> str:
     raise ValueError(f"which must be 'max', 'min' or a tuple of them, got {which!r}")
 
 
+def _certify_gram_ends(
+    T: Any, xt: dict[str, Any], which: str, tol: float, eps: float
+) -> tuple[dict[str, Any], bool, float, float]:
+    """Certify the Gram eigenvectors of :func:`_gram_extremes` as Ritz vectors of the tall ``T``.
+
+    ``σ = ‖T v‖`` (never ``sqrt(λ)``), with the Kato–Temple gap taken from the Gram spectrum
+    (``xt["gap_max"]``, ``xt["gap_min"]``, already widened by the rounding margin ``eps_g``).
+    Returns ``(explicit, need_refine, σ_max hint, eps_g)``; ``need_refine`` is set when a value
+    misses ``tol`` or ``λ_min`` is below the rounding margin without a certified rank deficiency
+    (``eps·κ²`` lost by squaring).
+    """
+    M, N = T.shape
+    lmax = max(xt["lam_max"], 0.0)
+    eps_g = (10.0 * math.sqrt(M) + N) * eps * lmax  # rounding model of G and of its eigensolver
+    smax = math.sqrt(lmax)
+    ex: dict[str, Any] = {}
+    need_refine = False
+    if which in ("both", "largest"):
+        gap = math.sqrt(max(xt["gap_max"], 0.0)) if xt["gap_max"] is not None else None
+        ex["largest"] = certify_small_side(T, xt["w_max"], end="largest", sigma_max_hint=smax, gap_bound=gap)
+        need_refine |= not bool(meets_tol(ex["largest"], tol).all())
+    if which in ("both", "smallest"):
+        lo2 = xt["gap_min"] if xt["gap_min"] is not None else -1.0
+        gap = math.sqrt(lo2) if lo2 > 0 else None
+        c = certify_small_side(T, xt["w_min"], end="smallest", sigma_max_hint=smax, gap_bound=gap)
+        ex["smallest"] = c
+        rank_level = c.values[0] <= max(M, N) * eps * smax
+        need_refine |= (not bool(meets_tol(c, tol).all())) or (
+            xt["lam_min"] <= eps_g and not (rank_level and c.lower[0] <= 0)
+        )
+    return ex, need_refine, smax, eps_g
+
+
 def _gram_route(op: Any, which: str, tol: float, t0: float, label: str) -> SVDResult:
-    """Materialise the tall factor, ``eigvalsh`` of its Gram, certify on ``A`` itself."""
+    """Materialise the tall factor, ``eigh`` of its Gram, certify on ``A`` itself."""
     start = op.n_products
     T, swap = dense_tall_factor(op)
     M, N = T.shape
     eps = torch.finfo(T.dtype).eps
     G = T.T @ T
-    lam, W = torch.linalg.eigh(0.5 * (G + G.T))
-    lam_np = lam.detach().cpu().double().numpy()
-    lmax = max(float(lam_np[-1]), 0.0)
-    eps_g = (10.0 * math.sqrt(M) + N) * eps * lmax  # rounding model of G and of eigvalsh
-    smax = math.sqrt(lmax)
-    top = DenseOp(T)
-    ex = {}
-    need_dense = False
-    if which in ("both", "largest"):
-        gap = math.sqrt(lam_np[-2] + eps_g) if N > 1 else None
-        ex["largest"] = certify_small_side(top, W[:, -1:], end="largest", sigma_max_hint=smax, gap_bound=gap)
-        need_dense |= not bool(meets_tol(ex["largest"], tol).all())
-    if which in ("both", "smallest"):
-        lo2 = lam_np[1] - eps_g if N > 1 else -1.0
-        gap = math.sqrt(lo2) if lo2 > 0 else None
-        c = certify_small_side(top, W[:, :1], end="smallest", sigma_max_hint=smax, gap_bound=gap)
-        ex["smallest"] = c
-        rank_level = c.values[0] <= max(M, N) * eps * smax
-        need_dense |= (
-            (not bool(meets_tol(c, tol).all())) or lam_np[0] <= eps_g and not (rank_level and c.lower[0] <= 0)
-        )
+    xt = _gram_full_extremes(0.5 * (G + G.T), (10.0 * math.sqrt(M) + N) * eps)
+    ex, need_dense, smax, eps_g = _certify_gram_ends(DenseOp(T), xt, which, tol, eps)
     out = {"explicit": ex, "smax": smax, "steps": 0, "cycles": 1, "ell": N}
     method = label
     info: dict[str, Any] = {
-        "gram_eig_min": float(lam_np[0]),
-        "gram_eig_max": lmax,
+        "gram_eig_min": xt["lam_min"],
+        "gram_eig_max": max(xt["lam_max"], 0.0),
         "gram_rounding_margin": eps_g,
     }
     if need_dense:
@@ -254,6 +268,25 @@ def _one_eigenvalue_below(G: np.ndarray, w: np.ndarray, mu: float, shift: float)
     return True
 
 
+def _gram_full_extremes(G: torch.Tensor, margin: float) -> dict[str, Any]:
+    """Extreme eigenpairs of the symmetric ``G`` by a full ``eigh``; its whole spectrum gives the
+    gap bounds ``λ_2 − eps_g`` and ``λ_{N−1} + eps_g`` (``eps_g = margin·λ_max``). Keys as in
+    :func:`_gram_extremes`."""
+    N = G.shape[0]
+    lam, W = torch.linalg.eigh(G)
+    lam_np = lam.detach().cpu().double().numpy()
+    eps_g = margin * max(float(lam_np[-1]), 0.0)
+    return {
+        "lam_min": float(lam_np[0]),
+        "w_min": W[:, :1],
+        "gap_min": float(lam_np[1] - eps_g) if N > 1 else None,
+        "lam_max": float(lam_np[-1]),
+        "w_max": W[:, -1:],
+        "gap_max": float(lam_np[-2] + eps_g) if N > 1 else None,
+        "solver": "eigh",
+    }
+
+
 def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]:
     """Extreme eigenpairs of the symmetric positive semi-definite Gram ``G`` (``N×N``).
 
@@ -277,22 +310,8 @@ def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]
     want_l, want_s = which in ("both", "largest"), which in ("both", "smallest")
     out: dict[str, Any] = {"gap_min": None, "gap_max": None}
 
-    def full() -> dict[str, Any]:
-        lam, W = torch.linalg.eigh(G)
-        lam_np = lam.detach().cpu().double().numpy()
-        eps_g = margin * max(float(lam_np[-1]), 0.0)
-        return {
-            "lam_min": float(lam_np[0]),
-            "w_min": W[:, :1],
-            "gap_min": float(lam_np[1] - eps_g) if N > 1 else None,
-            "lam_max": float(lam_np[-1]),
-            "w_max": W[:, -1:],
-            "gap_max": float(lam_np[-2] + eps_g) if N > 1 else None,
-            "solver": "eigh",
-        }
-
     if N <= GRAM_EIGH_MAX_SIDE or G.device.type != "cpu":
-        return full()
+        return _gram_full_extremes(G, margin)
     import scipy.linalg as sla
     import scipy.sparse.linalg as spla
 
@@ -301,7 +320,7 @@ def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]
     try:
         lam_t, W_t = spla.eigsh(Gn, k=2, which="LA", tol=1e-14, v0=v0, ncv=min(N, 24))
     except spla.ArpackNoConvergence:
-        f = full()
+        f = _gram_full_extremes(G, margin)
         f["solver"] = "eigh (Lanczos for lambda_max did not converge)"
         return f
     o = np.argsort(lam_t)
@@ -312,7 +331,7 @@ def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]
         try:
             cf = sla.cho_factor(Gn, lower=True, check_finite=False)
         except np.linalg.LinAlgError:
-            f = full()
+            f = _gram_full_extremes(G, margin)
             f["solver"] = "eigh (Gram not numerically positive definite)"
             return f
         inv = spla.LinearOperator(
@@ -321,7 +340,7 @@ def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]
         try:
             mu_t, W_s = spla.eigsh(inv, k=2, which="LA", tol=1e-14, v0=v0, ncv=min(N, 24))
         except spla.ArpackNoConvergence:
-            f = full()
+            f = _gram_full_extremes(G, margin)
             f["solver"] = "eigh (shift-invert Lanczos did not converge)"
             return f
         o = np.argsort(mu_t)[::-1]  # largest of G⁻¹ = smallest of G
@@ -389,24 +408,8 @@ def _gram_route_samples(
     xt = _gram_extremes(G, which, (10.0 * math.sqrt(M) + N) * eps)
     del G
     t_eig = time.perf_counter() - te
+    ex, need_refine, smax, eps_g = _certify_gram_ends(T, xt, which, tol, eps)
     lmax = max(xt["lam_max"], 0.0)
-    eps_g = (10.0 * math.sqrt(M) + N) * eps * lmax
-    smax = math.sqrt(lmax)
-    ex = {}
-    need_refine = False
-    if which in ("both", "largest"):
-        gap = math.sqrt(max(xt["gap_max"], 0.0)) if xt["gap_max"] is not None else None
-        ex["largest"] = certify_small_side(T, xt["w_max"], end="largest", sigma_max_hint=smax, gap_bound=gap)
-        need_refine |= not bool(meets_tol(ex["largest"], tol).all())
-    if which in ("both", "smallest"):
-        lo2 = xt["gap_min"] if xt["gap_min"] is not None else -1.0
-        gap = math.sqrt(lo2) if lo2 > 0 else None
-        c = certify_small_side(T, xt["w_min"], end="smallest", sigma_max_hint=smax, gap_bound=gap)
-        ex["smallest"] = c
-        rank_level = c.values[0] <= max(M, N) * eps * smax
-        need_refine |= (not bool(meets_tol(c, tol).all())) or (
-            xt["lam_min"] <= eps_g and not (rank_level and c.lower[0] <= 0)
-        )
     info: dict[str, Any] = {
         "gram_eig_min": xt.get("lam_min", _NAN),
         "gram_eig_max": lmax,
