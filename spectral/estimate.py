@@ -44,6 +44,7 @@ from ._certify import certify_small_side, meets_tol, rounding_allowance
 from ._validate import check_choice, prepare
 from .dense import dense_svd, dense_tall_factor, svd_of_tall
 from .gkl import _assemble, golub_kahan_lanczos
+from .gram import gram_matrix
 from .jacobian import JacobianOperator
 from .lanczos import certify_eigvecs, symmetric_lanczos
 from .operators import DenseOp
@@ -213,8 +214,8 @@ def _gram_route(op: Any, which: str, tol: float, t0: float, label: str) -> SVDRe
     T, swap = dense_tall_factor(op)
     M, N = T.shape
     eps = torch.finfo(T.dtype).eps
-    G = T.T @ T
-    xt = _gram_full_extremes(0.5 * (G + G.T), (10.0 * math.sqrt(M) + N) * eps)
+    G = gram_matrix(T, "inner")
+    xt = _gram_full_extremes(G, (10.0 * math.sqrt(M) + N) * eps)
     ex, need_dense, smax, eps_g = _certify_gram_ends(DenseOp(T), xt, which, tol, eps)
     out = {"explicit": ex, "smax": smax, "steps": 0, "cycles": 1, "ell": N}
     method = label
@@ -287,14 +288,16 @@ def _gram_full_extremes(G: torch.Tensor, margin: float) -> dict[str, Any]:
     }
 
 
-def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]:
+def _gram_extremes(G: torch.Tensor, which: str, margin: float, tol: float = 1e-10) -> dict[str, Any]:
     """Extreme eigenpairs of the symmetric positive semi-definite Gram ``G`` (``N×N``).
 
     ``N ≤ GRAM_EIGH_MAX_SIDE``: full ``eigh`` (its whole spectrum certifies the gaps to
     ``eps_g``). Larger ``N`` (a full ``eigh`` costs ``≈ 9N³`` flops, ``≈ 3×`` ``eigvalsh``):
 
-    * largest: ``scipy.sparse.linalg.eigsh`` (Lanczos, ``k=2``, ``which="LA"``) on ``G``;
-      no gap is claimed (the residual bound on ``J`` certifies ``σ_max``);
+    * largest: :func:`spectral.lanczos.symmetric_lanczos` on ``G`` to ``tol/100`` (so that
+      the ``σ_max`` residual on ``J``, about ``tol/100`` relative, meets ``tol``); no gap is
+      claimed (the residual bound on ``J`` certifies ``σ_max``). Measured on the medium
+      [S24] Gram (1024²): 29 products, 2–3× faster than ARPACK ``eigsh(k=2, tol=1e-14)``;
     * smallest: shift-and-invert Lanczos on ``G⁻¹`` through a Cholesky factor (``N³/3``
       flops; ``k=2``); the gap ``λ_2 ≥ μ`` used by Kato–Temple is *certified* by one more
       Cholesky factorisation (:func:`_one_eigenvalue_below`, rank-one interlacing, with
@@ -317,16 +320,15 @@ def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]
 
     Gn = G.detach().double().numpy()
     v0 = np.random.default_rng(0).standard_normal(N)
-    try:
-        lam_t, W_t = spla.eigsh(Gn, k=2, which="LA", tol=1e-14, v0=v0, ncv=min(N, 24))
-    except spla.ArpackNoConvergence:
+    top = symmetric_lanczos(DenseOp(G), 1, "largest", tol=max(tol / 100, 1e-14), seed=0)
+    if not top.converged:
         f = _gram_full_extremes(G, margin)
         f["solver"] = "eigh (Lanczos for lambda_max did not converge)"
         return f
-    o = np.argsort(lam_t)
-    eps_g = margin * max(float(lam_t[o[-1]]), 0.0)
-    out.update(lam_max=float(lam_t[o[-1]]), w_max=torch.as_tensor(W_t[:, o[-1] : o[-1] + 1], dtype=G.dtype))
-    out["solver"] = "eigsh(LA)"
+    lam_top = float(top.lambda_max)
+    eps_g = margin * max(lam_top, 0.0)
+    out.update(lam_max=lam_top, w_max=top.largest.vectors[:, :1].to(G.dtype))
+    out["solver"] = "Lanczos(lambda_max)"
     if want_s:
         try:
             cf = sla.cho_factor(Gn, lower=True, check_finite=False)
@@ -351,7 +353,7 @@ def _gram_extremes(G: torch.Tensor, which: str, margin: float) -> dict[str, Any]
         if mu > l1 and _one_eigenvalue_below(Gn, W_s[:, o[0]], mu, out["lam_max"]):
             out["gap_min"] = mu - eps_g
             out["gap_certified_by"] = f"Cholesky of G + lam_max w w^T - mu I: lambda_2(G) >= {mu:.6g}"
-        out["solver"] = "eigsh(LA) + Cholesky shift-invert eigsh + Cholesky gap certificate"
+        out["solver"] = "Lanczos(lambda_max) + Cholesky shift-invert eigsh + Cholesky gap certificate"
     if not want_l:
         out.pop("w_max", None)
     return out
@@ -398,14 +400,13 @@ def _gram_route_samples(
         # J fits: keep it, form G by one GEMM and certify on the stored J (GEMVs instead of
         # jvp/vjp products; the per-sample J equals the operator's to ~1e-13, tested)
         Jd = op.jacobian_matrix()
-        G = Jd @ Jd.T if swap else Jd.T @ Jd
-        G = 0.5 * (G + G.T)
+        G = gram_matrix(Jd, "outer" if swap else "inner")  # BLAS syrk on CPU: half a GEMM's flops
         T = DenseOp(Jd).adjoint() if swap else DenseOp(Jd)
     else:
         G = op.gram("outer" if swap else "inner", max_bytes=GRAM_MAX_BYTES)
     t_gram = time.perf_counter() - tg
     te = time.perf_counter()
-    xt = _gram_extremes(G, which, (10.0 * math.sqrt(M) + N) * eps)
+    xt = _gram_extremes(G, which, (10.0 * math.sqrt(M) + N) * eps, tol)
     del G
     t_eig = time.perf_counter() - te
     ex, need_refine, smax, eps_g = _certify_gram_ends(T, xt, which, tol, eps)

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .gram import gram_matrix
 from .operators import LinearOp, as_operator, same_device
 
 __all__ = [
@@ -262,7 +263,8 @@ class JacobianOperator(_VmapMixin, LinearOp):
         per-sample Jacobian blocks (needs ``sample_dim``).
 
         If the whole ``J`` fits in ``max_bytes`` it is materialised (:meth:`jacobian_matrix`)
-        and ``G`` is one GEMM. Otherwise ``Jᵀ J = Σ_a J_aᵀ J_a`` is accumulated over sample
+        and ``G`` is one BLAS ``syrk`` (:func:`spectral.gram.gram_matrix`). Otherwise
+        ``Jᵀ J = Σ_a J_aᵀ J_a`` is accumulated over sample
         chunks (inner), and the outer Gram is formed block-row by block-row: a block ``J_a``
         of as many samples as fit in ``max_bytes`` less one streaming chunk is held,
         ``G[a, a] = J_a J_aᵀ``, and the later samples are streamed in chunks ``J_c``
@@ -279,16 +281,14 @@ class JacobianOperator(_VmapMixin, LinearOp):
         m_s = m // N
         item = torch.finfo(self.dtype).bits // 8
         if m * p * item <= max_bytes:
-            Jd = self.jacobian_matrix()
-            G = Jd @ Jd.T if side == "outer" else Jd.T @ Jd
-            return 0.5 * (G + G.T)
+            return gram_matrix(self.jacobian_matrix(), side)
         if side == "inner":
             G = torch.zeros(p, p, dtype=self.dtype, device=self.device)
             c = int(self.sample_chunk or 1)
             for a in range(0, N, c):
                 Ja = self._sample_block(a, min(a + c, N))
-                G += Ja.T @ Ja
-            return 0.5 * (G + G.T)
+                G += gram_matrix(Ja, "inner")
+            return G
         row_bytes = max(1, m_s * p * item)
         sc = max(1, min(int(self.sample_chunk or 1), (max_bytes // 4) // row_bytes))
         blk = max(1, (max_bytes - sc * row_bytes) // row_bytes)
@@ -296,7 +296,7 @@ class JacobianOperator(_VmapMixin, LinearOp):
         for a in range(0, N, blk):
             a1 = min(a + blk, N)
             Ja = self._rows(a, a1)
-            G[a * m_s : a1 * m_s, a * m_s : a1 * m_s] = Ja @ Ja.T
+            G[a * m_s : a1 * m_s, a * m_s : a1 * m_s] = gram_matrix(Ja)
             for b in range(a1, N, sc):  # the later samples, streamed in chunks
                 b1 = min(b + sc, N)
                 G_ab = Ja @ self._sample_block(b, b1).T
@@ -476,6 +476,5 @@ def jacobian_gram(
         else:
             G[:, a:b] = second(F)
     if store:
-        F = torch.cat(blocks, dim=1)
-        G = F.T @ F
+        return gram_matrix(torch.cat(blocks, dim=1), "inner")
     return 0.5 * (G + G.T)

@@ -61,6 +61,26 @@ def _block(c: dict[str, Any], end: str, tol: float) -> EigenBlock:
     return EigenBlock(end, th, c["lower"], c["upper"], rho, conv, c["Y"])
 
 
+#: in-cycle convergence checks start once the basis holds ``nwant + MIN_CHECK_EXTRA`` vectors
+MIN_CHECK_EXTRA = 8
+
+
+def _wanted_converged(T: torch.Tensor, fnorm: float, which: str, k: int, tol: float, delta: float) -> bool:
+    """Cheap test ``‖f‖·|e_jᵀ w_i| ≤ max(tol·|θ_i|, δ)`` for every wanted Ritz pair of ``T``."""
+    theta, W = torch.linalg.eigh(0.5 * (T + T.T))
+    est = fnorm * W[-1, :].abs()
+    j = T.shape[0]
+    if which == "both_magnitude":
+        idx = torch.argsort(theta.abs(), descending=True)[:k].tolist()
+    else:
+        idx = []
+        if which in ("both", "largest"):
+            idx += list(range(j - 1, j - 1 - k, -1))
+        if which in ("both", "smallest"):
+            idx += list(range(k))
+    return bool((est[idx] <= torch.clamp(tol * theta[idx].abs(), min=delta)).all())
+
+
 def symmetric_lanczos(
     S: Any,
     k: int = 1,
@@ -78,7 +98,8 @@ def symmetric_lanczos(
     """Extreme eigenpairs of a symmetric operator ``S`` by thick-restarted Lanczos.
 
     Stopping rule: every wanted Ritz pair has ``‖S y − θ y‖ ≤ max(tol·|θ|, δ)`` — first by
-    the cheap estimate ``‖f‖·|e_ℓᵀ w_i|``, then confirmed by explicit products — or
+    the cheap estimate ``‖f‖·|e_jᵀ w_i|`` (tested after every step once the basis holds
+    ``nwant + 8`` vectors, and at every restart), then confirmed by explicit products — or
     ``maxiter`` Lanczos steps (one product each; default 2000) were taken.
 
     ``which``: ``"both"`` (algebraically largest and smallest), ``"largest"``,
@@ -111,6 +132,7 @@ def symmetric_lanczos(
     nwant = 2 * k if which == "both" else k
     ell = ncv or max(32, 2 * nwant + 20)
     ell = int(min(max(ell, nwant + 2), n))
+    min_check = min(ell, nwant + MIN_CHECK_EXTRA)
     Qb = torch.zeros(n, ell, dtype=dt, device=dev)
     Tm = torch.zeros(ell, ell, dtype=dt, device=dev)
     q = (
@@ -125,6 +147,7 @@ def symmetric_lanczos(
     certs: dict[str, dict[str, Any]] = {}
     converged = False
     while True:
+        cur = ell  # columns of Qb in use this cycle (< ell after an early in-cycle stop)
         for j in range(j0, ell):
             Qb[:, j] = q
             w_raw = op.matvec(q)
@@ -142,8 +165,13 @@ def symmetric_lanczos(
                     fnorm = 0.0
                 else:
                     q = w / beta
+                if j + 1 >= min_check and _wanted_converged(Tm[: j + 1, : j + 1], fnorm, which, k, tol,
+                                                            10.0 * math.sqrt(n) * eps * lmax):
+                    cur = j + 1
+                    break
         cycles += 1
-        theta, W = torch.linalg.eigh(0.5 * (Tm + Tm.T))
+        Tc = Tm[:cur, :cur]
+        theta, W = torch.linalg.eigh(0.5 * (Tc + Tc.T))
         lmax = max(lmax, float(theta.abs().max()))
         delta = 10.0 * math.sqrt(n) * eps * lmax
         est = fnorm * W[-1, :].abs()
@@ -153,17 +181,17 @@ def symmetric_lanczos(
         else:
             groups = {}
             if which in ("both", "largest"):
-                groups["largest"] = list(range(ell - 1, ell - 1 - k, -1))
+                groups["largest"] = list(range(cur - 1, cur - 1 - k, -1))
             if which in ("both", "smallest"):
                 groups["smallest"] = list(range(k))
         wanted = [i for g in groups.values() for i in g]
         ok = bool((est[wanted] <= torch.clamp(tol * theta[wanted].abs(), min=delta)).all())
-        done = steps >= max_steps or ell == n
+        done = steps >= max_steps or cur == n
         if ok or done:
             certs = {
                 end: certify_eigvecs(
                     op,
-                    Qb @ W[:, idx],
+                    Qb[:, :cur] @ W[:, idx],
                     end=end if which != "both_magnitude" else "none",
                     lam_max_hint=lmax,
                 )
@@ -176,18 +204,18 @@ def symmetric_lanczos(
             if converged or done:
                 break
         # thick restart
-        free = max(ell - nwant - 2, 0) // 2
+        free = max(cur - nwant - 2, 0) // 2
         keep: set[int] = set(wanted)
         if which == "both_magnitude":
             keep |= set(order[: k + free])
         else:
             if "largest" in groups:
-                keep |= set(range(ell - k - (free // 2 if "smallest" in groups else free), ell))
+                keep |= set(range(cur - k - (free // 2 if "smallest" in groups else free), cur))
             if "smallest" in groups:
                 keep |= set(range(k + (free - free // 2 if "largest" in groups else free)))
         keep_l = sorted(keep)
         kk = len(keep_l)
-        Qb[:, :kk] = Qb @ W[:, keep_l]
+        Qb[:, :kk] = Qb[:, :cur] @ W[:, keep_l]
         Qb[:, kk:] = 0
         Tm.zero_()
         Tm[range(kk), range(kk)] = theta[keep_l]

@@ -174,19 +174,25 @@ def _structured_gram(
         if want_parts:
             parts[name] = parts[name] + M if name in parts else M.clone()
 
-    S = model._attention(X)  # (N, H, n, n)
-    buf = torch.empty(R, R, dtype=dt, device=dev)
-    buf2 = torch.empty(R, R, dtype=dt, device=dev) if "W_K" in trainable else None
+    def add_hadamard(name: str, A: torch.Tensor, B: torch.Tensor) -> None:
+        if want_parts:
+            add(name, A * B)
+        else:  # one fused pass over G instead of a product pass and an add pass
+            G.addcmul_(A, B)
 
-    def gram_into(A: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        return torch.mm(A, A.T, out=out)
+    S = model._attention(X)  # (N, H, n, n)
+
+    def gram_matrix(A: torch.Tensor) -> torch.Tensor:
+        # a GEMM: for these thin factors (≤ H·D columns) BLAS syrk + mirroring the triangle
+        # was not faster on the CI machine (spectral.gram); G is symmetrised once at the end
+        return A @ A.T
 
     XX = None
     if "W_Q" in trainable:
-        XX = _kron_last(Xt @ Xt.T, torch.ones(dout, dout, dtype=dt, device=dev))
+        XX = _kron_last(gram_matrix(Xt), torch.ones(dout, dout, dtype=dt, device=dev))
     if "W_V" in trainable and model.value_param == "joint":
         B = model._weighted_inputs(X).reshape(T, H * D)
-        add("W_V", _kron_last(B @ B.T, model.W_O.T @ model.W_O))
+        add("W_V", _kron_last(gram_matrix(B), model.W_O.T @ model.W_O))
     if "W_O" in trainable:
         Hc = model._heads(X).reshape(T, H * d)
         add("W_O", _kron_last(Hc @ Hc.T, torch.eye(dout, dtype=dt, device=dev)))
@@ -194,7 +200,7 @@ def _structured_gram(
         # Σ_h ‖W^O_h‖² B_h B_hᵀ = B̃ B̃ᵀ with B̃ = [‖W^O_1‖ B_1, …, ‖W^O_H‖ B_H]: one GEMM
         wn = model.W_O.reshape(H, d).norm(dim=1)  # (H,)
         Bt = (S @ X.unsqueeze(1)) * wn.reshape(1, H, 1, 1)  # (N, H, n, D)
-        add("W_V", gram_into(Bt.permute(0, 2, 1, 3).reshape(T, H * D), buf))
+        add("W_V", gram_matrix(Bt.permute(0, 2, 1, 3).reshape(T, H * D)))
         del Bt
     gq: list[torch.Tensor] = []  # per-head g (R, d): Σ_h (XXᵀ)∘(g_h g_hᵀ) = (XXᵀ)∘(Ĝ Ĝᵀ), Ĝ = [g_1 … g_H]
     for h in range(H):
@@ -202,7 +208,7 @@ def _structured_gram(
         if "W_V" in trainable and model.value_param == "per_head" and dout > 1:
             Bh = (Sh @ X).reshape(T, D)
             Wo = model.W_O[h * d:(h + 1) * d]
-            add("W_V", torch.kron(Bh @ Bh.T, Wo.T @ Wo))
+            add("W_V", torch.kron(gram_matrix(Bh), Wo.T @ Wo))
         if "W_Q" not in trainable and "W_K" not in trainable:
             continue
         C = X @ _value_out(model, h)  # (N, n, d_out): c_j, token values after W_O
@@ -225,23 +231,26 @@ def _structured_gram(
             gq.append(g.reshape(R, d))
         if "W_K" in trainable:
             U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
-            KK = gram_into(U, buf).mul_(gram_into(Qr, buf2))
-            if logit == "dist":  # ∂f/∂k_j = W (q_a − k_j): cross and quadratic terms
-                Kt = K.reshape(T, d)
-                M = ((U @ Xt.T) * (Qr @ Kt.T)).reshape(R, N, n)
-                cross = torch.einsum("rij,iajo->riao", M, W).reshape(R, R)
-                del M
-                KK.sub_(cross).sub_(cross.T)
-                del cross
-                P = ((Xt @ Xt.T) * (Kt @ Kt.T)).reshape(T, N, n).permute(1, 2, 0)  # (N, n, T)
-                Y = torch.einsum("iajo,ijt->iaot", W, P).reshape(R, N, n)
-                del P
-                KK.add_(torch.einsum("rij,iajo->riao", Y, W).reshape(R, R))
-                del Y
+            if logit != "dist":
+                add_hadamard("W_K", gram_matrix(U), gram_matrix(Qr))
+                continue
+            KK = gram_matrix(U).mul_(gram_matrix(Qr))
+            # distance logits: ∂f/∂k_j = W (q_a − k_j): cross and quadratic terms
+            Kt = K.reshape(T, d)
+            M = ((U @ Xt.T) * (Qr @ Kt.T)).reshape(R, N, n)
+            cross = torch.einsum("rij,iajo->riao", M, W).reshape(R, R)
+            del M
+            KK.sub_(cross).sub_(cross.T)
+            del cross
+            P = ((Xt @ Xt.T) * (Kt @ Kt.T)).reshape(T, N, n).permute(1, 2, 0)  # (N, n, T)
+            Y = torch.einsum("iajo,ijt->iaot", W, P).reshape(R, N, n)
+            del P
+            KK.add_(torch.einsum("rij,iajo->riao", Y, W).reshape(R, R))
+            del Y
             add("W_K", KK)
     if gq:
-        add("W_Q", gram_into(torch.cat(gq, dim=1), buf).mul_(XX))
-    del buf, buf2, gq
+        add_hadamard("W_Q", gram_matrix(torch.cat(gq, dim=1)), XX)
+    del gq
     G.add_(G.T.clone()).mul_(0.5)
     return G, parts
 
