@@ -4,7 +4,7 @@ Public API
 ----------
 Operators: :class:`LinearOp`, :func:`as_operator`, :class:`JacobianOperator`,
 :class:`GramOperator`, :class:`HessianOperator`, :class:`GaussNewtonOperator`,
-:func:`jacobian_gram`.
+:func:`jacobian_gram`, :func:`gram_matrix` (dense ``AAᵀ``/``AᵀA`` by BLAS ``syrk``).
 Solvers: :func:`golub_kahan_lanczos`, :func:`symmetric_lanczos`, :func:`randomized_svd`,
 :func:`dense_svd`, :func:`arpack_svds`, :func:`propack_svds`, :func:`lobpcg_svds`.
 Entry points: :func:`extreme_singular_values`, :func:`condition_number`,
@@ -22,6 +22,7 @@ from .estimate import (
     extreme_singular_values,
 )
 from .gkl import golub_kahan_lanczos
+from .gram import gram_matrix
 from .jacobian import (
     GaussNewtonOperator,
     GramOperator,
@@ -44,6 +45,7 @@ __all__ = [
     "HessianOperator",
     "GaussNewtonOperator",
     "jacobian_gram",
+    "gram_matrix",
     "flatten_params",
     "golub_kahan_lanczos",
     "symmetric_lanczos",

@@ -74,3 +74,26 @@ def test_gkl_stops_inside_a_cycle_and_top_keep_stays_certified(monkeypatch):
         assert r2.converged
         assert r2.smallest.lower[0] <= smin <= r2.smallest.upper[0]
         assert abs(r2.sigma_min - smin) <= 1e-9 * smin
+
+
+@pytest.mark.parametrize("kappa", [1e2, 1e5])
+def test_cholesky_lanczos_gram_interval_is_tol_relative(kappa):
+    # Lanczos on G⁻¹ alone only bounds ‖Gy − θy‖ by λ_max·tol; gram_extremes refines once so
+    # the interval on λ_min is tol-relative (down to the rounding allowance δ)
+    from spectral.diagnostics import gram_extremes
+
+    rng = np.random.default_rng(7)
+    m = 300
+    lam = np.r_[np.logspace(0, np.log10(kappa), m - 1), 1.3 * kappa]
+    Q, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    G = torch.as_tensor((Q * lam) @ Q.T)
+    G = 0.5 * (G + G.T)
+    true = np.linalg.eigvalsh(G.numpy())
+    tol = 1e-10
+    r = gram_extremes(G, "cholesky-lanczos", tol=tol)
+    assert r["method"] == "cholesky-lanczos" and r["converged"]
+    lo, hi = r["lambda_min_interval"]
+    assert lo <= true[0] <= hi
+    delta = 10.0 * np.sqrt(m) * np.finfo(float).eps * true[-1]
+    assert hi - lo <= 2 * tol * true[0] + 2 * delta
+    assert abs(r["lambda_min"] - true[0]) <= 1e-12 * true[-1]
