@@ -134,7 +134,7 @@ class NTKGram:
 
 
 #: factors at least this wide get BLAS syrk (spectral.gram) in the closed-form Gram
-SYRK_MIN_COLS = 256
+SYRK_MIN_COLS = 2048
 
 
 def _tau(model: MultiHeadAttention) -> float:
@@ -187,11 +187,18 @@ def _structured_gram(
 
     S = model._attention(X)  # (N, H, n, n)
 
-    def gram_matrix(A: torch.Tensor) -> torch.Tensor:
-        # BLAS syrk (half the flops) for wide factors; for thin ones (< SYRK_MIN_COLS columns)
-        # a GEMM, because mirroring syrk's triangle costs more than it saves (medium size,
-        # 1024×128: 11.5 ms vs 14.7 ms measured, noise-level); G is symmetrised at the end
-        return symmetric_gram(A) if A.shape[1] >= SYRK_MIN_COLS else A @ A.T
+    bufs = [torch.empty(R, R, dtype=dt, device=dev) for _ in range(2)]  # reused: no page faults
+
+    def gram_matrix(A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
+        # BLAS syrk (half the flops) only for very wide factors; for these (≤ H·D columns) a
+        # GEMM, because mirroring syrk's triangle costs about what it saves (1024×128: 11.5 ms
+        # vs 14.7 ms; 8192×64: slower), see spectral.gram; G is symmetrised at the end. ``slot``
+        # writes the GEMM into a preallocated buffer (fresh R×R allocations page-fault).
+        if A.shape[1] >= SYRK_MIN_COLS:
+            return symmetric_gram(A)
+        if slot is None:
+            return A @ A.T
+        return torch.mm(A, A.T, out=bufs[slot])
 
     XX = None
     if "W_Q" in trainable:
@@ -206,7 +213,7 @@ def _structured_gram(
         # Σ_h ‖W^O_h‖² B_h B_hᵀ = B̃ B̃ᵀ with B̃ = [‖W^O_1‖ B_1, …, ‖W^O_H‖ B_H]: one GEMM
         wn = model.W_O.reshape(H, d).norm(dim=1)  # (H,)
         Bt = (S @ X.unsqueeze(1)) * wn.reshape(1, H, 1, 1)  # (N, H, n, D)
-        add("W_V", gram_matrix(Bt.permute(0, 2, 1, 3).reshape(T, H * D)))
+        add("W_V", gram_matrix(Bt.permute(0, 2, 1, 3).reshape(T, H * D), 0))
         del Bt
     gq: list[torch.Tensor] = []  # per-head g (R, d): Σ_h (XXᵀ)∘(g_h g_hᵀ) = (XXᵀ)∘(Ĝ Ĝᵀ), Ĝ = [g_1 … g_H]
     for h in range(H):
@@ -238,7 +245,7 @@ def _structured_gram(
         if "W_K" in trainable:
             U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
             if logit != "dist":
-                add_hadamard("W_K", gram_matrix(U), gram_matrix(Qr))
+                add_hadamard("W_K", gram_matrix(U, 0), gram_matrix(Qr, 1))
                 continue
             KK = gram_matrix(U).mul_(gram_matrix(Qr))
             # distance logits: ∂f/∂k_j = W (q_a − k_j): cross and quadratic terms
@@ -255,7 +262,7 @@ def _structured_gram(
             del Y
             add("W_K", KK)
     if gq:
-        add_hadamard("W_Q", gram_matrix(torch.cat(gq, dim=1)), XX)
+        add_hadamard("W_Q", gram_matrix(torch.cat(gq, dim=1), 0), XX)
     del gq
     G.add_(G.T.clone()).mul_(0.5)
     return G, parts

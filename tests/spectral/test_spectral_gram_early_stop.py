@@ -9,12 +9,16 @@ from _spectral_cases import with_spectrum
 
 import spectral
 import spectral.gkl as gkl_mod
+import spectral.gram as gram_mod
 from spectral.gram import gram_matrix
 
 
+@pytest.mark.parametrize("route", ["syrk", "gemm"])
 @pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-13), (torch.float32, 1e-5)])
-@pytest.mark.parametrize("shape", [(40, 7), (7, 40), (33, 33), (1, 5)])
-def test_gram_matrix_matches_gemm_and_is_exactly_symmetric(shape, dtype, rtol):
+@pytest.mark.parametrize("shape", [(40, 7), (7, 40), (33, 33), (1, 5), (1500, 3)])
+def test_gram_matrix_matches_gemm_and_is_exactly_symmetric(shape, dtype, rtol, route, monkeypatch):
+    # "syrk": every size takes BLAS syrk + the blocked mirror (1500 > one mirror block)
+    monkeypatch.setattr(gram_mod, "SYRK_MIN_INNER", 1 if route == "syrk" else 10**9)
     A = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).to(dtype)
     for side, ref in (("outer", A.double() @ A.double().T), ("inner", A.double().T @ A.double())):
         G = gram_matrix(A, side)
@@ -24,7 +28,8 @@ def test_gram_matrix_matches_gemm_and_is_exactly_symmetric(shape, dtype, rtol):
         assert float((G.double() - ref).abs().max()) <= rtol * scale
 
 
-def test_gram_matrix_noncontiguous_and_grad_inputs():
+def test_gram_matrix_noncontiguous_and_grad_inputs(monkeypatch):
+    monkeypatch.setattr(gram_mod, "SYRK_MIN_INNER", 1)
     A = torch.randn(30, 12, dtype=torch.float64, requires_grad=True)
     At = A.T  # a non-contiguous view
     assert torch.allclose(gram_matrix(At, "outer"), (A.T @ A).detach(), rtol=1e-13, atol=1e-13)
