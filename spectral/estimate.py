@@ -318,8 +318,6 @@ def _gram_extremes(G: torch.Tensor, which: str, margin: float, tol: float = 1e-1
     import scipy.linalg as sla
     import scipy.sparse.linalg as spla
 
-    Gn = G.detach().double().numpy()
-    v0 = np.random.default_rng(0).standard_normal(N)
     top = symmetric_lanczos(DenseOp(G), 1, "largest", tol=max(tol / 100, 1e-14), seed=0)
     if not top.converged:
         f = _gram_full_extremes(G, margin)
@@ -330,6 +328,8 @@ def _gram_extremes(G: torch.Tensor, which: str, margin: float, tol: float = 1e-1
     out.update(lam_max=lam_top, w_max=top.largest.vectors[:, :1].to(G.dtype))
     out["solver"] = "Lanczos(lambda_max)"
     if want_s:
+        Gn = G.detach().double().numpy()
+        v0 = np.random.default_rng(0).standard_normal(N)
         try:
             cf = sla.cho_factor(Gn, lower=True, check_finite=False)
         except np.linalg.LinAlgError:

@@ -71,17 +71,23 @@ CHECK_MIN_EXTRA = 8
 TOP_KEEP_MIN_ELL = 48
 
 
-def _ends_converged(
+def _ritz(
     B: torch.Tensor, fnorm: float, k: int, want_l: bool, want_s: bool, tol: float,
     shape: tuple[int, int], smax: float,
-) -> bool:
-    """Cheap test ``‖r‖·|e_jᵀ u_i|/√2 ≤ max(tol·σ_i, δ)`` for every wanted Ritz value of ``B``."""
-    Ub, Sb, _ = torch.linalg.svd(B)
+) -> dict[str, Any]:
+    """SVD of the projected ``B`` and the cheap test ``‖r‖·|e_jᵀ u_i|/√2 ≤ max(tol·σ_i, δ)`` for
+    every wanted Ritz value (``δ`` from ``smax`` raised to ``σ_1(B)``). The same test serves
+    the in-cycle checks and the end of a cycle."""
+    Ub, Sb, Vbh = torch.linalg.svd(B)
     j = B.shape[0]
-    wanted = (list(range(k)) if want_l else []) + (list(range(j - 1, j - 1 - k, -1)) if want_s else [])
+    smax = max(smax, float(Sb[0]))
+    idx_l = list(range(k)) if want_l else []
+    idx_s = list(range(j - 1, j - 1 - k, -1)) if want_s else []
+    wanted = idx_l + idx_s
     est = fnorm * Ub[-1, wanted].abs() / math.sqrt(2.0)
-    delta = rounding_allowance(shape, B.dtype, max(smax, float(Sb[0])))
-    return bool((est <= torch.clamp(tol * Sb[wanted], min=delta)).all())
+    delta = rounding_allowance(shape, B.dtype, smax)
+    ok = bool((est <= torch.clamp(tol * Sb[wanted], min=delta)).all())
+    return {"Ub": Ub, "Sb": Sb, "Vb": Vbh.T, "smax": smax, "idx_l": idx_l, "idx_s": idx_s, "ok": ok}
 
 
 def _gkl_core(
@@ -129,6 +135,7 @@ def _gkl_core(
     min_check = min(ell, nwant + CHECK_MIN_EXTRA)
     while True:
         cur = ell  # columns in use this cycle (< ell after an early in-cycle stop)
+        ritz: dict[str, Any] | None = None
         for j in range(j0, ell):
             P[:, j] = p
             q_raw = T.matvec(p)
@@ -156,24 +163,16 @@ def _gkl_core(
                 else:
                     p = r / beta
                     B[j, j + 1] = beta
-                if (
-                    j + 1 >= min_check
-                    and (j + 1 - j0) % CHECK_EVERY == 0
-                    and _ends_converged(B[: j + 1, : j + 1], fnorm, k, want_l, want_s, tol, (M, N), smax)
-                ):
-                    cur = j + 1
-                    break
+                if j + 1 >= min_check and (j + 1 - j0) % CHECK_EVERY == 0:
+                    rz = _ritz(B[: j + 1, : j + 1], fnorm, k, want_l, want_s, tol, (M, N), smax)
+                    if rz["ok"]:
+                        cur, ritz = j + 1, rz
+                        break
         cycles += 1
-        Ub, Sb, Vbh = torch.linalg.svd(B[:cur, :cur])
-        Vb = Vbh.T
-        smax = max(smax, float(Sb[0]))
-        delta = rounding_allowance((M, N), dt, smax)
-        est = fnorm * Ub[-1, :].abs() / math.sqrt(2.0)
-        idx_l = list(range(k)) if want_l else []
-        idx_s = list(range(cur - 1, cur - 1 - k, -1)) if want_s else []
-        wanted = idx_l + idx_s
-        sv = Sb[wanted]
-        ok = bool((est[wanted] <= torch.clamp(tol * sv, min=delta)).all())
+        if ritz is None:
+            ritz = _ritz(B[:cur, :cur], fnorm, k, want_l, want_s, tol, (M, N), smax)
+        Ub, Sb, Vb, smax = ritz["Ub"], ritz["Sb"], ritz["Vb"], ritz["smax"]
+        idx_l, idx_s, ok = ritz["idx_l"], ritz["idx_s"], ritz["ok"]
         out_of_steps = steps >= max_steps
         if ok or out_of_steps or cur == N:
             Pc, Qc = P[:, :cur], Q[:, :cur]

@@ -65,20 +65,33 @@ def _block(c: dict[str, Any], end: str, tol: float) -> EigenBlock:
 MIN_CHECK_EXTRA = 8
 
 
-def _wanted_converged(T: torch.Tensor, fnorm: float, which: str, k: int, tol: float, delta: float) -> bool:
-    """Cheap test ``‖f‖·|e_jᵀ w_i| ≤ max(tol·|θ_i|, δ)`` for every wanted Ritz pair of ``T``."""
+def _ritz(T: torch.Tensor, fnorm: float, which: str, k: int, tol: float, lmax: float, n: int,
+          eps: float) -> dict[str, Any]:
+    """Ritz pairs of the projected ``T`` and the cheap test ``‖f‖·|e_jᵀ w_i| ≤ max(tol·|θ_i|, δ)``
+    for every wanted one, ``δ = 10·√n·eps·lmax`` with ``lmax`` raised to ``max|θ|``.
+
+    The same test serves the in-cycle checks and the end of a cycle; the wanted indices are
+    returned by end in ``groups`` (and ``order``, by magnitude, for ``both_magnitude``).
+    """
     theta, W = torch.linalg.eigh(0.5 * (T + T.T))
-    est = fnorm * W[-1, :].abs()
     j = T.shape[0]
+    lmax = max(lmax, float(theta.abs().max()))
+    delta = 10.0 * math.sqrt(n) * eps * lmax
+    est = fnorm * W[-1, :].abs()
+    order: list[int] = []
     if which == "both_magnitude":
-        idx = torch.argsort(theta.abs(), descending=True)[:k].tolist()
+        order = torch.argsort(theta.abs(), descending=True).tolist()
+        groups = {"largest": order[:k]}
     else:
-        idx = []
+        groups = {}
         if which in ("both", "largest"):
-            idx += list(range(j - 1, j - 1 - k, -1))
+            groups["largest"] = list(range(j - 1, j - 1 - k, -1))
         if which in ("both", "smallest"):
-            idx += list(range(k))
-    return bool((est[idx] <= torch.clamp(tol * theta[idx].abs(), min=delta)).all())
+            groups["smallest"] = list(range(k))
+    wanted = [i for g in groups.values() for i in g]
+    ok = bool((est[wanted] <= torch.clamp(tol * theta[wanted].abs(), min=delta)).all())
+    return {"theta": theta, "W": W, "lmax": lmax, "groups": groups, "order": order, "wanted": wanted,
+            "ok": ok}
 
 
 def symmetric_lanczos(
@@ -148,6 +161,7 @@ def symmetric_lanczos(
     converged = False
     while True:
         cur = ell  # columns of Qb in use this cycle (< ell after an early in-cycle stop)
+        ritz: dict[str, Any] | None = None
         for j in range(j0, ell):
             Qb[:, j] = q
             w_raw = op.matvec(q)
@@ -165,27 +179,16 @@ def symmetric_lanczos(
                     fnorm = 0.0
                 else:
                     q = w / beta
-                if j + 1 >= min_check and _wanted_converged(Tm[: j + 1, : j + 1], fnorm, which, k, tol,
-                                                            10.0 * math.sqrt(n) * eps * lmax):
-                    cur = j + 1
-                    break
+                if j + 1 >= min_check:
+                    r = _ritz(Tm[: j + 1, : j + 1], fnorm, which, k, tol, lmax, n, eps)
+                    if r["ok"]:
+                        cur, ritz = j + 1, r
+                        break
         cycles += 1
-        Tc = Tm[:cur, :cur]
-        theta, W = torch.linalg.eigh(0.5 * (Tc + Tc.T))
-        lmax = max(lmax, float(theta.abs().max()))
-        delta = 10.0 * math.sqrt(n) * eps * lmax
-        est = fnorm * W[-1, :].abs()
-        if which == "both_magnitude":
-            order = torch.argsort(theta.abs(), descending=True).tolist()
-            groups = {"largest": order[:k]}
-        else:
-            groups = {}
-            if which in ("both", "largest"):
-                groups["largest"] = list(range(cur - 1, cur - 1 - k, -1))
-            if which in ("both", "smallest"):
-                groups["smallest"] = list(range(k))
-        wanted = [i for g in groups.values() for i in g]
-        ok = bool((est[wanted] <= torch.clamp(tol * theta[wanted].abs(), min=delta)).all())
+        if ritz is None:
+            ritz = _ritz(Tm[:cur, :cur], fnorm, which, k, tol, lmax, n, eps)
+        theta, W, lmax = ritz["theta"], ritz["W"], ritz["lmax"]
+        groups, order, wanted, ok = ritz["groups"], ritz["order"], ritz["wanted"], ritz["ok"]
         done = steps >= max_steps or cur == n
         if ok or done:
             certs = {

@@ -187,25 +187,27 @@ def _structured_gram(
 
     S = model._attention(X)  # (N, H, n, n)
 
-    bufs = [torch.empty(R, R, dtype=dt, device=dev) for _ in range(2)]  # reused: no page faults
+    bufs: dict[int, torch.Tensor] = {}  # R×R GEMM outputs, reused (fresh ones page-fault)
 
-    def gram_matrix(A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
+    def gram(A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
         # BLAS syrk (half the flops) only for very wide factors; for these (≤ H·D columns) a
         # GEMM, because mirroring syrk's triangle costs about what it saves (1024×128: 11.5 ms
         # vs 14.7 ms; 8192×64: slower), see spectral.gram; G is symmetrised at the end. ``slot``
-        # writes the GEMM into a preallocated buffer (fresh R×R allocations page-fault).
+        # writes the GEMM into buffer ``slot``, allocated on first use.
         if A.shape[1] >= SYRK_MIN_COLS:
             return symmetric_gram(A)
         if slot is None:
             return A @ A.T
+        if slot not in bufs:
+            bufs[slot] = torch.empty(R, R, dtype=dt, device=dev)
         return torch.mm(A, A.T, out=bufs[slot])
 
     XX = None
     if "W_Q" in trainable:
-        XX = _kron_last(gram_matrix(Xt), torch.ones(dout, dout, dtype=dt, device=dev))
+        XX = _kron_last(gram(Xt), torch.ones(dout, dout, dtype=dt, device=dev))
     if "W_V" in trainable and model.value_param == "joint":
         B = model._weighted_inputs(X).reshape(T, H * D)
-        add("W_V", _kron_last(gram_matrix(B), model.W_O.T @ model.W_O))
+        add("W_V", _kron_last(gram(B), model.W_O.T @ model.W_O))
     if "W_O" in trainable:
         Hc = model._heads(X).reshape(T, H * d)
         add("W_O", _kron_last(Hc @ Hc.T, torch.eye(dout, dtype=dt, device=dev)))
@@ -213,7 +215,7 @@ def _structured_gram(
         # Σ_h ‖W^O_h‖² B_h B_hᵀ = B̃ B̃ᵀ with B̃ = [‖W^O_1‖ B_1, …, ‖W^O_H‖ B_H]: one GEMM
         wn = model.W_O.reshape(H, d).norm(dim=1)  # (H,)
         Bt = (S @ X.unsqueeze(1)) * wn.reshape(1, H, 1, 1)  # (N, H, n, D)
-        add("W_V", gram_matrix(Bt.permute(0, 2, 1, 3).reshape(T, H * D), 0))
+        add("W_V", gram(Bt.permute(0, 2, 1, 3).reshape(T, H * D), 0))
         del Bt
     gq: list[torch.Tensor] = []  # per-head g (R, d): Σ_h (XXᵀ)∘(g_h g_hᵀ) = (XXᵀ)∘(Ĝ Ĝᵀ), Ĝ = [g_1 … g_H]
     for h in range(H):
@@ -221,7 +223,7 @@ def _structured_gram(
         if "W_V" in trainable and model.value_param == "per_head" and dout > 1:
             Bh = (Sh @ X).reshape(T, D)
             Wo = model.W_O[h * d:(h + 1) * d]
-            add("W_V", torch.kron(gram_matrix(Bh), Wo.T @ Wo))
+            add("W_V", torch.kron(gram(Bh), Wo.T @ Wo))
         if "W_Q" not in trainable and "W_K" not in trainable:
             continue
         C = X @ _value_out(model, h)  # (N, n, d_out): c_j, token values after W_O
@@ -245,9 +247,9 @@ def _structured_gram(
         if "W_K" in trainable:
             U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
             if logit != "dist":
-                add_hadamard("W_K", gram_matrix(U, 0), gram_matrix(Qr, 1))
+                add_hadamard("W_K", gram(U, 0), gram(Qr, 1))
                 continue
-            KK = gram_matrix(U).mul_(gram_matrix(Qr))
+            KK = gram(U).mul_(gram(Qr))
             # distance logits: ∂f/∂k_j = W (q_a − k_j): cross and quadratic terms
             Kt = K.reshape(T, d)
             M = ((U @ Xt.T) * (Qr @ Kt.T)).reshape(R, N, n)
@@ -262,7 +264,7 @@ def _structured_gram(
             del Y
             add("W_K", KK)
     if gq:
-        add_hadamard("W_Q", gram_matrix(torch.cat(gq, dim=1), 0), XX)
+        add_hadamard("W_Q", gram(torch.cat(gq, dim=1), 0), XX)
     del gq
     G.add_(G.T.clone()).mul_(0.5)
     return G, parts
