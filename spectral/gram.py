@@ -55,6 +55,8 @@ def gram_matrix(A: torch.Tensor, side: str = "outer") -> torch.Tensor:
     if not isinstance(A, torch.Tensor) or A.ndim != 2:
         raise ValueError(f"A must be a 2-D torch tensor, got {getattr(A, 'shape', type(A))}")
     A = A.detach()
+    if not bool(torch.isfinite(A).all()):
+        raise ValueError("A contains NaN or inf")
     k = A.shape[1] if side == "outer" else A.shape[0]  # the summed dimension
     if A.device.type == "cpu" and A.dtype in _SYRK and A.numel() > 0 and k >= SYRK_MIN_INNER:
         from scipy.linalg import blas

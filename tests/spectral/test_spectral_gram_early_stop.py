@@ -47,6 +47,11 @@ def test_gram_matrix_bad_input():
         gram_matrix(torch.ones(3))
     with pytest.raises(ValueError, match="2-D"):
         gram_matrix(np.ones((3, 3)))  # type: ignore[arg-type]
+    for bad in (float("nan"), float("inf")):
+        A = torch.ones(4, 3, dtype=torch.float64)
+        A[1, 2] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            gram_matrix(A)
 
 
 def test_lanczos_stops_inside_a_cycle_with_a_certified_result():
