@@ -23,7 +23,7 @@ def _short(x: object, width: int = 90) -> str:
 def check(args: argparse.Namespace) -> int:
     import torch
 
-    from proofs_check.theorems import THEOREMS, get_theorem, search
+    from attncond.proofs_check.theorems import THEOREMS, get_theorem, search
 
     if args.examples <= 0:
         raise ValueError(f"--examples must be a positive integer, got {args.examples}")
@@ -71,8 +71,8 @@ def check(args: argparse.Namespace) -> int:
 
 def _plot_rate(path: str, seed: int) -> None:
     """Loss of one [S24] rate instance on a log scale against ``f_0 (1 − ηβ')^t``, for η = 1/L and 3/L."""
-    from proofs_check.theorems import AttentionConfig, RateInstance
-    from proofs_check.theorems.s24 import run_rate_instance
+    from attncond.proofs_check.theorems import AttentionConfig, RateInstance
+    from attncond.proofs_check.theorems.s24 import run_rate_instance
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))

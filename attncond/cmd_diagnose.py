@@ -37,9 +37,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from models import REGIMES, AttentionBlock, MultiHeadAttention, get_kernel, synthetic_regression
-from models.attention import PARAM_NAMES, VALUE_PARAMS
-from spectral.diagnostics import Diagnostics, diagnose
+from attncond.models import REGIMES, AttentionBlock, MultiHeadAttention, get_kernel, synthetic_regression
+from attncond.models.attention import PARAM_NAMES, VALUE_PARAMS
+from attncond.spectral.diagnostics import Diagnostics, diagnose
 
 from .options import split_names
 from .progress import progress

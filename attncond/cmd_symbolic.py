@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from proofs_check.symbolic import (
+from attncond.proofs_check.symbolic import (
     DERIVATIONS,
     SYMBOLIC_KERNELS,
     SYMBOLIC_WRT,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from models import MultiHeadAttention, synthetic_regression
-from proofs_check.dynamics import gradient_descent
+from attncond.models import MultiHeadAttention, synthetic_regression
+from attncond.proofs_check.dynamics import gradient_descent
 
 from .options import add_model_size
 from .options import split_names as _split

@@ -33,8 +33,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from models import MultiHeadAttention  # noqa: E402
-from models.derivatives import mh_output_jacobian  # noqa: E402
+from attncond.models import MultiHeadAttention  # noqa: E402
+from attncond.models.derivatives import mh_output_jacobian  # noqa: E402
 
 SIZES = {"small": dict(N=8, n=8, D=16, d=16, H=2), "medium": dict(N=64, n=16, D=32, d=32, H=4)}
 

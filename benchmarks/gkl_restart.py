@@ -58,7 +58,7 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    import spectral
+    import attncond.spectral as spectral
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=1)

@@ -93,9 +93,9 @@ def mem_available() -> int:
 def build(size: str):
     import torch
 
-    from models.attention import MultiHeadAttention
-    from models.data import synthetic_regression
-    from spectral import JacobianOperator
+    from attncond.models.attention import MultiHeadAttention
+    from attncond.models.data import synthetic_regression
+    from attncond.spectral import JacobianOperator
 
     cfg = SIZES[size]
     model = MultiHeadAttention(cfg["D"], cfg["d"], cfg["H"], kernel="softmax",
@@ -109,7 +109,7 @@ def build(size: str):
 
 def plain(built: tuple):
     """The same Jacobian without the per-sample opt-in (batched VJPs through the batch)."""
-    from spectral import JacobianOperator
+    from attncond.spectral import JacobianOperator
 
     model, data, params, _ = built
     return JacobianOperator(lambda p: model.functional(p, data.X), params)
@@ -120,7 +120,7 @@ def run_method(method: str, built: tuple) -> dict:
     import numpy as np
     import torch
 
-    import spectral
+    import attncond.spectral as spectral
 
     model, data, params, J = built
     J.reset_count()
@@ -153,7 +153,7 @@ def run_method(method: str, built: tuple) -> dict:
         out.update(sigma_max=float(lam[-1].sqrt()), sigma_min=float(lam[0].clamp_min(0).sqrt()),
                    converged=None, note="sigma = sqrt(eigvalsh(J J^T)); not certified")
     elif method == "dense_vmap_syrk_eigvalsh":
-        from spectral.gram import gram_matrix
+        from attncond.spectral.gram import gram_matrix
 
         Jd = J.jacobian_matrix()
         lam = torch.linalg.eigvalsh(gram_matrix(Jd, "outer" if Jd.shape[0] <= Jd.shape[1] else "inner"))

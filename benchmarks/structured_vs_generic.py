@@ -82,7 +82,7 @@ def footprint(route: str, size: str) -> tuple[int, str]:
 def build(size: str):
     import torch
 
-    from models import MultiHeadAttention, synthetic_regression
+    from attncond.models import MultiHeadAttention, synthetic_regression
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     c = SIZES[size]
@@ -94,9 +94,9 @@ def build(size: str):
 def run_route(route: str, size: str) -> dict:
     import torch
 
-    from spectral.diagnostics import pl_constant
-    from spectral.estimate import extreme_singular_values
-    from spectral.jacobian import JacobianOperator
+    from attncond.spectral.diagnostics import pl_constant
+    from attncond.spectral.estimate import extreme_singular_values
+    from attncond.spectral.jacobian import JacobianOperator
 
     model, X = build(size)
     params = model.params()

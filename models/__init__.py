@@ -3,6 +3,11 @@
 Imports torch only; nothing here imports ``spectral`` or ``proofs_check``.
 """
 
+if __name__ == "models":  # imported by its short name from a checkout: alias attncond.models
+    from attncond._alias import alias_package
+
+    alias_package(__name__)
+
 from .attention import MultiHeadAttention
 from .block import ACTIVATIONS, AttentionBlock, Stack
 from .data import (

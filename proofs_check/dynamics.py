@@ -101,7 +101,7 @@ def smoothness_estimate(
     if not callable(loss_fn):
         raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
     _check_params(params)
-    from spectral import HessianOperator, eigen_extremes
+    from attncond.spectral import HessianOperator, eigen_extremes
 
     Hop = HessianOperator(lambda p: loss_fn(p), dict(params))
     est = eigen_extremes(Hop, which=("max", "min"), method=method, tol=tol, seed=seed)
@@ -131,7 +131,7 @@ def pl_constant_generic(
     if not callable(output_fn):
         raise TypeError(f"output_fn must be callable, got {type(output_fn).__name__}")
     _check_params(params)
-    from spectral import JacobianOperator, extreme_singular_values
+    from attncond.spectral import JacobianOperator, extreme_singular_values
 
     J = JacobianOperator(lambda p: output_fn(p), dict(params))
     m, p = J.shape

@@ -106,7 +106,7 @@ def attention_configs(
     ``hd_at_least_nn=True`` draws ``D ≥ ⌈Nn/H⌉`` (still within ``D``'s bound) so that ``HD ≥ Nn``;
     configurations that cannot satisfy it inside the bounds are filtered out.
     """
-    from models import KERNELS
+    from attncond.models import KERNELS
 
     for k in kernels:
         if k not in KERNELS:

@@ -49,11 +49,11 @@ import sympy as sp
 import torch
 from sympy.printing.pytorch import TorchPrinter
 
-from models import MultiHeadAttention
-from models import derivatives as closed
-from models.init import REGIMES, make_generator, regime_scale
-from models.kernels import gaussian as gaussian_kernel
-from models.kernels import temperature as temperature_kernel
+from attncond.models import MultiHeadAttention
+from attncond.models import derivatives as closed
+from attncond.models.init import REGIMES, make_generator, regime_scale
+from attncond.models.kernels import gaussian as gaussian_kernel
+from attncond.models.kernels import temperature as temperature_kernel
 
 __all__ = [
     "DERIVATIONS",

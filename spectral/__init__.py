@@ -11,6 +11,11 @@ Entry points: :func:`extreme_singular_values`, :func:`condition_number`,
 :func:`eigen_extremes` returning :class:`SpectralEstimate` / :class:`EigenEstimate`.
 """
 
+if __name__ == "spectral":  # imported by its short name from a checkout: alias attncond.spectral
+    from attncond._alias import alias_package
+
+    alias_package(__name__)
+
 from .dense import dense_svd
 from .estimate import (
     EIGEN_METHODS,

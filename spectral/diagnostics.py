@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import AttentionBlock, MultiHeadAttention
-from models._checks import check_positive_float
+from attncond.models import AttentionBlock, MultiHeadAttention
+from attncond.models._checks import check_positive_float
 
 from .estimate import SpectralEstimate, eigen_extremes, extreme_singular_values
 from .jacobian import HessianOperator
@@ -52,7 +52,7 @@ from .structured import B0, NTKGram, ntk_gram
 from .structured import attention_output_matrix as _z_matrix
 
 try:  # the shared implementation, if present
-    from models.derivatives import softmax_jacobian as _softmax_jacobian_models
+    from attncond.models.derivatives import softmax_jacobian as _softmax_jacobian_models
 except ImportError:  # pragma: no cover - older trees
     _softmax_jacobian_models = None
 

@@ -27,8 +27,8 @@ from typing import Any
 
 import torch
 
-from models import AttentionBlock, MultiHeadAttention
-from models._checks import check_subset
+from attncond.models import AttentionBlock, MultiHeadAttention
+from attncond.models._checks import check_subset
 
 from .gram import gram_matrix as symmetric_gram
 from .jacobian import JacobianOperator, jacobian_gram

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-import spectral
-from models import AttentionBlock
-from spectral.structured import attention_output_matrix
+import attncond.spectral as spectral
+from attncond.models import AttentionBlock
+from attncond.spectral.structured import attention_output_matrix
 
 
 def cond(A: torch.Tensor, method: str = "dense") -> dict[str, Any]:

@@ -38,9 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.data import digits_two_step, patchify
-from models.kernels import heat_treatment
-from models.vit import TinyViT
+from attncond.models.data import digits_two_step, patchify
+from attncond.models.kernels import heat_treatment
+from attncond.models.vit import TinyViT
 
 from ._common import (
     ExperimentResult,

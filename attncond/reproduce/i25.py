@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import PromptTokenModel, synthetic_regression
-from models.init import make_generator
+from attncond.models import PromptTokenModel, synthetic_regression
+from attncond.models.init import make_generator
 
 from ._common import (
     ExperimentResult,

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from models import AttentionBlock, synthetic_regression
-from proofs_check.dynamics import gradient_descent
+from attncond.models import AttentionBlock, synthetic_regression
+from attncond.proofs_check.dynamics import gradient_descent
 
 from ._common import (
     ExperimentResult,

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import MultiHeadAttention, synthetic_regression
-from models.init import gaussian_weight, make_generator
-from proofs_check.dynamics import gradient_descent
+from attncond.models import MultiHeadAttention, synthetic_regression
+from attncond.models.init import gaussian_weight, make_generator
+from attncond.proofs_check.dynamics import gradient_descent
 
 from ._common import (
     ExperimentResult,

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import AttentionBlock, MultiHeadAttention, synthetic_regression
+from attncond.models import AttentionBlock, MultiHeadAttention, synthetic_regression
 
 __all__ = [
     "Assumption",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from models import KernelUnderflowWarning
+from attncond.models import KernelUnderflowWarning
 
 from .base import Assumption, AttentionConfig, Conclusion, Theorem, relu_margin
 

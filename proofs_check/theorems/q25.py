@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from models import KernelUnderflowWarning
-from spectral import extreme_singular_values
+from attncond.models import KernelUnderflowWarning
+from attncond.spectral import extreme_singular_values
 
 from ..dynamics import gradient_descent
 from .base import EPS64, Assumption, BlockConfig, Conclusion, Theorem, relu_margin

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from models import KernelUnderflowWarning, MultiHeadAttention
-from models.init import make_generator
+from attncond.models import KernelUnderflowWarning, MultiHeadAttention
+from attncond.models.init import make_generator
 
 from ..dynamics import gradient_descent, pl_constant_generic
 from .base import EPS64, Assumption, AttentionConfig, Conclusion, Theorem, relu_margin
