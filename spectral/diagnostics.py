@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from attncond.models import AttentionBlock, MultiHeadAttention
 from attncond.models._checks import check_positive_float
 

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
 from attncond.models import AttentionBlock, MultiHeadAttention
 from attncond.models._checks import check_subset
 

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from attncond.models import AttentionBlock, MultiHeadAttention, synthetic_regression
 
 __all__ = [

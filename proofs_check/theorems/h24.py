@@ -28,7 +28,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-
 from attncond.models import KernelUnderflowWarning
 
 from .base import Assumption, AttentionConfig, Conclusion, Theorem, relu_margin
