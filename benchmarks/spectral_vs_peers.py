@@ -151,7 +151,7 @@ def run_method(method: str, built: tuple) -> dict:
         out.update(sigma_max=float(lam[-1].sqrt()), sigma_min=float(lam[0].clamp_min(0).sqrt()),
                    converged=None, note="sigma = sqrt(eigvalsh(J J^T)); not certified")
     elif method == "dense_vmap_syrk_eigvalsh":
-        from attncond.spectral.gram import gram_matrix
+        from attncond.spectral.operators.gram import gram_matrix
 
         Jd = J.jacobian_matrix()
         lam = torch.linalg.eigvalsh(gram_matrix(Jd, "outer" if Jd.shape[0] <= Jd.shape[1] else "inner"))

@@ -94,7 +94,7 @@ def run_route(route: str, size: str) -> dict:
     import torch
     from attncond.spectral.diagnostics import pl_constant
     from attncond.spectral.estimate import extreme_singular_values
-    from attncond.spectral.jacobian import JacobianOperator
+    from attncond.spectral.operators.autodiff import JacobianOperator
 
     model, X = build(size)
     params = model.params()

@@ -101,12 +101,12 @@ def test_gram_extremes_cholesky_lanczos_agrees_with_dense():
     G = A @ A.T
     lam = np.linalg.eigvalsh(G.numpy())
     fast = gram_extremes(G, "cholesky-lanczos", tol=1e-12)
-    assert fast["method"] == "cholesky-lanczos" and fast["converged"]
-    assert fast["lambda_min"] == pytest.approx(lam[0], rel=1e-9)
-    assert fast["lambda_max"] == pytest.approx(lam[-1], rel=1e-12)
-    assert fast["lambda_min_interval"][0] <= lam[0] <= fast["lambda_min_interval"][1]
+    assert fast.method == "cholesky-lanczos" and fast.converged
+    assert fast.lambda_min == pytest.approx(lam[0], rel=1e-9)
+    assert fast.lambda_max == pytest.approx(lam[-1], rel=1e-12)
+    assert fast.lambda_min_interval[0] <= lam[0] <= fast.lambda_min_interval[1]
     singular = gram_extremes(A[:, :10] @ A[:, :10].T, "cholesky-lanczos")
-    assert singular["method"] == "dense (Cholesky failed)" and abs(singular["lambda_min"]) < 1e-10
+    assert singular.method == "dense (Cholesky failed)" and abs(singular.lambda_min) < 1e-10
     with pytest.raises(ValueError, match="unknown method 'qr'"):
         gram_extremes(G, "qr")
 

@@ -20,7 +20,7 @@ from _spectral_cases import logspaced, true_extremes, with_spectrum
 
 import spectral
 import spectral.estimate as est_mod
-import spectral.gkl as gkl_mod
+import spectral.solvers.gkl as gkl_mod
 from models import MultiHeadAttention, synthetic_regression
 
 EPS = np.finfo(np.float64).eps

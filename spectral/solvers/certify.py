@@ -37,29 +37,20 @@ product ``A v``; not a rigorous interval-arithmetic bound).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-
-from .operators import LinearOp
-from .results import SingularBlock
-
-__all__ = [
-    "rounding_allowance",
-    "certify_small_side",
-    "Certified",
-    "block_from",
-    "meets_tol",
-    "certified_error",
-]
+from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.results import SingularBlock, SVDResult
 
 
 def rounding_allowance(shape: tuple[int, int], dtype: torch.dtype, sigma_max: float) -> float:
     """``δ = 10·sqrt(max(m, n))·eps·σ_max``: rounding allowance added to all bounds."""
     eps = torch.finfo(dtype).eps
     return 10.0 * math.sqrt(max(shape)) * eps * float(sigma_max)
-
 
 @dataclass
 class Certified:
@@ -72,7 +63,6 @@ class Certified:
     U: torch.Tensor  # (M, k) left vectors of the tall operator
     V: torch.Tensor  # (N, k) right vectors of the tall operator
     delta: float = 0.0  # rounding allowance included in lower/upper
-
 
 def certify_small_side(
     op_tall: LinearOp,
@@ -157,7 +147,6 @@ def certify_small_side(
                 kt[i] = eta[i] ** 2 / g
     return Certified(values, lower, upper, eta, kt, gap_cert, U, V, delta)
 
-
 def block_from(
     c: Certified,
     *,
@@ -181,11 +170,9 @@ def block_from(
         right=right,
     )
 
-
 def certified_error(c: Certified) -> np.ndarray:
     """Largest distance from ``σ_i`` to an end of its interval, less the rounding allowance."""
     return np.maximum(c.upper - c.values, c.values - c.lower) - c.delta
-
 
 def meets_tol(c: Certified, tol: float) -> np.ndarray:
     """Stopping rule: ``certified_error_i ≤ max(tol·σ_i, δ)``.
@@ -194,3 +181,93 @@ def meets_tol(c: Certified, tol: float) -> np.ndarray:
     below it the residual is rounding noise and further iterations cannot help.
     """
     return certified_error(c) <= np.maximum(tol * c.values, c.delta)
+
+def assemble_result(
+    op: LinearOp,
+    out: dict[str, Any],
+    *,
+    which: str,
+    tol: float,
+    swap: bool,
+    start: int,
+    t0: float,
+    method: str,
+    iterations: int,
+    max_steps: int | None,
+    info: dict[str, Any] | None = None,
+) -> SVDResult:
+    """Build the :class:`SVDResult` from certified blocks (shared by GKL-based routes)."""
+    ex: dict[str, Certified] = out["explicit"]
+    m, n = op.shape
+    eps = torch.finfo(op.dtype).eps
+    largest = smallest = None
+    reasons: list[str] = []
+    rank_def = False
+    smax = out["smax"]
+    if "largest" in ex:
+        c = ex["largest"]
+        smax = max(smax, float(c.values[0]))
+        largest = block_from(c, end="largest", converged=meets_tol(c, tol), swap=swap)
+    if "smallest" in ex:
+        c = ex["smallest"]
+        conv = meets_tol(c, tol)
+        if c.lower[0] <= 0.0 and c.values[0] <= max(m, n) * eps * smax:
+            rank_def = True
+            c.values[0] = 0.0
+            conv[0] = True
+            reasons.append(
+                f"rank deficient: sigma_min certified in [0, {c.upper[0]:.3g}] "
+                f"<= max(m,n)*eps*sigma_max = {max(m, n) * eps * smax:.3g}"
+            )
+        smallest = block_from(c, end="smallest", converged=conv, swap=swap)
+    blocks = [b for b in (largest, smallest) if b is not None]
+    converged = all(bool(b.converged.all()) for b in blocks)
+    if not converged:
+        errs = [float(np.max(certified_error(ex[b.end]))) for b in blocks]
+        why = (
+            "maxiter reached"
+            if max_steps is not None and iterations >= max_steps
+            else ("stopping rule not met")
+        )
+        reasons.append(
+            f"not converged ({why} after {iterations} steps): certified error "
+            f"{max(errs):.3g} > tol*sigma (tol={tol:g})"
+        )
+    info = dict(info or {})
+    info.setdefault("subspace", out.get("ell"))
+    info.setdefault("restarts", max(out.get("cycles", 1) - 1, 0))
+    return SVDResult(
+        method=method,
+        shape=(m, n),
+        largest=largest,
+        smallest=smallest,
+        converged=converged,
+        iterations=int(iterations),
+        matvecs=int(op.n_products - start),
+        seconds=time.perf_counter() - t0,
+        rank_deficient=rank_def,
+        reason="; ".join(reasons) if reasons else None,
+        info=info,
+    )
+
+def certify_eigvecs(
+    S: LinearOp, Y: torch.Tensor, *, end: str, lam_max_hint: float
+) -> dict[str, np.ndarray | torch.Tensor | float]:
+    """Rayleigh quotients ``θ_i = y_iᵀ S y_i`` and Bauer–Fike intervals (``k`` products)."""
+    Y = Y / torch.linalg.vector_norm(Y, dim=0)
+    SY = S.matmat(Y)
+    theta = (Y * SY).sum(0)
+    R = SY - Y * theta
+    rho = torch.linalg.vector_norm(R, dim=0).detach().cpu().double().numpy()
+    th = theta.detach().cpu().double().numpy()
+    n = S.shape[0]
+    scale = max(float(lam_max_hint), float(np.abs(th).max(initial=0.0)))
+    delta = 10.0 * math.sqrt(n) * torch.finfo(S.dtype).eps * scale
+    lower = th - rho - delta
+    upper = th + rho + delta
+    if th.size:
+        if end == "largest":
+            lower[0] = max(lower[0], th[0] - delta)
+        elif end == "smallest":
+            upper[0] = min(upper[0], th[0] + delta)
+    return {"values": th, "lower": lower, "upper": upper, "rho": rho, "Y": Y, "delta": delta}

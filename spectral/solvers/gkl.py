@@ -16,60 +16,29 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import torch
-
-from ._certify import (
+from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.results import SVDResult
+from attncond.spectral.solvers.certify import (
     Certified,
-    block_from,
-    certified_error,
+    assemble_result,
     certify_small_side,
     meets_tol,
     rounding_allowance,
 )
-from ._validate import check_choice, make_generator, prepare
-from .operators import LinearOp
-from .results import SVDResult
-
-__all__ = ["golub_kahan_lanczos"]
+from attncond.spectral.solvers.orth import orthogonalize, random_orthonormal
+from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
 
 WHICH = ("both", "largest", "smallest")
-
-
-def _orth(X: torch.Tensor, w: torch.Tensor, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classical Gram–Schmidt of ``w`` against the orthonormal columns of ``X``.
-
-    ``full=True``: always two passes (CGS2, "twice is enough"); otherwise the second pass
-    runs only when the first removed more than a factor √2 of the norm (DGKS/Kahan–Parlett
-    criterion). Returns the orthogonalised vector and the summed coefficients ``Xᵀw``.
-    """
-    if X.shape[1] == 0:
-        return w, w.new_zeros(0)
-    n0 = torch.linalg.vector_norm(w)
-    c = X.T @ w
-    w = w - X @ c
-    if full or torch.linalg.vector_norm(w) < n0 / math.sqrt(2.0):
-        c2 = X.T @ w
-        w = w - X @ c2
-        c = c + c2
-    return w, c
-
-
-def _random_orth(X: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    w = torch.randn(X.shape[0], generator=gen, dtype=torch.float64).to(X.dtype).to(X.device)
-    for _ in range(3):
-        if X.shape[1]:
-            w = w - X @ (X.T @ w)
-    return w / torch.linalg.vector_norm(w)
-
 
 #: in-cycle convergence tests: every ``CHECK_EVERY`` steps once the basis holds
 #: ``n_wanted + CHECK_MIN_EXTRA`` vectors (an SVD of the small ``B``; products dominate)
 CHECK_EVERY = 4
+
 CHECK_MIN_EXTRA = 8
+
 #: σ_min-only thick restarts keep largest Ritz vectors too only with a basis this large
 TOP_KEEP_MIN_ELL = 48
-
 
 def _ritz(
     B: torch.Tensor, fnorm: float, k: int, want_l: bool, want_s: bool, tol: float,
@@ -88,7 +57,6 @@ def _ritz(
     delta = rounding_allowance(shape, B.dtype, smax)
     ok = bool((est <= torch.clamp(tol * Sb[wanted], min=delta)).all())
     return {"Ub": Ub, "Sb": Sb, "Vb": Vbh.T, "smax": smax, "idx_l": idx_l, "idx_s": idx_s, "ok": ok}
-
 
 def _gkl_core(
     T: LinearOp,
@@ -139,25 +107,25 @@ def _gkl_core(
         for j in range(j0, ell):
             P[:, j] = p
             q_raw = T.matvec(p)
-            q, c = _orth(Q[:, :j], q_raw, full)
+            q, c = orthogonalize(Q[:, :j], q_raw, full)
             B[:j, j] = c
             alpha = torch.linalg.vector_norm(q)
             raw = float(torch.linalg.vector_norm(q_raw))
             if float(alpha) <= 100 * eps * max(raw, smax):
-                q = _random_orth(Q[:, :j], gen)
+                q = random_orthonormal(Q[:, :j], gen)
             else:
                 q = q / alpha
             B[j, j] = alpha
             Q[:, j] = q
             r_raw = T.rmatvec(q)
-            r, _ = _orth(P[:, : j + 1], r_raw, full)
+            r, _ = orthogonalize(P[:, : j + 1], r_raw, full)
             beta = torch.linalg.vector_norm(r)
             fnorm = float(beta)
             steps += 1
             smax = max(smax, float(alpha), fnorm)
             if j + 1 < ell:
                 if fnorm <= 100 * eps * max(float(torch.linalg.vector_norm(r_raw)), smax):
-                    p = _random_orth(P[:, : j + 1], gen)
+                    p = random_orthonormal(P[:, : j + 1], gen)
                     B[j, j + 1] = 0.0
                     fnorm = 0.0
                 else:
@@ -230,10 +198,10 @@ def _gkl_core(
         B[range(kk), range(kk)] = Sb[keep]
         if fnorm > 0:
             p = r / fnorm
-            p, _ = _orth(P[:, :kk], p, True)
+            p, _ = orthogonalize(P[:, :kk], p, True)
             p = p / torch.linalg.vector_norm(p)
         else:
-            p = _random_orth(P[:, :kk], gen)
+            p = random_orthonormal(P[:, :kk], gen)
         j0 = kk
     return {
         "explicit": explicit,
@@ -244,7 +212,6 @@ def _gkl_core(
         "ell": ell,
         "harmonic_restarts": harmonic_cycles,
     }
-
 
 def _harmonic_restart(
     P: torch.Tensor,
@@ -309,10 +276,10 @@ def _harmonic_restart(
         g = P @ Ug[:-1, 0] + Ug[-1, 0] * p_next
     else:  # invariant subspace: any new direction
         g = p_next
-    g, _ = _orth(Pn, g, True)
+    g, _ = orthogonalize(Pn, g, True)
     ng = torch.linalg.vector_norm(g)
     if float(ng) <= 1e3 * torch.finfo(B.dtype).eps:
-        g = _random_orth(Pn, gen)
+        g = random_orthonormal(Pn, gen)
     else:
         g = g / ng
     Q[:, :kk] = Q @ QR_
@@ -322,7 +289,6 @@ def _harmonic_restart(
     B.zero_()
     B[:kk, :kk] = R
     return kk
-
 
 def golub_kahan_lanczos(
     A: Any,
@@ -456,7 +422,7 @@ def golub_kahan_lanczos(
     info: dict[str, Any] = {"restart": mode, "harmonic_restarts": out.get("harmonic_restarts", 0)}
     if "split" in out:
         info["split"] = out["split"]
-    return _assemble(
+    return assemble_result(
         op,
         out,
         which=which,
@@ -470,9 +436,7 @@ def golub_kahan_lanczos(
         info=info,
     )
 
-
 RESTARTS = ("auto", "thick", "augmented", "harmonic")
-
 
 def _resolve_restart(restart: str, which: str) -> str:
     """``"auto"`` → the restart measured best for ``which`` (see :func:`golub_kahan_lanczos`)."""
@@ -481,7 +445,6 @@ def _resolve_restart(restart: str, which: str) -> str:
     if restart == "auto":
         return AUTO_RESTART[which]
     return restart
-
 
 # largest tolerated rank-one defect of the harmonic residual, in units of eps·max(σ'_1, β)
 HARMONIC_DEFECT = 10.0
@@ -493,72 +456,3 @@ HARMONIC_DEFECT = 10.0
 # deficiency (502 and 334 products thick); at 90×60, ncv=16 they saved 3–5 % (1150 vs 1186,
 # 340 vs 358 products). Below the 10 % bar, so "auto" is thick everywhere
 AUTO_RESTART = {"largest": "thick", "smallest": "thick", "both": "thick"}
-
-
-def _assemble(
-    op: LinearOp,
-    out: dict[str, Any],
-    *,
-    which: str,
-    tol: float,
-    swap: bool,
-    start: int,
-    t0: float,
-    method: str,
-    iterations: int,
-    max_steps: int | None,
-    info: dict[str, Any] | None = None,
-) -> SVDResult:
-    """Build the :class:`SVDResult` from certified blocks (shared by GKL-based routes)."""
-    ex: dict[str, Certified] = out["explicit"]
-    m, n = op.shape
-    eps = torch.finfo(op.dtype).eps
-    largest = smallest = None
-    reasons: list[str] = []
-    rank_def = False
-    smax = out["smax"]
-    if "largest" in ex:
-        c = ex["largest"]
-        smax = max(smax, float(c.values[0]))
-        largest = block_from(c, end="largest", converged=meets_tol(c, tol), swap=swap)
-    if "smallest" in ex:
-        c = ex["smallest"]
-        conv = meets_tol(c, tol)
-        if c.lower[0] <= 0.0 and c.values[0] <= max(m, n) * eps * smax:
-            rank_def = True
-            c.values[0] = 0.0
-            conv[0] = True
-            reasons.append(
-                f"rank deficient: sigma_min certified in [0, {c.upper[0]:.3g}] "
-                f"<= max(m,n)*eps*sigma_max = {max(m, n) * eps * smax:.3g}"
-            )
-        smallest = block_from(c, end="smallest", converged=conv, swap=swap)
-    blocks = [b for b in (largest, smallest) if b is not None]
-    converged = all(bool(b.converged.all()) for b in blocks)
-    if not converged:
-        errs = [float(np.max(certified_error(ex[b.end]))) for b in blocks]
-        why = (
-            "maxiter reached"
-            if max_steps is not None and iterations >= max_steps
-            else ("stopping rule not met")
-        )
-        reasons.append(
-            f"not converged ({why} after {iterations} steps): certified error "
-            f"{max(errs):.3g} > tol*sigma (tol={tol:g})"
-        )
-    info = dict(info or {})
-    info.setdefault("subspace", out.get("ell"))
-    info.setdefault("restarts", max(out.get("cycles", 1) - 1, 0))
-    return SVDResult(
-        method=method,
-        shape=(m, n),
-        largest=largest,
-        smallest=smallest,
-        converged=converged,
-        iterations=int(iterations),
-        matvecs=int(op.n_products - start),
-        seconds=time.perf_counter() - t0,
-        rank_deficient=rank_def,
-        reason="; ".join(reasons) if reasons else None,
-        info=info,
-    )

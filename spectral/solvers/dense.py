@@ -15,17 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from ._certify import certify_small_side, rounding_allowance
-from ._validate import prepare
-from .gkl import _assemble
-from .operators import DenseOp, LinearOp
-from .results import SVDResult
-
-__all__ = ["dense_svd", "dense_tall_factor", "svd_of_tall"]
+from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.operators.explicit import DenseOp
+from attncond.spectral.results import SVDResult
+from attncond.spectral.solvers.certify import assemble_result, certify_small_side, rounding_allowance
+from attncond.spectral.solvers.validate import prepare
 
 WHICH = ("both", "largest", "smallest")
-
 
 def dense_tall_factor(op: LinearOp, *, chunk: int | None = None) -> tuple[torch.Tensor, bool]:
     """Materialise ``A`` in its tall orientation with ``min(m, n)`` products.
@@ -49,7 +45,6 @@ def dense_tall_factor(op: LinearOp, *, chunk: int | None = None) -> tuple[torch.
         E[torch.arange(a, b), torch.arange(b - a)] = 1.0
         cols.append(apply(E))
     return torch.cat(cols, dim=1), swap
-
 
 def svd_of_tall(
     T: torch.Tensor,
@@ -102,7 +97,6 @@ def svd_of_tall(
         "products": top.n_products,
     }
 
-
 def dense_svd(
     A: Any,
     k: int = 1,
@@ -125,7 +119,7 @@ def dense_svd(
     start = op.n_products
     T, swap = dense_tall_factor(op)
     out = svd_of_tall(T, k, which, tol)
-    res = _assemble(
+    res = assemble_result(
         op,
         out,
         which=which,
@@ -139,7 +133,6 @@ def dense_svd(
         info={"dense_products": out["products"]},
     )
     return _with_spectrum(res, out["spectrum"])
-
 
 def _with_spectrum(res: SVDResult, spec: np.ndarray) -> SVDResult:
     import dataclasses
