@@ -76,7 +76,7 @@ for _s in (
     Solver("gkl", lambda op, ends, tol, maxiter, seed: golub_kahan_lanczos(op, 1, ends, tol, maxiter,
                                                                            seed=seed),
            summary="matrix-free Golub–Kahan–Lanczos with thick restarts"),
-    Solver("randomized", _randomized, ends=("largest",), summary="randomized range finder (σ_max only)"),
+    Solver("randomized", _randomized, ends=("largest",), summary="randomized range finder, sigma_max only"),
     Solver("arpack", lambda op, ends, tol, maxiter, seed: arpack_svds(op, 1, ends, tol, maxiter, seed),
            summary="scipy svds(solver='arpack'), certified by our residual bounds"),
     Solver("propack", lambda op, ends, tol, maxiter, seed: propack_svds(op, 1, ends, tol, maxiter, seed),

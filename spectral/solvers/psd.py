@@ -181,7 +181,7 @@ class GramExtremes:
 
     Each interval is Bauer–Fike ``θ ± (‖Gy − θy‖ + δ)`` (``δ = 10√m·eps·λ_max``, the rounding of
     the residual), tightened by Kato–Temple ``θ − ρ²/(gap − θ)`` where a gap is certified.
-    ``converged`` when both half-widths are at most ``max(tol·|θ|, δ)``.
+    ``converged`` when both half-widths are at most ``tol·|θ| + 2δ`` (the rounding floor).
     """
 
     lambda_min: float
@@ -257,8 +257,8 @@ def gram_extremes(G: torch.Tensor, method: str = "auto", *, tol: float = 1e-10, 
     lo_max, hi_max = _kato_temple(cmax, px.gap_max, "largest")
     tmin, tmax = float(cmin["values"][0]), float(cmax["values"][0])
     delta = float(cmax["delta"])
-    ok = (max(tmin - lo_min, hi_min - tmin) <= max(tol * abs(tmin), delta)
-          and max(tmax - lo_max, hi_max - tmax) <= max(tol * abs(tmax), delta))
+    ok = (max(tmin - lo_min, hi_min - tmin) <= tol * abs(tmin) + 2 * delta
+          and max(tmax - lo_max, hi_max - tmax) <= tol * abs(tmax) + 2 * delta)
     name = "dense" if px.solver.startswith("eigh") else "cholesky-lanczos"
     if method == "cholesky-lanczos" and name == "dense":
         name = "dense (Cholesky failed)"

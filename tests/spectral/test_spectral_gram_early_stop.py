@@ -8,8 +8,8 @@ import torch
 from _spectral_cases import with_spectrum
 
 import spectral
-import spectral.solvers.gkl as gkl_mod
 import spectral.operators.gram as gram_mod
+import spectral.solvers.gkl as gkl_mod
 from spectral.operators.gram import gram_matrix
 
 
