@@ -33,6 +33,8 @@ class AutoPolicy:
     psd_eigh_max_side: int = 512
     hessian_dense_max_params: int = 1500
     eigen_dense_max_side: int = 2000
+    gkd_max_basis: int = 1024
+    gkd_basis_bytes: int = 1024**3
 
 
 #: The policy in force.

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.dense import dense_svd
+from attncond.spectral.solvers.gkd import gkd_run, golub_kahan_davidson
 from attncond.spectral.solvers.gkl import golub_kahan_lanczos
 from attncond.spectral.solvers.gram_route import gram_route
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
@@ -24,7 +25,8 @@ from attncond.spectral.solvers.randomized import randomized_svd
 from attncond.spectral.solvers.scipy_peers import arpack_svds, lobpcg_svds, propack_svds
 
 __all__ = [
-    "Solver", "SOLVERS", "register_solver", "dense_svd", "golub_kahan_lanczos", "symmetric_lanczos",
+    "Solver", "SOLVERS", "register_solver", "dense_svd", "golub_kahan_lanczos", "golub_kahan_davidson",
+    "symmetric_lanczos",
     "randomized_svd", "arpack_svds", "propack_svds", "lobpcg_svds", "gram_route", "gram_extremes",
     "psd_extremes", "GramExtremes", "PSDExtremes",
 ]
@@ -76,6 +78,8 @@ for _s in (
     Solver("gkl", lambda op, ends, tol, maxiter, seed: golub_kahan_lanczos(op, 1, ends, tol, maxiter,
                                                                            seed=seed),
            summary="matrix-free Golub–Kahan–Lanczos with thick restarts"),
+    Solver("gkd", lambda op, ends, tol, maxiter, seed: gkd_run(op, 1, ends, tol, maxiter, seed),
+           summary="matrix-free Golub–Kahan–Davidson: memory-bounded basis, GD+k restarts, null-space locking"),
     Solver("randomized", _randomized, ends=("largest",), summary="randomized range finder, sigma_max only"),
     Solver("arpack", lambda op, ends, tol, maxiter, seed: arpack_svds(op, 1, ends, tol, maxiter, seed),
            summary="scipy svds(solver='arpack'), certified by our residual bounds"),

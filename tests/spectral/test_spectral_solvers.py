@@ -154,6 +154,10 @@ class TestGKL(SolverContract):
     method = "gkl"
 
 
+class TestGKD(SolverContract):
+    method = "gkd"
+
+
 class TestAuto(SolverContract):
     method = "auto"
 
