@@ -1,6 +1,7 @@
 """``attncond sweep grid.toml --out results.csv``: ``diagnose`` over a parameter grid on dask.
 
-See :mod:`attncond.sweep` for the grid format, the cluster, atomic appends and resume.
+See :mod:`attncond.sweep` for the grid format, the cluster, locking, checksums, the grid
+fingerprint and resume.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import check_device, check_output_file
 from .progress import progress
 from .report import format_table, to_json
 
@@ -16,8 +18,15 @@ def sweep_cmd(args: argparse.Namespace) -> int:
     from .sweep import load_grid, plot_results, run_sweep
 
     grid = load_grid(args.grid)  # validates everything before any file is touched
+    if args.scheduler is None:  # the rows run on this machine: their devices must exist here
+        for dev in sorted({r["device"] for r in grid.rows}):
+            check_device(dev, f"{args.grid}: device")
+    check_output_file(args.out, "--out")
     summary = run_sweep(grid, args.out, scheduler=args.scheduler, n_workers=args.workers,
                         progress=None if args.json else progress, connect_timeout=args.connect_timeout)
+    if summary.rejected:
+        print(f"attncond sweep: {summary.rejected} damaged line(s) of {args.out} (torn, edited or duplicated) "
+              f"moved to {summary.rejected_file} and recomputed", file=sys.stderr)
     if args.json:
         print(to_json({"summary": summary.to_dict(), "out": args.out}))
     else:
