@@ -17,6 +17,7 @@ from typing import NoReturn
 import attncond
 
 from .options import check_device, check_plot_path
+from .progress import close_all
 
 
 class Parser(argparse.ArgumentParser):
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         precheck(args)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
+        close_all()  # erase progress bars, so that the message is a line of its own
         try:
             sys.stdout.flush()
         except (OSError, ValueError):
@@ -105,5 +107,22 @@ def _quiet_stdout() -> None:
         pass
 
 
+def entry() -> NoReturn:
+    """The ``attncond`` executable: :func:`main`, then exit with its status.
+
+    After Ctrl-C everything is already saved and closed, so the process leaves with ``os._exit``
+    instead of waiting for the interpreter's teardown of torch (seconds on a busy machine).
+    """
+    code = main()
+    if code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(130)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()
