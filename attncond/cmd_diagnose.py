@@ -165,9 +165,16 @@ def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
     import tomllib
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a TOML file")
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte {exc.start}): TOML must be UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:

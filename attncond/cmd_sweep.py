@@ -30,7 +30,9 @@ def sweep_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print(to_json({"summary": summary.to_dict(), "out": args.out}))
     else:
-        print(format_table([summary.to_dict()], title=f"attncond sweep {args.grid} -> {args.out}"))
+        cols = ["total", "skipped", "written", "errors", "by_other_writer", "rejected", "seconds", "scheduler"]
+        print(format_table([summary.to_dict()], cols,
+                           title=f"attncond sweep {args.grid} -> {args.out} (grid {summary.grid})"))
     if args.plot:
         x = args.x or grid.plot_x
         if x is None:

@@ -123,6 +123,15 @@ def test_config_values_that_overflow_or_are_malformed_name_file_and_key(tmp_path
     assert str(cfg) in err
 
 
+def test_config_that_is_a_folder_or_not_text_names_the_file(tmp_path, capsys):
+    _one_line_error(capsys, ["diagnose", "--config", str(tmp_path)],
+                    f"{tmp_path}: is a folder, not a TOML file")
+    bad = tmp_path / "b.toml"
+    bad.write_bytes(b"N = 4\n\xff\xfe\n")
+    _one_line_error(capsys, ["diagnose", "--config", str(bad)], f"{bad}: not a UTF-8 text file (byte 6)")
+    _one_line_error(capsys, ["sweep", str(bad), "--out", str(tmp_path / "r.csv")], f"{bad}: not a UTF-8")
+
+
 @pytest.mark.skipif(not NO_CUDA, reason="this torch build has CUDA")
 @pytest.mark.parametrize("argv", [["diagnose", "--device", "cuda"], ["train", "--device", "cuda:1"],
                                   ["diagnose", "--config", "CFG"]])
