@@ -285,7 +285,7 @@ class CsvLog:
         self.columns = list(columns)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.rejected_path = self.path.with_name(self.path.name + ".rejected")
-        self.done: set[str] = set()
+        self.done: dict[str, int] = {}  # verified keys -> their line (0: appended by this writer)
         self.rejected: tuple[RejectedRow, ...] = ()
         self._pos: tuple[int, int] | None = None  # (inode, bytes read) of the last look under the lock
 
@@ -393,11 +393,12 @@ class CsvLog:
             data = self.path.read_bytes() if self.path.exists() else b""
             if not data:
                 self._rewrite(self._header(), ())
-                self.done = set()
+                self.done = {}
                 return set()
             first = data.find(b"\n")
             self._check_header(data[: first if first >= 0 else len(data)])
-            scan = self._scan(data, first + 1, 1, {})
+            seen: dict[str, int] = {}
+            scan = self._scan(data, first + 1, 1, seen)
             rejected = list(scan.rejected)
             if scan.torn_tail:
                 rejected.append(RejectedRow(data.count(b"\n", 0, scan.end) + 1,
@@ -409,7 +410,7 @@ class CsvLog:
                 st = os.stat(self.path)
                 self._pos = (st.st_ino, len(data))
             self.rejected = tuple(rejected)
-            self.done = set(scan.rows)
+            self.done = seen
             return set(self.done)
         finally:
             self._unlock(lk)
@@ -451,13 +452,11 @@ class CsvLog:
             data = os.pread(fd, st.st_size, 0)
             first = data.find(b"\n")
             self._check_header(data[: first if first >= 0 else len(data)])
-            scan = self._scan(data, first + 1, 1, {}) if first >= 0 else _Scan({}, (), 0, bool(data))
-            self.done = set(scan.rows)
+            self.done = {}
+            scan = self._scan(data, first + 1, 1, self.done) if first >= 0 else _Scan({}, (), 0, bool(data))
         else:
             data = os.pread(fd, st.st_size - pos, pos)
-            seen = {k: 0 for k in self.done}
-            scan = self._scan(data, 0, 0, seen)
-            self.done |= set(scan.rows)
+            scan = self._scan(data, 0, 0, self.done)  # adds the new verified keys to self.done
             scan = _Scan(scan.rows, scan.rejected, pos + scan.end, scan.torn_tail)
         self._pos = (st.st_ino, scan.end)
         return scan.torn_tail
@@ -505,7 +504,7 @@ class CsvLog:
                 os.close(fd)
         finally:
             self._unlock(lk)
-        self.done.add(row["key"])
+        self.done[row["key"]] = 0
         return True
 
 
