@@ -36,7 +36,6 @@ import math
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from attncond.spectral import policy
 from attncond.spectral.operators.base import LinearOp
@@ -241,11 +240,9 @@ def eigen_extremes(
             blocks["largest"] = certify_eigvecs(dop, W[:, -1:], end="largest", lam_max_hint=lmax)
         if ends in ("both", "smallest"):
             blocks["smallest"] = certify_eigvecs(dop, W[:, :1], end="smallest", lam_max_hint=lmax)
-        conv = all(
-            bool((c["rho"] <= np.maximum(tol * np.abs(c["values"]), c["delta"])).all()) for c in blocks.values()
-        )
+        conv = all(c.meets(tol) for c in blocks.values())
         vals = {
-            e: (float(c["values"][0]), (float(c["lower"][0]), float(c["upper"][0])), float(c["rho"][0]))
+            e: (float(c.values[0]), (float(c.lower[0]), float(c.upper[0])), float(c.rho[0]))
             for e, c in blocks.items()
         }
         details = None
