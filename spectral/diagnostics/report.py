@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from attncond.models import AttentionBlock, MultiHeadAttention
-from attncond.models._checks import check_positive_float
+from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.attention_stats import AttentionStats, attention_stats
 from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper
 from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
