@@ -37,6 +37,7 @@ import time
 from typing import Any
 
 import torch
+
 from attncond.spectral import policy
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.operators.explicit import DenseOp

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.models.checks import check_positive_float
 from attncond.spectral.results import record_to_dict
 

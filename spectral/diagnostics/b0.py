@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from attncond.models import MultiHeadAttention
 from attncond.spectral.diagnostics.structured import B0
 from attncond.spectral.results import record_repr, record_to_dict

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from attncond.models import MultiHeadAttention
 from attncond.spectral.diagnostics.b0 import beta_paper, sigma_dout
 from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram

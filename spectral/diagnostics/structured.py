@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from attncond.models import AttentionBlock, MultiHeadAttention
 from attncond.models.checks import check_subset
 from attncond.spectral.operators.autodiff import JacobianOperator, jacobian_gram

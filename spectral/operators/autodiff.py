@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+
 from attncond.spectral.operators.base import LinearOp, same_device
 from attncond.spectral.operators.explicit import as_operator
 from attncond.spectral.operators.gram import gram_matrix

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.operators.explicit import DenseOp
 from attncond.spectral.results import SVDResult

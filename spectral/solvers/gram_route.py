@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import torch
+
 from attncond.spectral import policy
 from attncond.spectral.operators.autodiff import JacobianOperator
 from attncond.spectral.operators.base import LinearOp

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral.results import EigenBlock, EigResult
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
 from attncond.spectral.solvers.orth import orthogonalize, random_orthonormal

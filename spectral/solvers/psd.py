@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral import policy
 from attncond.spectral.operators.explicit import DenseOp
 from attncond.spectral.results import record_repr, record_to_dict

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral.results import SingularBlock, SVDResult
 from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
 from attncond.spectral.solvers.validate import make_generator, prepare

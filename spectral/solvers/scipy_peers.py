@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
+
 from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
 from attncond.spectral.solvers.validate import prepare

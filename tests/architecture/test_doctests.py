@@ -6,10 +6,11 @@ import doctest
 import importlib
 import pkgutil
 
+import pytest
+
 import attncond.models
 import attncond.proofs_check
 import attncond.spectral
-import pytest
 
 
 def _modules() -> list[str]:

@@ -61,7 +61,6 @@ def test_script_in_a_user_project_gets_attncond_not_the_users_packages(tmp_path)
 def test_short_names_are_aliases_of_the_same_modules():
     import attncond.models.kernels as long_kernels
     import attncond.spectral as long_spectral
-
     import models.kernels as short_kernels
     import spectral as short_spectral
 
