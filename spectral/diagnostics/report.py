@@ -42,14 +42,12 @@ import torch
 from attncond.models import AttentionBlock, MultiHeadAttention, get_kernel
 from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.attention_stats import AttentionStats, attention_stats
-from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper
+from attncond.spectral.diagnostics.b0 import BetaPaper, b0_conditioning, beta_paper
 from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
 from attncond.spectral.diagnostics.pl import PLConstant, pl_constant
 from attncond.spectral.diagnostics.rows import row_order, row_spec
 from attncond.spectral.diagnostics.softmax_jacobian import SoftmaxJacobianSpectrum, softmax_jacobian_spectrum
-from attncond.spectral.diagnostics.structured import B0
 from attncond.spectral.diagnostics.z import ZConditioning, attention_output_matrix
-from attncond.spectral.estimate import extreme_singular_values
 from attncond.spectral.results import SpectralEstimate, format_value, record_to_dict, to_jsonable
 
 _NAN = float("nan")
@@ -257,6 +255,16 @@ def diagnose(
     )
 
 
+def _spectrum(est: SpectralEstimate, M: torch.Tensor | None = None) -> np.ndarray:
+    """All singular values for plotting: the dense route's own, else one ``svdvals`` of ``M``."""
+    spec = getattr(est.details, "spectrum", None)
+    if spec is not None:
+        return np.asarray(spec)
+    if M is None:
+        return np.array([est.sigma_max, est.sigma_min])
+    return torch.linalg.svdvals(M).cpu().numpy()
+
+
 def _config(model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None, is_mh: bool) -> dict[str, Any]:
     N, n, D = Xt.shape
     cfg: dict[str, Any] = {"kernel": model.kernel_name, "N": N, "n": n, "D": D, "d": model.d,
@@ -273,26 +281,23 @@ def _b0_rows(rep: _Report, model: MultiHeadAttention, Xt: torch.Tensor, tol: flo
     """``B0`` (certified σ's and κ) and the paper's ``β`` ([S24] Thm. 1)."""
     N, n, D = Xt.shape
 
-    def b0() -> SpectralEstimate:
-        B = B0(model, Xt)
-        if spectra:
-            rep.spectra["B0"] = torch.linalg.svdvals(B).cpu().numpy()
-        return extreme_singular_values(B, tol=tol)
-
-    rep.b0 = _safe(rep.rows, ["b0.kappa"], b0)
+    rep.b0 = _safe(rep.rows, ["b0.kappa"], lambda: b0_conditioning(model, Xt, tol=tol))
     if rep.b0 is not None:
+        if spectra:
+            rep.spectra["B0"] = _spectrum(rep.b0)
         rep.rows.extend(_est_rows("b0", rep.b0))
         if model.H * D < N * n:
             rep.rows.append(_row("b0.full_row_rank", False, note=f"HD={model.H * D} < Nn={N * n}"))
-    rep.beta = _safe(rep.rows, ["beta_paper"], lambda: beta_paper(model, Xt))
+    if rep.b0 is not None:
+        rep.beta = _safe(rep.rows, ["beta_paper"], lambda: beta_paper(model, Xt, b0=rep.b0, tol=tol))
     if rep.beta is not None:
-        rep.rows.append(_row("beta_paper", rep.beta.value, note=rep.beta.reason))
+        rep.rows.append(_row("beta_paper", rep.beta.value, rep.beta.interval, note=rep.beta.reason))
 
 
 def _pl_rows(rep: _Report, model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None, tol: float,
              is_mh: bool) -> None:
     """``μ = λ_min(JJᵀ)`` and, for the [S24] model, the bounds next to it."""
-    pl = rep.pl = _safe(rep.rows, ["pl.mu"], lambda: pl_constant(model, Xt, trainable, tol=tol))
+    pl = rep.pl = _safe(rep.rows, ["pl.mu"], lambda: pl_constant(model, Xt, trainable, tol=tol, beta=rep.beta))
     if pl is None:
         return
     rep.rows.append(_row("pl.mu", pl.mu, pl.mu_interval,
@@ -323,7 +328,7 @@ def _z_rows(rep: _Report, model: AttentionBlock, Xt: torch.Tensor, residual: str
             continue
         rep.z[tag] = z
         if spectra and z.Z is not None:
-            rep.spectra[f"Z_{tag}"] = torch.linalg.svdvals(z.Z).cpu().numpy()
+            rep.spectra[f"Z_{tag}"] = _spectrum(z.estimate, z.Z)
         rep.rows.extend(_est_rows(f"z.{tag}", z.estimate))
         if r:
             rep.rows.append(_row("z.weyl_bound", z.weyl_bound, note=("holds" if z.weyl_holds else "VIOLATED")

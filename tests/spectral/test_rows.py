@@ -39,3 +39,26 @@ def test_sweep_columns_and_cli_table_come_from_rows():
     assert all(c in sweep.COLUMNS for c in sweep.METRICS)
     assert set(TABLE_KEYS["mh"]) == {r.key for r in ROWS if r.table and "mh" in r.applies_to}
     assert "z.res.kappa" in TABLE_KEYS["block"] and "z.res.kappa" not in TABLE_KEYS["mh"]
+
+
+def test_diagnose_forms_b0_once_and_beta_is_certified(monkeypatch):
+    import attncond.spectral.diagnostics.b0 as b0_mod
+    import attncond.spectral.diagnostics.structured as structured
+
+    calls = []
+    real = structured.B0
+
+    def counting(model, X):
+        calls.append(1)
+        return real(model, X)
+
+    monkeypatch.setattr(b0_mod, "B0", counting)
+    monkeypatch.setattr(structured, "B0", counting)
+    data = synthetic_regression(N=2, n=3, D=6, seed=0)
+    dg = diagnose(MultiHeadAttention(6, 3, 2, seed=1), data.X)
+    assert len(calls) == 1
+    beta = dg.row("beta_paper")
+    lo, hi = beta.interval
+    assert dg.beta.certified and lo <= beta.value <= hi
+    # β uses the certified σ_min(B0) (HD = 12 ≥ Nn = 6), not a separate svdvals
+    assert dg.beta.sigma_min_B0T == dg.b0.sigma_min
