@@ -382,7 +382,7 @@ class CsvLog:
         try:
             data = self.path.read_bytes() if self.path.exists() else b""
             if not data:
-                self._rewrite(self._header(), ())
+                self._rewrite(self._header())
                 self.done = {}
                 return set()
             first = data.find(b"\n")
@@ -395,7 +395,7 @@ class CsvLog:
                                             "incomplete last line (no newline)", data[scan.end:]))
             if rejected:
                 self._reject(rejected)
-                self._rewrite(self._header() + b"".join(scan.rows.values()), rejected)
+                self._rewrite(self._header() + b"".join(scan.rows.values()))
             else:
                 st = os.stat(self.path)
                 self._pos = (st.st_ino, len(data))
@@ -418,11 +418,14 @@ class CsvLog:
         finally:
             os.close(fd)
 
-    def _rewrite(self, data: bytes, rejected: Iterable[RejectedRow]) -> None:
+    def _rewrite(self, data: bytes) -> None:
+        """Replace the CSV by ``data`` atomically (temporary file, fsync, os.replace, fsync of the folder)."""
         tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
             os.fsync(fd)
         finally:
             os.close(fd)
