@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import check_device, check_output_file
+from .options import check_device, check_output_file, int_arg
 from .progress import progress
 from .report import format_table, to_json
 
@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("grid", metavar="grid.toml", help="grid file ([grid], optional [fixed] and [plot])")
     p.add_argument("--out", required=True, metavar="results.csv", help="CSV to append rows to (resumed)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="existing dask scheduler (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--workers", type=int_arg(1, 1024), default=2,
+                   help="LocalCluster worker processes (default 2)")
     p.add_argument("--connect-timeout", dest="connect_timeout", default="20s", metavar="T",
                    help="how long to wait for --scheduler (dask time string, default 20s)")
     p.add_argument("--plot", metavar="FILE.png", help="plot a metric against the swept parameter per kernel")
