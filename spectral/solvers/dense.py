@@ -115,6 +115,12 @@ def dense_svd(
     """
     t0 = time.perf_counter()
     op, k, tol, _ = prepare(A, k=k, which=which, which_choices=WHICH, tol=tol, device=device, dtype=dtype)
+    return solve_dense(op, k, which, tol, t0=t0)
+
+
+def solve_dense(op: LinearOp, k: int, which: str, tol: float, *, t0: float | None = None) -> SVDResult:
+    """:func:`dense_svd` on an operator already validated by :func:`prepare` (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     start = op.n_products
     T, swap = dense_tall_factor(op)
     out = svd_of_tall(T, k, which, tol)
