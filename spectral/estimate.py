@@ -45,7 +45,7 @@ from attncond.spectral.results import EigenEstimate, SpectralEstimate, SVDResult
 from attncond.spectral.solvers import SOLVERS
 from attncond.spectral.solvers.certify import certify_eigvecs
 from attncond.spectral.solvers.gram_route import dense_per_sample, gram_route, is_per_sample
-from attncond.spectral.solvers.lanczos import symmetric_lanczos
+from attncond.spectral.solvers.lanczos import solve_lanczos
 from attncond.spectral.solvers.validate import check_choice, prepare
 
 #: ``method=`` names of :func:`extreme_singular_values`: ``"auto"`` and the :data:`SOLVERS` registry.
@@ -249,7 +249,7 @@ def eigen_extremes(
         details = None
         reason = None if conv else f"dense eigh residual above tol={tol:g}"
     else:
-        r = symmetric_lanczos(op, 1, ends, tol, maxiter, seed=seed)
+        r = solve_lanczos(op, 1, ends, tol, maxiter, seed=seed)
         vals = {}
         for e in ("largest", "smallest"):
             b = getattr(r, e)
