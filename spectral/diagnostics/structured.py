@@ -14,7 +14,7 @@ Nothing here materialises an autograd Jacobian of a :class:`models.MultiHeadAtte
 
 Output ordering everywhere: ``vec(model(X))`` row-major, i.e. index ``(i, a, o)`` with the
 output channel ``o`` fastest, then the token ``a``, then the sample ``i`` — the order of
-:class:`spectral.jacobian.JacobianOperator`.
+:class:`spectral.operators.autodiff.JacobianOperator`.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ class NTKGram:
 
     ``gram``: ``(m, m)`` tensor, ``m = N·n·d_out``, outputs ordered ``(i, a, o)``.
     ``route``: ``"structured"`` (closed form, no Jacobian) or ``"vjp"`` (batched VJPs
-    through :func:`spectral.jacobian.jacobian_gram`; ``reason`` says why).
+    through :func:`spectral.operators.autodiff.jacobian_gram`; ``reason`` says why).
     ``parts``: per-weight-group contributions ``J_W J_Wᵀ`` when requested.
     """
 
@@ -116,7 +116,7 @@ class NTKGram:
              f"trainable={self.trainable}, n_params={self.n_params}, seconds={self.seconds:.3g}")
         return s + (f", reason={self.reason!r})" if self.reason else ")")
 
-#: factors at least this wide get BLAS syrk (spectral.gram) in the closed-form Gram
+#: factors at least this wide get BLAS syrk (spectral.operators.gram) in the closed-form Gram
 SYRK_MIN_COLS = 2048
 
 def _tau(model: MultiHeadAttention) -> float:
@@ -170,7 +170,7 @@ def _structured_gram(
     def gram(A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
         # BLAS syrk (half the flops) only for very wide factors; for these (≤ H·D columns) a
         # GEMM, because mirroring syrk's triangle costs about what it saves (1024×128: 11.5 ms
-        # vs 14.7 ms; 8192×64: slower), see spectral.gram; G is symmetrised at the end. ``slot``
+        # vs 14.7 ms; 8192×64: slower), see spectral.operators.gram; G is symmetrised at the end. ``slot``
         # writes the GEMM into buffer ``slot``, allocated on first use.
         if A.shape[1] >= SYRK_MIN_COLS:
             return symmetric_gram(A)
