@@ -203,8 +203,8 @@ print(sum(log.append({"key": k, "status": "ok", "seconds": i}) for i, k in enume
 
 
 def test_two_processes_appending_the_same_keys_never_duplicate(tmp_path):
-    """The lock covers check-and-write: two writers racing over the same 150 keys."""
-    out, go, n = tmp_path / "race.csv", tmp_path / "go", 150
+    """The lock covers check-and-write: two writers racing over the same 80 keys."""
+    out, go, n = tmp_path / "race.csv", tmp_path / "go", 80
     fp = grid_fingerprint(f"k{i:04d}" for i in range(n))
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(out), fp, str(seed), str(go), str(n)],
                               cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
