@@ -39,9 +39,9 @@ from typing import Any
 
 from attncond.models import REGIMES, AttentionBlock, MultiHeadAttention, get_kernel, synthetic_regression
 from attncond.models.attention import PARAM_NAMES, VALUE_PARAMS
-from attncond.spectral.diagnostics import Diagnostics, diagnose
+from attncond.spectral.diagnostics import ROWS, Diagnostics, diagnose
 
-from .options import split_names
+from .options import MAX_SEED, MAX_SIZE, check_device, split_names
 from .progress import progress
 from .report import format_table, pyplot, to_json
 
@@ -60,12 +60,16 @@ class ConfigError(ValueError):
 def _pos_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise ValueError(f"must be a positive integer, got {v!r}")
+    if v > MAX_SIZE:
+        raise ValueError(f"must be a positive integer <= {MAX_SIZE} (2**31 - 1), got {v!r}")
     return v
 
 
 def _nonneg_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ValueError(f"must be a non-negative integer, got {v!r}")
+    if v > MAX_SEED:
+        raise ValueError(f"must be a non-negative integer <= {MAX_SEED} (2**63 - 1), got {v!r}")
     return v
 
 
@@ -113,8 +117,9 @@ def _bool(v: Any) -> bool:
 
 
 def _device(v: Any) -> str:
+    """The spelling only: whether the device exists is checked where the work runs (check_device)."""
     if not isinstance(v, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", v):
-        raise ValueError(f"must be 'cpu', 'cuda' or 'cuda:<k>', got {v!r}")
+        raise ValueError(f"must be 'cpu', 'cuda', 'cuda:<k>' or 'mps', got {v!r}")
     return v
 
 
@@ -160,9 +165,16 @@ def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
     import tomllib
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a TOML file")
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte {exc.start}): TOML must be UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
@@ -226,18 +238,17 @@ def run_config(cfg: dict[str, Any], *, show_progress: bool = True) -> dict[str, 
     return out
 
 
-MH_KEYS = ("b0.sigma_min", "b0.kappa", "beta_paper", "pl.mu", "pl.corrected_bound", "pl.corrected_holds",
-           "pl.beta_holds", "pl.value_block_mu", "softmaxJ.kappa_median", "softmaxJ.kappa_max",
-           "attn.entropy", "attn.sparsity", "hessian.lambda_max", "hessian.lambda_min",
-           "hessian.smallest_nonzero", "hessian.null_dim")
-BLOCK_KEYS = ("z.res.sigma_min", "z.res.kappa", "z.weyl_bound", "z.plain.sigma_min", "z.plain.kappa")
+#: the comparison table's rows per model, from the one ROWS table of spectral.diagnostics
+TABLE_KEYS = {kind: tuple(r.key for r in ROWS if r.table and kind in r.applies_to) for kind in ("mh", "block")}
+NOTE_KEYS = frozenset(r.key for r in ROWS if r.table_note)
 
 
 def wide_rows(results: dict[str, dict[str, Diagnostics]]) -> list[dict[str, Any]]:
     """One row per diagnostic, one column per kernel, and a ``note`` column with reasons."""
     kernels = list(results)
     rows: list[dict[str, Any]] = []
-    for which, keys, tag in (("mh", MH_KEYS, "[S24] MH"), ("block", BLOCK_KEYS, "[Q25] block")):
+    for which, tag in (("mh", "[S24] MH"), ("block", "[Q25] block")):
+        keys = TABLE_KEYS[which]
         for key in keys:
             found = {k: {r.key: r for r in results[k][which].rows}.get(key) for k in kernels}
             if all(v is None for v in found.values()):
@@ -254,8 +265,7 @@ def wide_rows(results: dict[str, dict[str, Diagnostics]]) -> list[dict[str, Any]
                     notes[k] = str(r.note)
                 else:
                     row[k] = r.value
-                    if r.note and key in ("pl.beta_holds", "z.weyl_bound", "softmaxJ.kappa_max",
-                                          "hessian.null_dim"):
+                    if r.note and key in NOTE_KEYS:
                         notes[k] = r.note
             if len(kernels) > 1 and len(notes) == len(kernels) and len(set(notes.values())) == 1:
                 row["note"] = next(iter(notes.values()))  # the same for every kernel: say it once
@@ -306,6 +316,8 @@ def diagnose_cmd(args: argparse.Namespace) -> int:
     if args.kernels is not None:
         flags["kernels"] = args.kernels
     cfg.update(validate(flags, path="command line"))
+    check_device(cfg["device"], f"{args.config}: key 'device'" if "device" not in flags and args.config
+                 else "--device")
     results = run_config(cfg, show_progress=not args.json)
     if args.json:
         print(to_json({"config": cfg, "results": {k: {w: dg.to_dict() for w, dg in v.items()}

@@ -15,7 +15,7 @@ Routes:
 * ``dense_vmap_eigvalsh`` (*the dense route* of issue 3): per-sample ``jacrev`` under
   ``vmap`` → ``J`` → ``eigvalsh(J Jᵀ)``, ``σ = sqrt(λ)`` (uncertified; loses ``eps·κ²``).
 * ``dense_vmap_syrk_eigvalsh``: the same dense route with ``J Jᵀ`` by BLAS ``syrk``
-  (:func:`spectral.gram.gram_matrix`, half the flops of ``J @ J.T``; ``auto`` uses it), so
+  (:func:`spectral.operators.gram.gram_matrix`, half the flops of ``J @ J.T``; ``auto`` uses it), so
   that ``auto`` is also compared with the strongest dense route, not only the issue's.
 * ``dense_jacrev_svdvals``: ``torch.func.jacrev`` of the whole batch + ``svdvals``.
 * peers: scipy ``svds`` (arpack, propack, lobpcg), PRIMME, curvlinops + ARPACK, and the
@@ -92,6 +92,7 @@ def mem_available() -> int:
 
 def build(size: str):
     import torch
+
     from attncond.models.attention import MultiHeadAttention
     from attncond.models.data import synthetic_regression
     from attncond.spectral import JacobianOperator
@@ -116,9 +117,10 @@ def plain(built: tuple):
 
 def run_method(method: str, built: tuple) -> dict:
     """Run one method once on a built workload; returns values and products."""
-    import attncond.spectral as spectral
     import numpy as np
     import torch
+
+    import attncond.spectral as spectral
 
     model, data, params, J = built
     J.reset_count()

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral import policy
 from attncond.spectral.operators.autodiff import HessianOperator
 from attncond.spectral.results import record_repr, record_to_dict
