@@ -191,6 +191,14 @@ def meets_tol(c: Certified, tol: float) -> np.ndarray:
     """
     return certified_error(c) <= np.maximum(tol * c.values, c.delta)
 
+def nan_unconverged(b: SingularBlock) -> SingularBlock:
+    """The block with ``values = nan`` wherever the stopping rule was not met: a value that is
+    not certified to ``tol`` is never the headline (its certified interval is kept)."""
+    if bool(b.converged.all()):
+        return b
+    return dataclasses.replace(b, values=np.where(b.converged, b.values, np.nan))
+
+
 @dataclass(frozen=True)
 class CertifiedEnds:
     """What a solver hands to :func:`assemble_result`: the certified ends and its run counters.
@@ -261,12 +269,14 @@ def assemble_result(op: LinearOp, certs: CertifiedEnds, run: SolveRun,
         smallest = block_from(c, end="smallest", converged=conv, swap=run.swap)
     blocks = [b for b in (largest, smallest) if b is not None]
     converged = all(bool(b.converged.all()) for b in blocks)
+    largest, smallest = (None if b is None else nan_unconverged(b) for b in (largest, smallest))
     if not converged:
         errs = [float(np.max(certified_error(ex[b.end]))) for b in blocks]
         out_of_steps = run.max_steps is not None and certs.steps >= run.max_steps
         why = "maxiter reached" if out_of_steps else "stopping rule not met"
         reasons.append(f"not converged ({why} after {certs.steps} steps): certified error "
-                       f"{max(errs):.3g} > tol*sigma (tol={run.tol:g})")
+                       f"{max(errs):.3g} > tol*sigma (tol={run.tol:g}); unconverged values are nan, "
+                       "the certified intervals hold")
     info = dict(info or {})
     info.setdefault("subspace", certs.subspace)
     info.setdefault("restarts", max(certs.cycles - 1, 0))

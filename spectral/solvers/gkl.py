@@ -63,7 +63,6 @@ class _CoreRun:
 
     certs: CertifiedEnds
     converged: bool
-    harmonic_restarts: int = 0
 
 
 def _ritz(
@@ -94,14 +93,9 @@ def _gkl_core(
     gen: torch.Generator,
     ncv: int | None,
     full: bool,
-    harmonic: bool = False,
 ) -> _CoreRun:
-    """One GKL run on the tall ``T``; ``harmonic=True`` (only with ``which="smallest"``)
-    restarts with harmonic Ritz vectors (see :func:`_harmonic_restart`)."""
-    if harmonic and which != "smallest":
-        raise ValueError("harmonic restart is for which='smallest' only")
+    """One thick-restarted GKL run on the tall ``T``."""
     M, N = T.shape
-    harmonic_cycles = 0
     dt, dev = T.dtype, T.device
     eps = torch.finfo(dt).eps
     want_l = which in ("both", "largest")
@@ -190,14 +184,6 @@ def _gkl_core(
             converged = all(bool(meets_tol(c, tol).all()) for c in explicit.values())
             if converged or out_of_steps or cur == N:
                 break
-        if harmonic and fnorm > 0 and cur == ell:
-            kk = _harmonic_restart(P, Q, B, r / fnorm, fnorm, k + max(ell - k - 2, 0) // 2, gen)
-            if kk > 0:
-                p = P[:, kk].clone()
-                P[:, kk:] = 0
-                j0 = kk
-                harmonic_cycles += 1
-                continue
         # ---- thick restart: keep wanted Ritz vectors plus a buffer at each wanted end
         free = cur - nwant - 2
         extra = max(free // 2, 0)
@@ -231,84 +217,7 @@ def _gkl_core(
         j0 = kk
     certs = CertifiedEnds(explicit.get("largest"), explicit.get("smallest"), smax, steps=steps, cycles=cycles,
                           subspace=ell)
-    return _CoreRun(certs, converged, harmonic_cycles)
-
-def _harmonic_restart(
-    P: torch.Tensor,
-    Q: torch.Tensor,
-    B: torch.Tensor,
-    p_next: torch.Tensor,
-    beta: float,
-    kk: int,
-    gen: torch.Generator,
-) -> int:
-    """Restart with the ``kk`` smallest harmonic Ritz vectors (Baglama & Reichel 2005, §3.3).
-
-    With ``T P = Q B`` and ``Tᵀ Q = P Bᵀ + β p_next e_ℓᵀ`` (``B`` upper triangular,
-    ``ℓ×ℓ``), the harmonic Ritz pairs of ``TᵀT`` for the target 0 on ``span(P)`` (Galerkin
-    condition against ``TᵀT P``) are ``θ_j = σ'_j²`` and ``v_j = P B⁻¹ u'_j`` with
-    ``[B, β e_ℓ] = U' Σ' V'ᵀ``. Their residuals all point along one vector
-    ``g = β p_next − β² P B⁻¹ e_ℓ``, so with ``P̃ = P Ỹ`` (``Ỹ`` an orthonormal basis of
-    ``B⁻¹ U'_kk``), ``B Ỹ = Q_R R`` (QR) and ``Q̃ = Q Q_R``, the relation
-    ``T P̃ = Q̃ R``, ``Tᵀ Q̃ = P̃ Rᵀ + g̃ cᵀ`` holds and the continuation vector is
-    ``g̃/‖g̃‖`` (``g̃ = g`` orthogonalised against ``P̃``). ``g̃`` is taken as the dominant
-    left singular vector of the residual coefficients (rank one in exact arithmetic), so
-    ``B⁻¹ e_ℓ`` is never formed. Rounding only affects which subspace is kept: Ritz values
-    are always the Rayleigh–Ritz values of ``B = QᵀTP``, certified explicitly.
-
-    The second singular value of the residual coefficients is the defect this drops from
-    the Lanczos relation; when it exceeds ``HARMONIC_DEFECT·eps·max(σ'_1, β)`` (i.e.
-    ``B⁻¹`` amplified rounding, ``κ(B)·eps``), the step is refused and the caller restarts
-    thick: without that guard the relation error accumulates over restarts (measured
-    ``1e-13`` after 5 restarts on an isolated ``σ_min = 1e-8``) and the explicit
-    certificate stalls above the rounding allowance.
-
-    Overwrites ``P[:, :kk+1]`` (``P[:, kk]`` = continuation), ``Q[:, :kk]``, ``B``; returns
-    ``kk``, or ``0`` when the step is not numerically possible (the caller then does a thick
-    restart).
-    """
-    ell = B.shape[0]
-    kk = int(min(max(kk, 1), ell - 1))
-    Bext = torch.cat([B, B.new_zeros(ell, 1)], dim=1)
-    Bext[-1, -1] = beta
-    Uh, Sh, _ = torch.linalg.svd(Bext, full_matrices=False)
-    Uk = Uh[:, ell - kk :]  # the kk smallest harmonic Ritz values
-    Y = torch.linalg.solve_triangular(B, Uk, upper=True)
-    if not bool(torch.isfinite(Y).all()):
-        return 0
-    Y = Y / torch.linalg.vector_norm(Y, dim=0).clamp_min(torch.finfo(Y.dtype).tiny)
-    Yt, Ry = torch.linalg.qr(Y)
-    if float(Ry.diagonal().abs().min()) <= 1e3 * torch.finfo(Y.dtype).eps:
-        return 0  # harmonic vectors numerically dependent
-    QR_, R = torch.linalg.qr(B @ Yt)
-    sg = torch.sign(R.diagonal())
-    sg = torch.where(sg == 0, torch.ones_like(sg), sg)
-    QR_, R = QR_ * sg, R * sg[:, None]
-    E = torch.cat([B.T @ QR_ - Yt @ R.T, beta * QR_[-1:, :]], dim=0)
-    Ug, Sg, _ = torch.linalg.svd(E, full_matrices=False)
-    if Sg.numel() > 1 and float(Sg[1]) > HARMONIC_DEFECT * torch.finfo(B.dtype).eps * max(float(Sh[0]), beta):
-        # the residual is not rank one to rounding level (B⁻¹ amplified rounding by κ(B)):
-        # dropping the rest would break T P = Q B, Tᵀ Q = P Bᵀ + f eᵀ beyond the rounding
-        # allowance and the explicit certificate would stall above it — thick restart instead
-        return 0
-    Pn = P @ Yt
-    if float(Sg[0]) > torch.finfo(B.dtype).eps * max(float(Sh[0]), beta):
-        g = P @ Ug[:-1, 0] + Ug[-1, 0] * p_next
-    else:  # invariant subspace: any new direction
-        g = p_next
-    g, _ = orthogonalize(Pn, g, True)
-    ng = torch.linalg.vector_norm(g)
-    if float(ng) <= 1e3 * torch.finfo(B.dtype).eps:
-        g = random_orthonormal(Pn, gen)
-    else:
-        g = g / ng
-    Q[:, :kk] = Q @ QR_
-    Q[:, kk:] = 0
-    P[:, :kk] = Pn
-    P[:, kk] = g
-    B.zero_()
-    B[:kk, :kk] = R
-    return kk
+    return _CoreRun(certs, converged)
 
 def golub_kahan_lanczos(
     A: Any,
@@ -365,23 +274,19 @@ def golub_kahan_lanczos(
     reorth : ``"full"`` (always two Gram–Schmidt passes) or ``"selective"`` (second pass
         only when the first lost a factor √2 of the norm).
     restart : ``"thick"`` (alias ``"augmented"``): restart with Ritz vectors;
-        ``"harmonic"``: for the smallest end, restart with harmonic Ritz vectors
-        (Baglama–Reichel 2005 §3.3, see :func:`_harmonic_restart`; ``which="both"`` then runs
-        the largest end thick and the smallest end harmonic, from the same start vector,
-        and adds their products); a harmonic step whose residual is not rank one to
-        rounding level falls back to a thick one (``info["harmonic_restarts"]`` counts the
-        harmonic ones). ``"auto"``: the choice in ``AUTO_RESTART`` (thick for every
-        ``which``; measured in ``benchmarks/gkl_restart.py``: harmonic never needed fewer
-        products there). Ritz values, not harmonic ones, are reported and certified in
-        every mode.
+        ``"auto"``: the same. (A ``"harmonic"`` restart, Baglama–Reichel 2005 §3.3, was
+        removed: in ``benchmarks/gkl_restart.py`` it never converged where thick did not and
+        saved at most 5 % of the products; on foreign Jacobians its rank-one guard refused
+        every step. For a stalling ``σ_min`` use :func:`golub_kahan_davidson`.)
     v0 : start vector on the small side (length ``min(m, n)``), or on the large side (it is
         then mapped through one product). Default: seeded Gaussian.
     seed : seed of the start vector and of breakdown replacements.
     ncv : Krylov subspace size ``ℓ`` (default ``max(24, 2·n_wanted + 16)``, or
         ``max(96, 2·n_wanted + 32)`` when the smallest are wanted; capped at ``min(m, n)``,
-        where one cycle is exact). Ritz (not harmonic Ritz) values are used, so ``σ_min`` of
-        an ill-conditioned matrix with ``min(m, n) ≫ ℓ`` converges slowly; the result then
-        says ``converged=False``.
+        where one cycle is exact). Ritz values are used, so ``σ_min`` of an ill-conditioned
+        matrix with ``min(m, n) ≫ ℓ`` converges slowly; the result then says
+        ``converged=False`` and the unconverged values are ``nan`` (their certified intervals
+        hold).
     """
     t0 = time.perf_counter()
     op, k, tol, maxiter = prepare(
@@ -427,46 +332,12 @@ def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None,
     max_steps = maxiter if maxiter is not None else 2000
     full = reorth == "full"
     mode = _resolve_restart(restart, which)
-    split: dict[str, int] | None = None
-    if mode == "harmonic" and which == "smallest":
-        out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full, harmonic=True)
-    elif mode == "harmonic" and which == "both":
-        # harmonic restarts target one end: run the largest end (thick) and the smallest
-        # end (harmonic) separately from the same start vector and merge
-        o_l = _gkl_core(T, k, "largest", tol, max_steps, p0, gen, ncv, full)
-        o_s = _gkl_core(
-            T, k, "smallest", tol, max(max_steps - o_l.certs.steps, 1), p0, gen, ncv, full, harmonic=True
-        )
-        cl, cs = o_l.certs, o_s.certs
-        merged = CertifiedEnds(cl.largest, cs.smallest, max(cl.sigma_max_hint, cs.sigma_max_hint),
-                               steps=cl.steps + cs.steps, cycles=cl.cycles + cs.cycles,
-                               subspace=max(cl.subspace or 0, cs.subspace or 0))
-        out = _CoreRun(merged, o_l.converged and o_s.converged, o_s.harmonic_restarts)
-        split = {"largest_steps": cl.steps, "smallest_steps": cs.steps}
-    else:
-        out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full)
-    info: dict[str, Any] = {"restart": mode, "harmonic_restarts": out.harmonic_restarts}
-    if split is not None:
-        info["split"] = split
+    out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full)
+    info: dict[str, Any] = {"restart": mode}
     return assemble_result(op, out.certs, SolveRun("gkl", tol, swap, start, t0, max_steps), info)
 
-RESTARTS = ("auto", "thick", "augmented", "harmonic")
+RESTARTS = ("auto", "thick", "augmented")
 
 def _resolve_restart(restart: str, which: str) -> str:
-    """``"auto"`` → the restart measured best for ``which`` (see :func:`golub_kahan_lanczos`)."""
-    if restart == "augmented":
-        return "thick"
-    if restart == "auto":
-        return AUTO_RESTART[which]
-    return restart
-
-# largest tolerated rank-one defect of the harmonic residual, in units of eps·max(σ'_1, β)
-HARMONIC_DEFECT = 10.0
-
-# measured choice per ``which`` (benchmarks/gkl_restart.py measures it): on known spectra
-# (400×300, ncv=40) harmonic restarts never converged where thick did not, saved no products
-# on κ=1e4/1e12 log-spaced spectra (neither converged in 3000 steps) and, before the
-# HARMONIC_DEFECT guard, lost convergence on an isolated σ_min=1e-8 and on exact rank
-# deficiency (502 and 334 products thick); at 90×60, ncv=16 they saved 3–5 % (1150 vs 1186,
-# 340 vs 358 products). Below the 10 % bar, so "auto" is thick everywhere
-AUTO_RESTART = {"largest": "thick", "smallest": "thick", "both": "thick"}
+    """Every accepted ``restart`` is the thick (augmented) restart (see :func:`golub_kahan_lanczos`)."""
+    return "thick"
