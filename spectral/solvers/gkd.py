@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral import policy
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SingularBlock, SVDResult

@@ -125,3 +125,16 @@ def test_float32_laplacian():
     truth = lap_1d_sigma(n)[0]
     assert r.converged, r.reason
     assert r.smallest.lower[0] <= truth * (1 + 1e-6) and truth * (1 - 1e-6) <= r.smallest.upper[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_matches_cpu(dtype):
+    s = np.r_[np.logspace(0, -3, 50), np.zeros(4)]
+    A = with_spectrum(90, 54, s, seed=13)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    r = golub_kahan_davidson(torch.tensor(A, dtype=dtype), which="both", tol=tol, device="cuda")
+    assert r.smallest.left.device.type == "cuda"
+    assert r.converged and r.rank_deficient and r.info["null_dim"] == 4, r.reason
+    nz = r.info["smallest_nonzero"]
+    assert nz["lower"] <= 1e-3 * (1 + 1e-6) and 1e-3 * (1 - 1e-6) <= nz["upper"]

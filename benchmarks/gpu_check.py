@@ -1,0 +1,77 @@
+"""GPU check of issue 14 (prepared; run only on a machine with CUDA): GKD and GKL on ``cuda``
+in float32 and float64 vs the same solvers on the CPU, in one process.
+
+Cases: ``lap1d_1000``, ``lap2d_1600`` (sparse), ``mha_wide`` (``nn.MultiheadAttention``
+Jacobian, ``JacobianOperator`` on the device), ``rankdef_1500x500`` (dense, 40 zeros).
+Writes ``benchmarks/results/gkd_vs_peers_cuda.json``: per (case, method, device, dtype) the
+certified σ_min interval, ``converged``, ``matvecs``, ``seconds``; per case the GPU/CPU time
+ratio. Usage: ``python benchmarks/gpu_check.py [--out PATH]`` (``benchmarks/gpu_check.sh`` also
+runs the CUDA tests first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from gkd_vs_peers import cases, strict  # noqa: E402
+
+from attncond.spectral.solvers import golub_kahan_davidson, golub_kahan_lanczos  # noqa: E402
+
+
+def solve(method: str, A, device: str, dtype: torch.dtype) -> dict:
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    if method == "gkd":
+        r = golub_kahan_davidson(A, which="smallest", tol=tol, device=device, dtype=dtype)
+    else:
+        r = golub_kahan_lanczos(A, which="smallest", tol=tol, maxiter=3000, device=device, dtype=dtype)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return {"converged": bool(r.converged), "sigma_min": r.sigma_min, "matvecs": r.matvecs,
+            "interval": [float(r.smallest.lower[0]), float(r.smallest.upper[0])],
+            "null_dim": r.info.get("null_dim"), "seconds": time.perf_counter() - t}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gkd_vs_peers_cuda.json"))
+    ap.add_argument("--cases", default="lap1d_1000,lap2d_1600,mha_wide,rankdef_1500x500")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_check: no CUDA device")
+    rows, ratios = [], {}
+    for name in a.cases.split(","):
+        make, truth = cases()[name]
+        for method in ("gkd", "gkl"):
+            for dtype in (torch.float64, torch.float32):
+                by = {}
+                for device in ("cpu", "cuda"):
+                    A = make()
+                    if name.startswith("mha"):
+                        if device == "cuda" or dtype == torch.float32:
+                            continue  # the Jacobian operator lives where its model does (CPU float64 here)
+                    row = solve(method, A, device, dtype)
+                    row.update(case=name, method=method, device=device, dtype=str(dtype), truth=truth)
+                    print(json.dumps(strict(row)), flush=True)
+                    rows.append(row)
+                    by[device] = row
+                if "cpu" in by and "cuda" in by:
+                    ratios[f"{name}/{method}/{dtype}"] = by["cuda"]["seconds"] / by["cpu"]["seconds"]
+    out = {"device": torch.cuda.get_device_name(0), "rows": rows, "gpu_over_cpu_seconds": ratios}
+    Path(a.out).write_text(json.dumps(strict(out), indent=1, allow_nan=False))
+
+
+if __name__ == "__main__":
+    main()
