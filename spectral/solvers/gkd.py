@@ -185,13 +185,29 @@ class _Ritz:
         return int(self.Sb.numel())
 
 
-def _ritz(S: _Space) -> _Ritz:
+def _ritz(S: _Space, k: int) -> _Ritz:
+    """SVD of ``B``; residual norms for the ``k`` largest and, from the bottom up, for the
+    smallest in doubling chunks while they are all at the null level (the rest stay ``inf``:
+    computing all ``j`` residuals would cost ``O(N·j²)`` per check)."""
     j = S.j
     Ub, Sb, Vbh = torch.linalg.svd(S.B[:j, :j])
     Vb = Vbh.T
-    R = S.W[:, :j] @ Ub - S.P[:, :j] @ (Vb * Sb)
-    eta = torch.linalg.vector_norm(R, dim=0) / math.sqrt(2.0)
     S.smax = max(S.smax, float(Sb[0]))
+    eta = torch.full_like(Sb, math.inf)
+
+    def fill(idx: list[int]) -> None:
+        R = S.W[:, :j] @ Ub[:, idx] - S.P[:, :j] @ (Vb[:, idx] * Sb[idx])
+        eta[idx] = torch.linalg.vector_norm(R, dim=0) / math.sqrt(2.0)
+
+    fill(list(range(min(k, j))))
+    thr = max(S.T.shape) * torch.finfo(S.T.dtype).eps * S.smax
+    lo, chunk = j, 2 * k + 6
+    while lo > 0:
+        idx = list(range(max(lo - chunk, 0), lo))
+        fill(idx)
+        if not bool(((Sb[idx] <= thr) & (eta[idx] <= thr)).all()):
+            break
+        lo, chunk = lo - chunk, 2 * chunk
     return _Ritz(Ub, Sb, Vb, eta)
 
 
@@ -245,7 +261,7 @@ def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_step
     y_prev: torch.Tensor | None = None
     while True:
         full = S.j == S.ell or S.room == 0 or S.steps >= max_steps
-        due = S.j >= min(S.ell, nwant + CHECK_MIN) and since >= max(CHECK_MIN, S.j // 4)
+        due = S.j >= min(S.ell, nwant + CHECK_MIN) and since >= max(CHECK_MIN, S.j // 2)
         if not (full or due):
             w = S.expand(p)
             since += 1
@@ -255,7 +271,7 @@ def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_step
             p = w
             continue
         since = 0
-        rz = _ritz(S)
+        rz = _ritz(S, k)
         thr = max(M, N) * eps * S.smax
         delta = rounding_allowance((M, N), S.T.dtype, S.smax)
         locked = _null_candidates(rz, thr, k if want_l else 0) if want_s else []
