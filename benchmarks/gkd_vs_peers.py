@@ -120,6 +120,9 @@ def run_primme(A, shape, smax: float, cap: int) -> dict:
     s, stats = primme.svds(lin, 1, which="SM", tol=TOL, return_singular_vectors=False, return_stats=True,
                            maxMatvecs=cap)
     sec = time.perf_counter() - t
+    if len(s) == 0:  # PRIMME stopped at maxMatvecs with nothing converged
+        return {"sigma_min": math.nan, "matvecs": count[0], "seconds": sec, "converged": False,
+                "note": f"primme: no converged value within maxMatvecs={cap}"}
     rn = float(stats["rnorms"][0])
     return {"sigma_min": float(s[0]), "matvecs": count[0], "seconds": sec, "converged": rn <= TOL * smax * 1.01,
             "note": f"primme rnorm {rn:.3g} (relative to ||A||)"}
