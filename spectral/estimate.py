@@ -40,7 +40,7 @@ import torch
 
 from attncond.spectral import policy
 from attncond.spectral.operators.base import LinearOp
-from attncond.spectral.operators.explicit import DenseOp
+from attncond.spectral.operators.explicit import DenseOp, SparseOp
 from attncond.spectral.results import EigenEstimate, SpectralEstimate, SVDResult
 from attncond.spectral.solvers import SOLVERS
 from attncond.spectral.solvers.certify import certify_eigvecs
@@ -81,6 +81,13 @@ def _auto(op: LinearOp, ends: str, tol: float, maxiter: int | None, seed: int) -
         if s <= P.gram_max_side_samples:
             return gram_route(op, ends, tol, maxiter, seed, label="auto->gram")
     item = torch.finfo(op.dtype).bits // 8
+    if isinstance(op, SparseOp) and s >= P.sparse_matrix_free_min_side:
+        # sparse input stays sparse: GKL on the sparse products first (measured cheaper than
+        # densifying from this size, benchmarks/results/sparse_auto_crossover.json); if it does
+        # not certify within its steps, fall through to the exact dense/Gram routes
+        r = SOLVERS["gkl"].run(op, ends, tol, maxiter, seed)
+        if r.converged:
+            return dataclasses.replace(r, method="auto->gkl[sparse]")
     if s * L <= P.dense_max_entries:
         return dataclasses.replace(SOLVERS["dense"].run(op, ends, tol, maxiter, seed), method="auto->dense")
     if s <= P.gram_max_side and s * L * item <= P.gram_max_bytes:

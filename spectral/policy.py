@@ -9,6 +9,14 @@
    tall factor fits in ``gram_max_bytes``;
 3. ``gkl`` (matrix-free Golub–Kahan–Lanczos) otherwise.
 
+Before 1–2, a scipy-sparse input with ``min(m,n) ≥ sparse_matrix_free_min_side`` is tried with
+``gkl`` on its sparse products and densified only if that does not certify. Measured on 2-D
+Laplacians (``benchmarks/results/sparse_auto_crossover.json``, one thread): ``n = 900``
+dense 0.24 s vs GKL 0.19 s, ``n = 1600`` dense 0.64 s vs GKL 0.68 s (a tie), ``n = 2500``
+Gram route 3.8 s vs GKL 1.9 s; at ``n = 4096`` the Gram route takes 32 s and GKL does not
+certify within its 2,000 steps (2.1 s, then the fallback). ``gkd_max_basis``/``gkd_basis_bytes``
+bound the basis of ``method="gkd"``.
+
 Inside the Gram routes, :func:`attncond.spectral.solvers.psd.psd_extremes` takes a full
 ``eigh`` up to ``psd_eigh_max_side`` and Lanczos + Cholesky shift-invert above (measured on
 the medium [S24] Gram, 1024²: 2–3× faster than ``eigh`` with vectors). The measurements behind
@@ -33,6 +41,7 @@ class AutoPolicy:
     psd_eigh_max_side: int = 512
     hessian_dense_max_params: int = 1500
     eigen_dense_max_side: int = 2000
+    sparse_matrix_free_min_side: int = 2500
     gkd_max_basis: int = 1024
     gkd_basis_bytes: int = 1024**3
 

@@ -138,3 +138,21 @@ def test_cuda_matches_cpu(dtype):
     assert r.converged and r.rank_deficient and r.info["null_dim"] == 4, r.reason
     nz = r.info["smallest_nonzero"]
     assert nz["lower"] <= 1e-3 * (1 + 1e-6) and 1e-3 * (1 - 1e-6) <= nz["upper"]
+
+
+def test_auto_keeps_sparse_sparse(monkeypatch):
+    """Above AUTO.sparse_matrix_free_min_side a sparse input is solved on its sparse products;
+    a GKL that cannot certify falls back to the exact dense route."""
+    import dataclasses
+
+    import spectral.policy as policy
+
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, sparse_matrix_free_min_side=100))
+    n = 150
+    est = spectral.extreme_singular_values(laplacian_1d(n))
+    assert est.method == "auto->gkl[sparse]" and est.converged
+    s = lap_1d_sigma(n)
+    assert est.sigma_min_interval[0] <= s[0] <= est.sigma_min_interval[1]
+    fb = spectral.extreme_singular_values(laplacian_1d(n), maxiter=3)
+    assert fb.method == "auto->dense" and fb.converged
+    assert abs(fb.sigma_min - s[0]) <= 1e-9 * s[0]
