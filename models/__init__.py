@@ -8,6 +8,7 @@ if __name__ == "models":  # imported by its short name from a checkout: alias at
 
     alias_package(__name__)
 
+from .adapters import AdaptedModel, AttentionMap, ForwardADUnsupported, adapt, select_params
 from .attention import MultiHeadAttention
 from .block import ACTIVATIONS, AttentionBlock, Stack
 from .data import (
@@ -37,9 +38,10 @@ from .kernels import (
 from .prompt import PromptTokenModel
 
 __all__ = [
-    "ACTIVATIONS", "AttentionBlock", "Dataset", "KERNELS", "Kernel", "KernelUnderflowWarning",
+    "ACTIVATIONS", "AdaptedModel", "AttentionBlock", "AttentionMap", "ForwardADUnsupported",
+    "Dataset", "KERNELS", "Kernel", "KernelUnderflowWarning",
     "MultiHeadAttention", "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits",
     "digits_two_step", "gaussian", "gaussian_log_kernel", "get_kernel", "heat_treatment",
     "linear", "logits", "normsoftmax", "normsoftmax_std", "patchify", "regime_scale",
-    "softmax", "synthetic_regression", "teacher_student", "temperature",
+    "adapt", "select_params", "softmax", "synthetic_regression", "teacher_student", "temperature",
 ]

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from attncond.models import AttentionBlock, MultiHeadAttention
+from attncond.models import AdaptedModel, AttentionBlock, MultiHeadAttention
 from attncond.models._checks import check_positive_float
 
 from .estimate import SpectralEstimate, eigen_extremes, extreme_singular_values
@@ -688,6 +688,7 @@ class Diagnostics:
     hessian: HessianExtremes | None = None
     spectra: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
     seconds: float = 0.0
+    foreign: Any = None  # spectral.diagnostics_foreign.ForeignDetails for an adapted model
 
     def row(self, key: str) -> DiagnosticRow:
         for r in self.rows:
@@ -703,6 +704,7 @@ class Diagnostics:
             out[k] = None if v is None else v.to_dict()
         out["z"] = {k: v.to_dict() for k, v in self.z.items()}
         out["spectra"] = {k: to_jsonable(v) for k, v in self.spectra.items()}
+        out["foreign"] = None if self.foreign is None else self.foreign.to_dict()
         return out
 
     def table(self) -> str:
@@ -749,7 +751,7 @@ def _est_rows(prefix: str, name: str, est: SpectralEstimate) -> list[DiagnosticR
 
 def diagnose(
     model: Any,
-    X: Any,
+    X: Any = None,
     y: Any = None,
     *,
     trainable: Sequence[str] | None = None,
@@ -771,13 +773,21 @@ def diagnose(
     reason; it never aborts the report. ``hessian=None`` means "when ``y`` is given".
     ``spectra`` keeps full singular-value/eigenvalue arrays for plotting.
     """
+    if isinstance(model, AdaptedModel):  # the user's own model (spectral.diagnostics_foreign)
+        from .diagnostics_foreign import diagnose_adapted
+
+        return diagnose_adapted(model, X, y, trainable=trainable, hessian=hessian, sparsity_eps=sparsity_eps,
+                                tol=tol, spectra=spectra)
     if not isinstance(model, (MultiHeadAttention, AttentionBlock)):
-        raise TypeError(f"model must be a models.MultiHeadAttention or models.AttentionBlock, got "
-                        f"{type(model).__name__}")
+        raise TypeError(f"model must be a models.MultiHeadAttention, models.AttentionBlock or "
+                        f"models.AdaptedModel (wrap your own nn.Module with models.adapt(module, inputs, "
+                        f"params=...)), got {type(model).__name__}")
     if residual not in ("both", "on", "off"):
         raise ValueError(f"unknown residual {residual!r}; known: 'both', 'on', 'off'")
     if hessian is not None and not isinstance(hessian, bool):
         raise TypeError(f"hessian must be a bool or None, got {hessian!r}")
+    if X is None:
+        raise ValueError("X (the inputs) is required for attncond's own models")
     check_positive_float("sparsity_eps", sparsity_eps)
     t0 = time.perf_counter()
     Xt = model.check_inputs(X)
