@@ -349,11 +349,23 @@ class AdaptedModel:
         x = X[0]
         key = "inputs_embeds" if (main == "input_ids" and x.is_floating_point()) else main
         kw[key] = x
-        if mask is not None:
-            kw["attention_mask"] = mask
+        if mask is not None:  # a prepared 4-D additive mask: HF's own mask builder branches on the
+            # data (`padding_mask.all()`), which torch.func.vmap cannot trace; 4-D masks are used as given
+            kw["attention_mask"] = self._additive_mask(mask, x.shape[1], x.dtype if x.is_floating_point()
+                                                       else self.dtype)
         if output_attentions:
             kw["output_attentions"] = True
         return m(*X[1:], **kw)
+
+    def _additive_mask(self, mask: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """``(N, 1, n, n)`` additive mask: 0 where attended (padding and, if causal, ``j ≤ i``),
+        ``finfo.min`` elsewhere (its softmax weight is exactly 0)."""
+        allowed = (mask != 0)[:, None, None, :].expand(mask.shape[0], 1, n, mask.shape[-1])
+        if self.causal:
+            allowed = allowed & torch.ones(n, mask.shape[-1], dtype=torch.bool, device=mask.device).tril()
+        zero = torch.zeros((), dtype=dtype, device=mask.device)
+        low = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=mask.device)
+        return torch.where(allowed, zero, low)
 
     def _select(self, out: Any) -> torch.Tensor:
         sel = self._output

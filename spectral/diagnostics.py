@@ -779,8 +779,8 @@ def diagnose(
         return diagnose_adapted(model, X, y, trainable=trainable, hessian=hessian, sparsity_eps=sparsity_eps,
                                 tol=tol, spectra=spectra)
     if not isinstance(model, (MultiHeadAttention, AttentionBlock)):
-        raise TypeError(f"model must be a models.MultiHeadAttention, models.AttentionBlock or "
-                        f"models.AdaptedModel (wrap your own nn.Module with models.adapt(module, inputs, "
+        raise TypeError(f"model must be a models.MultiHeadAttention or models.AttentionBlock (attncond's own), "
+                        f"or a models.AdaptedModel (wrap your own nn.Module with models.adapt(module, inputs, "
                         f"params=...)), got {type(model).__name__}")
     if residual not in ("both", "on", "off"):
         raise ValueError(f"unknown residual {residual!r}; known: 'both', 'on', 'off'")

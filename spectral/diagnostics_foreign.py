@@ -95,6 +95,7 @@ class JacobianConditioning:
     sigma_min_nonzero_interval: tuple[float, float] | None
     kappa_nonzero: float | None
     zero_tol: float
+    eps: float
     rank_limited: bool
     per_sample: bool
     per_sample_reason: str | None
@@ -227,7 +228,8 @@ def jacobian_conditioning(
     r = _dense_route(op, tol) if dense else _gram_route(op, tol)
     est = r["est"] if dense else (extreme_singular_values(op, tol=tol) if method == "certified" else None)
     if est is not None:
-        smax, smax_iv, smin, smin_iv = est.sigma_max, est.sigma_max_interval, est.sigma_min, est.sigma_min_interval
+        smax, smax_iv = est.sigma_max, est.sigma_max_interval
+        smin, smin_iv = est.sigma_min, est.sigma_min_interval
         conv, reason = est.converged and r["converged"], est.reason or r["reason"]
         route = r["route"] if dense else f"{r['route']} + {est.method}"
     else:
@@ -246,14 +248,16 @@ def jacobian_conditioning(
     kiv = (smax_iv[0] / smin_iv[1] if smin_iv[1] > 0 else math.inf,
            smax_iv[1] / smin_iv[0] if smin_iv[0] > 0 else math.inf)
     if smax == 0.0:
-        reason = (reason + "; " if reason else "") + "J = 0: the output does not depend on the selected parameters"
+        reason = (reason + "; " if reason else "") + (
+            "J = 0: the output does not depend on the selected parameters")
     snz = r["smin_nz"]
     return JacobianConditioning(
         shape=(m, p), sigma_max=float(smax), sigma_max_interval=tuple(smax_iv), sigma_min=float(smin),
         sigma_min_interval=tuple(smin_iv), kappa=(math.inf if smin == 0 else smax / smin), kappa_interval=kiv,
         mu=float(mu), mu_interval=tuple(float(x) for x in mu_iv), null_dim=int(r["null_dim"]),
         sigma_min_nonzero=snz, sigma_min_nonzero_interval=r["smin_nz_iv"],
-        kappa_nonzero=(smax / snz if snz else None), zero_tol=float(r["zero_tol"]), rank_limited=rank_limited,
+        kappa_nonzero=(smax / snz if snz else None), zero_tol=float(r["zero_tol"]),
+        eps=float(torch.finfo(op.dtype).eps), rank_limited=rank_limited,
         per_sample=op.sample_dim is not None, per_sample_reason=ps_reason, route=route, converged=bool(conv),
         reason=reason, seconds=time.perf_counter() - t0, singular_values=r["s"] if keep_spectrum else None,
     )
@@ -290,7 +294,8 @@ class SupportAttention:
     def __repr__(self) -> str:
         return (f"SupportAttention({self.layer!r}, masks={self.masks}, kappa_median="
                 f"{np.round(self.kappa_median, 4).tolist()}, entropy/log k="
-                f"{np.round(self.normalized_entropy, 4).tolist()}, sparsity={np.round(self.sparsity, 4).tolist()})")
+                f"{np.round(self.normalized_entropy, 4).tolist()}, "
+                f"sparsity={np.round(self.sparsity, 4).tolist()})")
 
 
 def support_attention(amap: Any, eps: float = 1e-3) -> SupportAttention:
@@ -348,7 +353,7 @@ def layer_groups(names: Sequence[str]) -> dict[str, list[str]]:
     return out
 
 
-def _jac_rows(prefix: str, jc: JacobianConditioning, what: str) -> list[DiagnosticRow]:
+def _jac_rows(prefix: str, jc: JacobianConditioning, what: str, tol: float) -> list[DiagnosticRow]:
     rows = [
         DiagnosticRow(f"{prefix}.sigma_max", f"σ_max(J) {what}", jc.sigma_max, jc.sigma_max_interval),
         DiagnosticRow(f"{prefix}.sigma_min", f"σ_min(J) {what}", jc.sigma_min, jc.sigma_min_interval,
@@ -361,8 +366,13 @@ def _jac_rows(prefix: str, jc: JacobianConditioning, what: str) -> list[Diagnost
         rows.append(DiagnosticRow(f"{prefix}.null_dim", f"null-space dimension of J {what}", jc.null_dim,
                                   note=f"σ ≤ zero_tol={jc.zero_tol:.3g} on the small side"))
         if jc.sigma_min_nonzero is not None:
+            eps = jc.eps
+            ce = jc.kappa_nonzero * eps if jc.kappa_nonzero else math.nan
+            note = None if not ce > tol else (
+                f"below the attainable relative accuracy: σ_max/σ_nz·eps = {ce:.2g} > tol={tol:g} (only "
+                f"±{max(jc.shape) * eps * jc.sigma_max:.2g} absolute)")
             rows.append(DiagnosticRow(f"{prefix}.sigma_min_nonzero", f"smallest non-zero σ(J) {what}",
-                                      jc.sigma_min_nonzero, jc.sigma_min_nonzero_interval))
+                                      jc.sigma_min_nonzero, jc.sigma_min_nonzero_interval, note=note))
             rows.append(DiagnosticRow(f"{prefix}.kappa_nonzero", f"σ_max/σ_min,nz(J) {what}", jc.kappa_nonzero))
     return rows
 
@@ -420,7 +430,8 @@ def _hessian_rows(model: AdaptedModel, params: dict[str, torch.Tensor], inputs: 
         rows.append(DiagnosticRow("hessian.smallest_nonzero", "Hessian non-zero λ nearest 0", None,
                                   defined=False, note=hes.reason or ""))
     else:
-        rows.append(DiagnosticRow("hessian.smallest_nonzero", "Hessian non-zero λ nearest 0", hes.smallest_nonzero))
+        rows.append(DiagnosticRow("hessian.smallest_nonzero", "Hessian non-zero λ nearest 0",
+                                  hes.smallest_nonzero))
     rows.append(DiagnosticRow("hessian.null_dim", "Hessian null-space dimension seen", hes.null_dim_seen,
                               note=hes.method))
     return rows, hes
@@ -442,7 +453,8 @@ class ForeignDetails:
                 "attention": [a.to_dict() for a in self.attention], "describe": to_jsonable(self.describe)}
 
     def __repr__(self) -> str:
-        return f"ForeignDetails(jacobian={self.jacobian!r}, layers={list(self.layers)}, attention={len(self.attention)})"
+        return (f"ForeignDetails(jacobian={self.jacobian!r}, layers={list(self.layers)}, "
+                f"attention={len(self.attention)})")
 
 
 def _safe_rows(rows: list[DiagnosticRow], key: str, label: str, fn: Any) -> Any:
@@ -500,22 +512,25 @@ def diagnose_adapted(
     jc = _safe_rows(rows, "jac.kappa", "κ(J)", lambda: jacobian_conditioning(
         model, params, inputs, method=method, per_sample=per_sample, tol=tol))
     if jc is not None:
-        rows += _jac_rows("jac", jc, "(selected parameters)")
+        rows += _jac_rows("jac", jc, "(selected parameters)", tol)
         rows.append(DiagnosticRow("pl.mu", "μ = λmin(JJᵀ)", jc.mu, jc.mu_interval,
                                   note=("p < m: zero by rank; " if jc.rank_limited else "")
-                                  + ("per-sample structure" if jc.per_sample else (jc.per_sample_reason or ""))))
+                                  + ("per-sample structure" if jc.per_sample
+                                     else (jc.per_sample_reason or ""))))
         if spectra and jc.singular_values is not None:
             spec["J"] = jc.singular_values
     layers: dict[str, JacobianConditioning] = {}
     groups = layer_groups(names)
     if per_layer and len(groups) > 1:
         for g, gnames in groups.items():
-            lj = _safe_rows(rows, f"layer.{g}.jac.kappa", f"κ(J) {g}", lambda gnames=gnames: jacobian_conditioning(
-                model, {k: params[k] for k in gnames}, inputs, method=method, per_sample=per_sample, tol=tol,
-                keep_spectrum=False))
+            def one(gnames: list[str] = gnames) -> JacobianConditioning:
+                return jacobian_conditioning(model, {k: params[k] for k in gnames}, inputs, method=method,
+                                             per_sample=per_sample, tol=tol, keep_spectrum=False)
+
+            lj = _safe_rows(rows, f"layer.{g}.jac.kappa", f"κ(J) {g}", one)
             if lj is not None:
                 layers[g] = lj
-                rows += _jac_rows(f"layer.{g}.jac", lj, f"({g})")
+                rows += _jac_rows(f"layer.{g}.jac", lj, f"({g})", tol)
     maps = _safe_rows(rows, "softmaxJ.kappa_median", "κ(J(s)) on the support", model.attention)
     att: tuple[SupportAttention, ...] = ()
     if maps is not None:
@@ -529,7 +544,8 @@ def diagnose_adapted(
                               note="not applicable: Z is the [Q25] AttentionBlock output"))
     hes = None
     if do_h:
-        hr = _safe_rows(rows, "hessian.lambda_max", "Hessian λ_max", lambda: _hessian_rows(model, params, inputs, y))
+        hr = _safe_rows(rows, "hessian.lambda_max", "Hessian λ_max",
+                        lambda: _hessian_rows(model, params, inputs, y))
         if hr is not None:
             rows += hr[0]
             hes = hr[1]
