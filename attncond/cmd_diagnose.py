@@ -357,7 +357,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a Hugging Face model from a local config file (random init; never downloaded)")
     p.add_argument("--weights", metavar="DIR", help="with --hf-config: load weights from this local folder")
     p.add_argument("--params", metavar="PATTERN[,PATTERN]",
-                   help="with --model/--hf-config: parameters to differentiate (fnmatch, e.g. '*.query.weight')")
+                   help="with --model/--hf-config: parameters to differentiate (fnmatch: '*.query.weight')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plot", metavar="FILE.png", help="log-scale spectra figure")
     p.set_defaults(func=diagnose_cmd)
