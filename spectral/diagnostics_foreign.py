@@ -33,6 +33,7 @@ through ``sqrt``; ``σ_min`` is flagged (``converged=False``) when that interval
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import time
@@ -135,9 +136,15 @@ def _from_spectrum(s: np.ndarray, eps: float, m: int, p: int) -> dict[str, Any]:
             "smin_nz": float(nz[-1]) if nz.size and nz.size < s.size else None}
 
 
-def _dense_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
-    est = extreme_singular_values(op, tol=tol)
+def _dense_route(op: JacobianOperator, tol: float, forward_ad: bool) -> dict[str, Any]:
     m, p = op.shape
+    if forward_ad:
+        est = extreme_singular_values(op, tol=tol)
+    else:  # reverse mode only: J from VJPs (per-sample jacrev, or Jᵀ I), then the dense certified route
+        Jd = op.jacobian_matrix() if op.sample_dim is not None else \
+            op.rmatmat(torch.eye(m, dtype=op.dtype, device=op.device)).T.contiguous()
+        est = extreme_singular_values(Jd, tol=tol)
+        est = dataclasses.replace(est, method=est.method + " (reverse-mode only: no forward AD)")
     spec = est.details.spectrum if est.details is not None else None
     if spec is None:  # pragma: no cover - the dense routes always keep it
         spec = np.array([est.sigma_max, est.sigma_min])
@@ -225,8 +232,17 @@ def jacobian_conditioning(
     op, ps_reason = _operator(model, params, inputs, per_sample)
     m, p = op.shape
     dense = method == "dense" or (method in ("auto", "certified") and m * p <= DENSE_MAX_ENTRIES)
-    r = _dense_route(op, tol) if dense else _gram_route(op, tol)
-    est = r["est"] if dense else (extreme_singular_values(op, tol=tol) if method == "certified" else None)
+    try:
+        model.check_forward_ad()
+        forward_ad = True
+    except ForwardADUnsupported:
+        forward_ad = False
+    r = _dense_route(op, tol, forward_ad) if dense else _gram_route(op, tol)
+    certify = method == "certified" and not dense
+    if certify and not forward_ad:
+        raise ForwardADUnsupported("method='certified' needs forward-mode AD (J·v products); "
+                                   "use eager=True in models.adapt, or method='gram'")
+    est = r["est"] if dense else (extreme_singular_values(op, tol=tol) if certify else None)
     if est is not None:
         smax, smax_iv = est.sigma_max, est.sigma_max_interval
         smin, smin_iv = est.sigma_min, est.sigma_min_interval
@@ -508,6 +524,8 @@ def diagnose_adapted(
     na = NOT_S24.format(fam=model.family, name=type(model.module).__name__)
     rows += [DiagnosticRow("b0.kappa", "κ(B0)", None, defined=False, note=na),
              DiagnosticRow("beta_paper", "β_paper", None, defined=False, note=na)]
+    rows.append(DiagnosticRow("adapter.eager", "eager attention / math SDPA backend", model.eager,
+                              note="; ".join(desc["notes"]) or None))
     spec: dict[str, np.ndarray] = {}
     jc = _safe_rows(rows, "jac.kappa", "κ(J)", lambda: jacobian_conditioning(
         model, params, inputs, method=method, per_sample=per_sample, tol=tol))

@@ -166,6 +166,7 @@ def test_float32_per_sample_route():
     assert abs(jc.sigma_max - s[0]) <= 1e-5 * s[0]
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 def test_fused_attention_path():
     """A module calling F.scaled_dot_product_attention (fused flash kernel on CPU): forward AD
     fails on the fused kernel; eager=True (math backend) makes J·v work; eager=False says what to do."""
@@ -186,7 +187,13 @@ def test_fused_attention_path():
     bad = AdaptedModel(Fused(), X, params="qkv.weight", probs_module="soft", eager=False)
     with pytest.raises(ForwardADUnsupported, match="eager=True"):
         bad.check_forward_ad()
+    # without forward AD diagnose still gives J's rows by reverse mode only, and says so
+    jb = jacobian_conditioning(bad)
+    assert "reverse-mode only" in jb.route
+    s = np.linalg.svd(dense_J(bad), compute_uv=False)
+    assert abs(jb.sigma_max - s[0]) <= RTOL * s[0] and abs(jb.sigma_min - s[-1]) <= RTOL * s[-1]
     good = AdaptedModel(Fused(), X, params="qkv.weight", probs_module="soft")
+    assert diagnose(good).row("adapter.eager").note.count("math SDPA backend") == 1
     good.check_forward_ad()
     p = good.params()
     t = {k: torch.randn_like(v) for k, v in p.items()}
