@@ -41,11 +41,13 @@ ARPACK_MAXITER = 100
 def build():
     import torch
     import transformers as tr
+
     from attncond.models import adapt
 
     torch.manual_seed(0)
     cfg = tr.BertConfig(hidden_size=CFG["hidden"], num_attention_heads=CFG["heads"], num_hidden_layers=1,
-                        intermediate_size=CFG["intermediate"], vocab_size=32, max_position_embeddings=CFG["seq"])
+                        intermediate_size=CFG["intermediate"], vocab_size=32,
+                        max_position_embeddings=CFG["seq"])
     bert = tr.BertModel(cfg, add_pooling_layer=False).double()
     X = torch.randn(CFG["batch"], CFG["seq"], CFG["hidden"], dtype=torch.float64)
     return bert, X, adapt(bert, X, params=PARAMS)
@@ -64,8 +66,9 @@ def run_route(route: str) -> dict:
 
         d = diagnose(a)
         jc = d.foreign.jacobian
-        out.update(mu=jc.mu, sigma_max=jc.sigma_max, null_dim=jc.null_dim, sigma_min_nonzero=jc.sigma_min_nonzero,
-                   jacobian_route=jc.route, converged=jc.converged, rows=len(d.rows))
+        out.update(mu=jc.mu, sigma_max=jc.sigma_max, null_dim=jc.null_dim,
+                   sigma_min_nonzero=jc.sigma_min_nonzero, jacobian_route=jc.route, converged=jc.converged,
+                   rows=len(d.rows))
     elif route == "dense":
         p = a.params()
         Jd = torch.func.jacrev(lambda q: a.functional(q, X), chunk_size=2048)(p)
@@ -95,7 +98,8 @@ def run_route(route: str) -> dict:
                     return self.m(inputs_embeds=x).last_hidden_state
 
         model = Out(bert).eval()
-        ps = [p for k, p in model.named_parameters() if k.endswith(("query.weight", "key.weight", "value.weight"))]
+        qkv = ("query.weight", "key.weight", "value.weight")
+        ps = [p for k, p in model.named_parameters() if k.endswith(qkv)]
         L = JacobianLinearOperator(model, ps, [(X, X)], check_deterministic=False).to_scipy(dtype=np.float64)
         m = X.numel()
         G = spla.LinearOperator((m, m), matvec=lambda v: L @ (L.T @ v), dtype=np.float64)
@@ -108,7 +112,8 @@ def run_route(route: str) -> dict:
             lmin = float(exc.eigenvalues[0]) if len(exc.eigenvalues) else float("nan")
             conv = False
         out.update(mu=lmin, sigma_max=lmax**0.5, converged=conv,
-                   note=f"ARPACK which='SA', maxiter={ARPACK_MAXITER}; no null-space count, no smallest non-zero σ")
+                   note=f"ARPACK which='SA', maxiter={ARPACK_MAXITER}; no null-space count, "
+                        "no smallest non-zero σ")
     else:
         raise ValueError(f"unknown route {route!r}; known: {ROUTES}")
     out["seconds"] = time.perf_counter() - t0

@@ -7,9 +7,10 @@ reports the null-space dimension and the smallest non-zero singular value.
 """
 
 import torch
+from transformers import BertConfig, BertModel
+
 from attncond.models import adapt
 from attncond.spectral.diagnostics import diagnose
-from transformers import BertConfig, BertModel
 
 
 def factory():

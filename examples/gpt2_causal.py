@@ -6,9 +6,10 @@ each row's support (no κ = inf from masked zeros), per layer and per head.
 """
 
 import torch
+from transformers import GPT2Config, GPT2Model
+
 from attncond.models import adapt
 from attncond.spectral.diagnostics import diagnose
-from transformers import GPT2Config, GPT2Model
 
 
 def factory():

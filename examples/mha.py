@@ -6,9 +6,10 @@ spectra on each row's support (padding + causal masks), Hessian extremes.
 """
 
 import torch
+from torch import nn
+
 from attncond.models import adapt
 from attncond.spectral.diagnostics import diagnose
-from torch import nn
 
 
 def factory():

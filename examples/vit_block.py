@@ -6,9 +6,10 @@ CPU torch here, so ViTs are covered through transformers): J w.r.t. the Q/K proj
 """
 
 import torch
+from transformers import ViTConfig, ViTModel
+
 from attncond.models import adapt
 from attncond.spectral.diagnostics import diagnose
-from transformers import ViTConfig, ViTModel
 
 
 def factory():

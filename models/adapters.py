@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import as_float_tensor, check_choice
+from .checks import as_float_tensor, check_choice
 
 __all__ = ["AdaptedModel", "AttentionMap", "ForwardADUnsupported", "FAMILIES", "adapt", "select_params"]
 

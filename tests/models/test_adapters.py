@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from attncond.models import AdaptedModel, adapt, select_params
 from attncond.spectral import JacobianOperator
-from torch import nn
 
 
 def _mha(D=4, H=2, batch_first=True):
@@ -139,7 +140,7 @@ def test_batchnorm_model_is_not_per_sample():
     a = adapt(BN(), torch.randn(3, 3, 4, dtype=torch.float64), params="attn.in_proj_weight")
     with pytest.raises(ValueError, match="does not act independently per sample"):
         JacobianOperator(a.functional, a.params(), a.inputs, sample_dim=0)
-    from attncond.spectral.diagnostics_foreign import jacobian_conditioning
+    from attncond.spectral.diagnostics.foreign import jacobian_conditioning
 
     jc = jacobian_conditioning(a)
     assert not jc.per_sample and "per-sample structure not used" in jc.per_sample_reason

@@ -8,10 +8,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
+
 from attncond.models import AdaptedModel, adapt
 from attncond.spectral.diagnostics import diagnose
-from attncond.spectral.diagnostics_foreign import jacobian_conditioning
-from torch import nn
+from attncond.spectral.diagnostics.foreign import jacobian_conditioning
 
 RTOL = 1e-10
 

@@ -19,7 +19,7 @@ Called by :func:`spectral.diagnose` for an adapted model (MATH.md §4). Rows:
 
 Routes for ``J``. The per-sample structure (``JacobianOperator(..., sample_dim=0)``) is used
 when the model treats samples independently (checked on sample 0); otherwise batched VJPs.
-``"dense"`` (``m·p ≤ DENSE_MAX_ENTRIES``): :func:`extreme_singular_values` on the operator
+``"dense"`` (``m·p ≤ AUTO.dense_max_entries``): :func:`extreme_singular_values` on the operator
 (dense SVD of the per-sample ``J``, certified), whose full spectrum gives ``μ``, the null
 space and the smallest non-zero σ. ``"gram"`` (larger): the small-side Gram ``G`` built
 from per-sample Jacobian blocks of at most ``J_BLOCK_BYTES`` (the whole ``J`` is never
@@ -43,18 +43,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from attncond.models import AdaptedModel, ForwardADUnsupported
-from attncond.models._checks import check_positive_float
 
-from .diagnostics import (
-    DiagnosticRow,
-    Diagnostics,
-    hessian_extremes,
-    softmax_jacobian_spectrum,
-)
-from .estimate import DENSE_MAX_ENTRIES, extreme_singular_values
-from .jacobian import JacobianOperator
-from .results import to_jsonable
+from attncond.models import AdaptedModel, ForwardADUnsupported
+from attncond.models.checks import check_positive_float
+from attncond.spectral.diagnostics.hessian import hessian_extremes
+from attncond.spectral.diagnostics.report import DiagnosticRow, Diagnostics
+from attncond.spectral.diagnostics.softmax_jacobian import softmax_jacobian_spectrum
+from attncond.spectral.estimate import extreme_singular_values
+from attncond.spectral.operators import JacobianOperator
+from attncond.spectral.policy import AUTO
+from attncond.spectral.results import to_jsonable
 
 __all__ = [
     "JacobianConditioning", "SupportAttention", "jacobian_conditioning", "support_attention",
@@ -168,7 +166,7 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
         G = op.gram(side, max_bytes=max(J_BLOCK_BYTES, 4 * (m // max(op.n_samples or 1, 1)) * p * item))
         how = "per-sample Gram"
     else:
-        from .jacobian import jacobian_gram
+        from attncond.spectral.operators import jacobian_gram
 
         G = jacobian_gram(op, side, max_bytes=J_BLOCK_BYTES)
         how = "batched-VJP Gram"
@@ -216,7 +214,7 @@ def jacobian_conditioning(
 ) -> JacobianConditioning:
     r"""κ, σ_max, σ_min of ``J = ∂ vec(f(θ_M; inputs))/∂θ_M`` and ``μ = λ_min(J Jᵀ)`` (MATH.md §4).
 
-    ``method``: ``"auto"`` (dense SVD when ``m·p ≤ DENSE_MAX_ENTRIES``, else the Gram route),
+    ``method``: ``"auto"`` (dense SVD when ``m·p ≤ AUTO.dense_max_entries``, else the Gram route),
     ``"dense"``, ``"gram"`` or ``"certified"`` (:func:`extreme_singular_values` on the operator,
     plus the Gram spectrum for ``μ`` and the null space when the dense route does not apply).
     ``per_sample``: ``None`` tries the per-sample structure and falls back (the reason is kept).
@@ -231,7 +229,7 @@ def jacobian_conditioning(
     inputs = model.inputs if inputs is None else model.check_inputs(inputs)
     op, ps_reason = _operator(model, params, inputs, per_sample)
     m, p = op.shape
-    dense = method == "dense" or (method in ("auto", "certified") and m * p <= DENSE_MAX_ENTRIES)
+    dense = method == "dense" or (method in ("auto", "certified") and m * p <= AUTO.dense_max_entries)
     try:
         model.check_forward_ad()
         forward_ad = True
