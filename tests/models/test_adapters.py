@@ -144,3 +144,35 @@ def test_batchnorm_model_is_not_per_sample():
 
     jc = jacobian_conditioning(a)
     assert not jc.per_sample and "per-sample structure not used" in jc.per_sample_reason
+
+
+class Attention(nn.Module):
+    """A stand-in with timm's Attention interface (timm itself needs torchvision, not installable here)."""
+
+    def __init__(self, dim=4, num_heads=2):
+        super().__init__()
+        self.num_heads, self.fused_attn, self.scale = num_heads, True, (dim // num_heads) ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim, dtype=torch.float64)
+        self.attn_drop = nn.Dropout(0.0)
+        self.proj = nn.Linear(dim, dim, dtype=torch.float64)
+
+    def forward(self, x):
+        B, n, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, n, 3, self.num_heads, C // self.num_heads).permute(2, 0, 3, 1, 4)
+        if self.fused_attn:
+            x = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            x = self.attn_drop((q * self.scale @ k.transpose(-2, -1)).softmax(-1)) @ v
+        return self.proj(x.transpose(1, 2).reshape(B, n, C))
+
+
+def test_timm_style_attention_hook_and_fused_switch():
+    torch.manual_seed(0)
+    blk = nn.Sequential(Attention())
+    X = torch.randn(2, 3, 4, dtype=torch.float64)
+    a = adapt(blk, X, params="0.qkv.weight")
+    assert a.family == "timm" and blk[0].fused_attn is False
+    (amap,) = a.attention()
+    q, k, _ = blk[0].qkv(X).reshape(2, 3, 3, 2, 2).permute(2, 0, 3, 1, 4)
+    torch.testing.assert_close(amap.probs, (q @ k.transpose(-2, -1) / 2**0.5).softmax(-1).detach())
+    a.check_forward_ad()
