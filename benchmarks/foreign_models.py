@@ -15,14 +15,17 @@ Routes, each in its own subprocess (peak RSS = ``ru_maxrss``), 1 thread:
 * ``curvlinops_arpack`` (if installed): curvlinops' ``JacobianLinearOperator`` and ARPACK
   ``eigsh`` on ``J Jᵀ`` for ``λ_max`` and ``λ_min`` (``which="SA"``), ``maxiter`` capped.
 
-The JSON has each route's seconds, the values, and ``ratio = seconds(route) / seconds(diagnose)``
-of the same run. Usage: ``python benchmarks/foreign_models.py [--out FILE] [--routes a,b]``.
+The JSON has each route's wall and CPU seconds (one thread, so CPU time is the robust measure on
+a shared machine), the values, and ``ratio_to_diagnose = seconds(route) / seconds(diagnose)`` (and
+the same for CPU time) of the same run.
+Usage: ``python benchmarks/foreign_models.py [--out FILE] [--routes a,b]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -59,7 +62,7 @@ def run_route(route: str) -> dict:
 
     torch.set_num_threads(1)
     bert, X, a = build()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out: dict = {"route": route}
     if route == "diagnose":
         from attncond.spectral.diagnostics import diagnose
@@ -117,8 +120,20 @@ def run_route(route: str) -> dict:
     else:
         raise ValueError(f"unknown route {route!r}; known: {ROUTES}")
     out["seconds"] = time.perf_counter() - t0
+    out["cpu_seconds"] = time.process_time() - c0  # 1 thread: robust to other processes on a shared machine
     out["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     return out
+
+
+def _strict(x):
+    """NaN/inf as strings: the results file is strict JSON."""
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return str(x)
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_strict(v) for v in x]
+    return x
 
 
 def main() -> None:
@@ -145,18 +160,20 @@ def main() -> None:
         else:
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
         print(json.dumps(rows[-1]), flush=True)
-    base = next((x["seconds"] for x in rows if x["route"] == "diagnose" and "seconds" in x), None)
+    base = next((x for x in rows if x["route"] == "diagnose" and "seconds" in x), None)
     for x in rows:
         if base and "seconds" in x:
-            x["ratio_to_diagnose"] = x["seconds"] / base
+            x["ratio_to_diagnose"] = x["seconds"] / base["seconds"]
+            x["cpu_ratio_to_diagnose"] = x["cpu_seconds"] / base["cpu_seconds"]
     dense = next((x for x in rows if x["route"] == "dense" and "mu" in x), None)
     for x in rows:
         if dense and "sigma_max" in x:
             x["rel_err_sigma_max_vs_dense"] = abs(x["sigma_max"] - dense["sigma_max"]) / dense["sigma_max"]
-    res = {"workload": {**CFG, "params": PARAMS, "m": CFG["batch"] * CFG["seq"] * CFG["hidden"],
+    res = {"load_average_at_end": list(os.getloadavg()),
+           "workload": {**CFG, "params": PARAMS, "m": CFG["batch"] * CFG["seq"] * CFG["hidden"],
                         "p": 3 * CFG["hidden"] ** 2, "dtype": "float64", "threads": 1},
            "date": time.strftime("%Y-%m-%d"), "rows": rows}
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(_strict(res), indent=2, allow_nan=False) + "\n")
     print(json.dumps({"written": args.out}))
 
 
