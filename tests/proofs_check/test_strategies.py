@@ -13,13 +13,12 @@ from proofs_check.strategies import (
     attention_configs,
     block_configs,
     hd_equals_nn,
-    instances,
     near_uniform_attention,
     probability_vectors,
     sharp_attention,
     tiny_sigma_min_X,
 )
-from proofs_check.theorems import get_theorem
+from proofs_check.theorems import get_theorem, instances
 
 
 @given(attention_configs(N=(1, 3), n=2, D=(2, 5), d=(1, 2), H=(1, 3), kernels=("softmax",),
