@@ -82,8 +82,8 @@ class ResidualTheorem(Theorem):
         rhs = q["weyl_rhs"] * (strength if q["weyl_rhs"] > 0 else 1.0)
         weyl_slack = (q["sigma_min(Z_res)"] - rhs + tol) / max(q["sigma_max(X)"], 1e-300)
         # kappa is computed with relative error ~ D eps kappa: closer than that is a tie, not a verdict
-        tie = D == 1 or (math.isfinite(kp) and math.isfinite(kr)
-                         and abs(kp - strength * kr) <= 16 * D * EPS64 * (kp * kp + (strength * kr) ** 2))
+        tie = D == 1 or (math.isfinite(kp) and math.isfinite(kr) and kp > 0 and kr > 0
+                         and abs(math.log(kp / (strength * kr))) <= 16 * D * EPS64 * (kp + kr))
         if kr == math.inf:
             kappa_margin = -math.inf
         elif kp == math.inf:

@@ -282,8 +282,9 @@ def search(
     variant is drawn ``power_examples`` times (default: the same count, at most 50). Phase 2, if
     anything failed, reruns the seeded search with an assertion so that Hypothesis shrinks the first
     failure; at most ``shrink_budget`` *new* instances are evaluated while shrinking. ``database``: a
-    Hypothesis example database (e.g. ``DirectoryBasedExampleDatabase(dir)``) that stores and replays
-    failing examples; ``None`` (default) keeps none.
+    Hypothesis example database (e.g. ``DirectoryBasedExampleDatabase(dir)``) that stores the shrunk
+    failure and replays stored ones first; ``None`` (default) keeps none. Hypothesis saves nothing
+    from a seeded run, so with a database the shrink phase is unseeded (the counts stay seeded).
     """
     from hypothesis import Phase, given
     from hypothesis import seed as hyp_seed
@@ -332,9 +333,8 @@ def search(
             state["new"] += 1
             return run(inst)
 
-        phases = [Phase.generate, Phase.shrink] + ([Phase.reuse] if database is not None else [])
+        phases = ([Phase.reuse] if database is not None else []) + [Phase.generate, Phase.shrink]
 
-        @hyp_seed(seed)
         @_settings(n, phases, database)
         @given(strategy)
         def falsify(inst: Any) -> None:
@@ -342,6 +342,9 @@ def search(
             if r is not None and r.counterexample:
                 state["last"] = r
                 raise AssertionError(f"{theorem_id} fails on {inst!r}")
+
+        if database is None:  # Hypothesis saves nothing from a seeded run: with a database, shrink unseeded
+            falsify = hyp_seed(seed)(falsify)
 
         try:
             falsify()
