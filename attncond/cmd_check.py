@@ -37,6 +37,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.power_examples is not None and args.power_examples <= 0:
         raise ValueError(f"--power-examples must be a positive integer, got {args.power_examples}")
+    if args.max_saved <= 0:
+        raise ValueError(f"--max-saved must be a positive integer, got {args.max_saved}")
     if args.threads is not None and args.threads <= 0:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
 
@@ -104,7 +106,9 @@ def _notes(r: Any, args: argparse.Namespace, saved: list[str]) -> list[str]:
         out.append(f"- {r.theorem_id}: test = {r.statistical_test}")
     if r.max_examples < args.examples:
         out.append(f"- {r.theorem_id}: capped at {r.max_examples} examples (each runs gradient descent)")
-    out += [f"- {r.theorem_id}: saved {p}" for p in saved]
+    if saved:
+        out.append(f"- {r.theorem_id}: saved {len(saved)} counterexample(s): {saved[0]}"
+                   + (f" ... {saved[-1]}" if len(saved) > 1 else ""))
     return out
 
 
@@ -143,7 +147,7 @@ def check(args: argparse.Namespace) -> int:
     saved: dict[str, list[str]] = {r.theorem_id: [] for r in reports}
     if args.save_counterexamples:
         for r in reports:
-            for i, f in enumerate(r.failures):
+            for i, f in enumerate(r.failures[:args.max_saved]):
                 saved[r.theorem_id].append(str(save_counterexample(f, args.save_counterexamples, seed=args.seed,
                                                                    index=i)))
     if args.json:
@@ -206,6 +210,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--power-examples", type=int, default=None,
                    help="draws per power variant (default: min(examples, 50))")
     p.add_argument("--save-counterexamples", metavar="DIR", help="write every counterexample as DIR/<id>__<k>.npz")
+    p.add_argument("--max-saved", type=int, default=5,
+                   help="counterexamples saved per theorem: the shrunk one first (default 5)")
     p.add_argument("--replay", metavar="FILE.npz", help="re-evaluate a saved counterexample and print its margin")
     p.add_argument("--database", metavar="DIR", help="keep a Hypothesis example database in DIR (replays "
                    "earlier failures first)")

@@ -480,7 +480,8 @@ THEOREMS: tuple[Theorem, ...] = (
                   "2 sqrt(2 Lambda_0 f_0)/mu_0 of theta_0: f_t <= (1 - eta beta(M_0))^t f_0, beta(M_0) = c_O "
                   "sigma_Nn(B0)^2 at initialisation.",
         reconstructed=True, exact=False, instance_type=RateInstance, max_examples=40,
-        variant_that_holds="S24.thm1.rate.path_min (beta' = min_t mu_t, the descent lemma)",
+        variant_that_holds="none known: it fails near-uniform at 40 steps while the iterates stay in the region; "
+                           "the descent-lemma variant S24.thm1.rate.path_min fails there too",
         margin_scale=_RATE_SCALE,
     ),
     RateTheorem(
@@ -489,6 +490,7 @@ THEOREMS: tuple[Theorem, ...] = (
         statement="As S24.thm1.rate with beta' = min_t mu_t measured along the run, and f_{t+1} <= (1 - eta mu_t) "
                   "f_t at every step (descent lemma plus PL).",
         reconstructed=True, exact=False, instance_type=RateInstance, max_examples=25, beta_source="path_min",
+        variant_that_holds="L must bound the Hessian along the path, not only at theta_0",
         margin_scale=_RATE_SCALE + "; and log(1 - eta mu_t) - log(f_{t+1}/f_t)",
     ),
 )
