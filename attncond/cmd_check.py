@@ -62,35 +62,50 @@ def _replay(args: argparse.Namespace) -> int:
     else:
         print(f"{r.theorem_id}: replayed {r.path}")
         print(f"  instance: {_short(r.instance, 400)}")
-        print(f"  tensors rebuilt exactly: {fmt(r.tensors_match)}" + ("" if r.tensors_match else
-                                                                      f" (differ: {', '.join(r.mismatched)})"))
-        print(f"  margin: {r.margin!r} (stored {r.stored_margin!r}; {'same' if r.same_margin else 'DIFFERENT'})")
+        print(
+            f"  tensors rebuilt exactly: {fmt(r.tensors_match)}"
+            + ("" if r.tensors_match else f" (differ: {', '.join(r.mismatched)})")
+        )
+        print(
+            f"  margin: {r.margin!r} (stored {r.stored_margin!r}; {'same' if r.same_margin else 'DIFFERENT'})"
+        )
         print(f"  holds: {fmt(r.result.holds)}; counterexample: {fmt(r.result.counterexample)}")
     return 0 if r.same_margin and r.tensors_match else 1
 
 
 def _row(r: Any) -> dict[str, Any]:
     mcr = r.min_catch_rate
-    return {"theorem": r.theorem_id, "verdict": r.verdict, "tried": r.tried, "passed": r.passed,
-            "failed": r.failed, "excl": r.excluded,
-            "fail rate [95% CI]": _rate(r.failed, r.decided, r.failure_interval),
-            "power": "-" if mcr is None else f"{100 * mcr:.0f}%", "worst margin": r.worst_margin,
-            "sec": round(r.seconds, 1)}
+    return {
+        "theorem": r.theorem_id,
+        "verdict": r.verdict,
+        "tried": r.tried,
+        "passed": r.passed,
+        "failed": r.failed,
+        "excl": r.excluded,
+        "fail rate [95% CI]": _rate(r.failed, r.decided, r.failure_interval),
+        "power": "-" if mcr is None else f"{100 * mcr:.0f}%",
+        "worst margin": r.worst_margin,
+        "sec": round(r.seconds, 1),
+    }
 
 
 def _notes(r: Any, args: argparse.Namespace, saved: list[str]) -> list[str]:
     out = []
     if r.failed:
         tag = "shrunk" if r.shrunk else "first found"
-        out.append(f"- {r.theorem_id}: counterexample ({tag}, margin {fmt(r.counterexample_margin)}): "
-                   f"{_short(r.counterexample, 400)}")
+        out.append(
+            f"- {r.theorem_id}: counterexample ({tag}, margin {fmt(r.counterexample_margin)}): "
+            f"{_short(r.counterexample, 400)}"
+        )
         if r.finding:
             out.append(f"  FINDING: {r.finding}")
     if r.vacuous:
         out.append(f"- {r.theorem_id}: vacuous (bound trivial) on {r.vacuous}/{r.decided} decided draws")
     if r.excluded:
-        out.append(f"- {r.theorem_id}: {r.excluded} draws excluded, neither pass nor failure: "
-                   + "; ".join(r.exclusion_reasons))
+        out.append(
+            f"- {r.theorem_id}: {r.excluded} draws excluded, neither pass nor failure: "
+            + "; ".join(r.exclusion_reasons)
+        )
     if r.skipped:
         out.append(f"- {r.theorem_id}: {r.skipped} draws skipped (an assumption checked after the run failed)")
     if r.bias:
@@ -107,8 +122,10 @@ def _notes(r: Any, args: argparse.Namespace, saved: list[str]) -> list[str]:
     if r.max_examples < args.examples:
         out.append(f"- {r.theorem_id}: capped at {r.max_examples} examples (each runs gradient descent)")
     if saved:
-        out.append(f"- {r.theorem_id}: saved {len(saved)} counterexample(s): {saved[0]}"
-                   + (f" ... {saved[-1]}" if len(saved) > 1 else ""))
+        out.append(
+            f"- {r.theorem_id}: saved {len(saved)} counterexample(s): {saved[0]}"
+            + (f" ... {saved[-1]}" if len(saved) > 1 else "")
+        )
     return out
 
 
@@ -118,9 +135,14 @@ def _sweep_notes(reports: list[Any]) -> list[str]:
         for f in r.sample[:1]:
             sweep = f.conclusion.details.get("budget_sweep")
             if sweep:
-                out.append(f"- {r.theorem_id}: budget sweep " + "; ".join(
-                    f"{s['budget']} steps: {s['verdict']} (wins {s['wins_gaussian']}-{s['wins_softmax']}, "
-                    f"p {s['p_claim']:.3g} / {s['p_negation']:.3g}, power {s['power_vs_p_alt']:.2f})" for s in sweep))
+                out.append(
+                    f"- {r.theorem_id}: budget sweep "
+                    + "; ".join(
+                        f"{s['budget']} steps: {s['verdict']} (wins {s['wins_gaussian']}-{s['wins_softmax']}, "
+                        f"p {s['p_claim']:.3g} / {s['p_negation']:.3g}, power {s['power_vs_p_alt']:.2f})"
+                        for s in sweep
+                    )
+                )
     return out
 
 
@@ -141,30 +163,54 @@ def check(args: argparse.Namespace) -> int:
 
         database = DirectoryBasedExampleDatabase(args.database)
     ids = list(THEOREMS) if args.theorem == "all" else [get_theorem(args.theorem).id]
-    reports = [search(t, max_examples=args.examples, seed=args.seed, shrink=not args.no_shrink, power=args.power,
-                      power_examples=args.power_examples, database=database)
-               for t in progress(ids, desc="check", disable=args.json)]
+    reports = [
+        search(
+            t,
+            max_examples=args.examples,
+            seed=args.seed,
+            shrink=not args.no_shrink,
+            power=args.power,
+            power_examples=args.power_examples,
+            database=database,
+        )
+        for t in progress(ids, desc="check", disable=args.json)
+    ]
     saved: dict[str, list[str]] = {r.theorem_id: [] for r in reports}
     if args.save_counterexamples:
         for r in reports:
-            for i, f in enumerate(r.failures[:args.max_saved]):
-                saved[r.theorem_id].append(str(save_counterexample(f, args.save_counterexamples, seed=args.seed,
-                                                                   index=i)))
+            for i, f in enumerate(r.failures[: args.max_saved]):
+                saved[r.theorem_id].append(
+                    str(save_counterexample(f, args.save_counterexamples, seed=args.seed, index=i))
+                )
     if args.json:
-        out = {r.theorem_id: {**r.to_dict(), "theorem": get_theorem(r.theorem_id).describe(),
-                              "saved": saved[r.theorem_id]} for r in reports}
-        print(to_json({"examples": args.examples, "seed": args.seed, "power": bool(args.power), "theorems": out}))
+        out = {
+            r.theorem_id: {
+                **r.to_dict(),
+                "theorem": get_theorem(r.theorem_id).describe(),
+                "saved": saved[r.theorem_id],
+            }
+            for r in reports
+        }
+        print(
+            to_json({"examples": args.examples, "seed": args.seed, "power": bool(args.power), "theorems": out})
+        )
     else:
-        print(format_table([_row(r) for r in reports],
-                           title=f"attncond check (examples <= {args.examples}, seed {args.seed}"
-                                 f"{', power' if args.power else ''})"))
+        print(
+            format_table(
+                [_row(r) for r in reports],
+                title=f"attncond check (examples <= {args.examples}, seed {args.seed}"
+                f"{', power' if args.power else ''})",
+            )
+        )
         notes = [n for r in reports for n in _notes(r, args, saved[r.theorem_id])] + _sweep_notes(reports)
         if notes:
             print()
             print("\n".join(notes))
         print()
-        print("power = smallest catch rate of the false variants (flipped, bound x10/x100, wrong kernel; "
-              "< 20% is 'low power'); --power adds the dropped-assumption and kernel variants.")
+        print(
+            "power = smallest catch rate of the false variants (flipped, bound x10/x100, wrong kernel; "
+            "< 20% is 'low power'); --power adds the dropped-assumption and kernel variants."
+        )
         print("margin scales: " + "; ".join(f"{r.theorem_id}: {r.margin_scale}" for r in reports))
     if args.plot:
         _plot_rate(args.plot, args.seed)
@@ -185,8 +231,11 @@ def _plot_rate(path: str, seed: int) -> None:
         t = range(len(trace.losses))
         ax.semilogy(t, trace.losses, color=color, label=f"loss, η = {factor:g}/L")
         bound = [b if b > 0 else math.nan for b in rc.bound]
-        verdict = "holds" if rc.holds and rc.step_violations == 0 else (
-            f"violated; {rc.step_violations} steps above 1−ημ_t" if rc.holds else "violated")
+        verdict = (
+            "holds"
+            if rc.holds and rc.step_violations == 0
+            else (f"violated; {rc.step_violations} steps above 1−ημ_t" if rc.holds else "violated")
+        )
         label = f"bound f₀(1−ηβ')ᵗ, β'={rc.beta_prime:.3g} ({verdict})"
         ax.semilogy(t, bound, color=color, ls="--", label=label)
     ax.set_xlabel("GD step t")
@@ -201,25 +250,52 @@ def _plot_rate(path: str, seed: int) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check", help="property-test the theory claims (theorem registry, Hypothesis)")
     p.add_argument("theorem", nargs="?", default="all", help="a theorem id (see --list) or 'all'")
-    p.add_argument("--examples", type=int, default=200, help="Hypothesis examples per theorem (default 200; "
-                   "GD-based theorems are capped lower)")
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=200,
+        help="Hypothesis examples per theorem (default 200; GD-based theorems are capped lower)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--power", action="store_true",
-                   help="also draw instances violating each assumption, and the wrong-kernel variants")
-    p.add_argument("--power-examples", type=int, default=None,
-                   help="draws per power variant (default: min(examples, 50))")
-    p.add_argument("--save-counterexamples", metavar="DIR", help="write every counterexample as DIR/<id>__<k>.npz")
-    p.add_argument("--max-saved", type=int, default=5,
-                   help="counterexamples saved per theorem: the shrunk one first (default 5)")
-    p.add_argument("--replay", metavar="FILE.npz", help="re-evaluate a saved counterexample and print its margin")
-    p.add_argument("--database", metavar="DIR", help="keep a Hypothesis example database in DIR (replays "
-                   "earlier failures first)")
-    p.add_argument("--load", metavar="FILE.py", action="append",
-                   help="run FILE.py first (it may call proofs_check.register for your own claims); repeatable")
+    p.add_argument(
+        "--power",
+        action="store_true",
+        help="also draw instances violating each assumption, and the wrong-kernel variants",
+    )
+    p.add_argument(
+        "--power-examples", type=int, default=None, help="draws per power variant (default: min(examples, 50))"
+    )
+    p.add_argument(
+        "--save-counterexamples", metavar="DIR", help="write every counterexample as DIR/<id>__<k>.npz"
+    )
+    p.add_argument(
+        "--max-saved",
+        type=int,
+        default=5,
+        help="counterexamples saved per theorem: the shrunk one first (default 5)",
+    )
+    p.add_argument(
+        "--replay", metavar="FILE.npz", help="re-evaluate a saved counterexample and print its margin"
+    )
+    p.add_argument(
+        "--database",
+        metavar="DIR",
+        help="keep a Hypothesis example database in DIR (replays earlier failures first)",
+    )
+    p.add_argument(
+        "--load",
+        metavar="FILE.py",
+        action="append",
+        help="run FILE.py first (it may call proofs_check.register for your own claims); repeatable",
+    )
     p.add_argument("--plot", metavar="FILE.png", help="rate theorem: loss (log scale) vs the bound")
     p.add_argument("--no-shrink", action="store_true", help="report the first counterexample, unshrunk")
     p.add_argument("--strict", action="store_true", help="exit 1 if any claim has a finding or fails")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: the matrices are tiny, threads only add overhead)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: the matrices are tiny, threads only add overhead)",
+    )
     p.set_defaults(func=check)

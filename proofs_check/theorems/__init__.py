@@ -23,14 +23,14 @@ from ..configs import AttentionConfig, BlockConfig
 for _module in ("i25", "s24", "s24_thm2", "q25", "h24"):
     importlib.import_module(f".{_module}", __name__)
 
-from .base import Assumption, CheckResult, Conclusion, Theorem, jsonable
-from .i25 import ProbabilityInstance
-from .q25 import FFNRateInstance
-from .registry import THEOREMS, Entry, entry, get_theorem, instances, register, unregister, violating_instances
-from .replay import Replay, replay, save_counterexample
-from .s24 import RateInstance
-from .s24_thm2 import Thm2Instance
-from .search import POWER_FLOOR, SearchReport, VariantPower, clopper_pearson, search
+from .base import Assumption, CheckResult, Conclusion, Theorem, jsonable  # noqa: E402
+from .i25 import ProbabilityInstance  # noqa: E402
+from .q25 import FFNRateInstance  # noqa: E402
+from .registry import THEOREMS, Entry, entry, get_theorem, instances, register, unregister, violating_instances  # noqa: E402
+from .replay import Replay, replay, save_counterexample  # noqa: E402
+from .s24 import RateInstance  # noqa: E402
+from .s24_thm2 import Thm2Instance  # noqa: E402
+from .search import POWER_FLOOR, SearchReport, VariantPower, clopper_pearson, search  # noqa: E402
 
 __all__ = [
     "THEOREMS",

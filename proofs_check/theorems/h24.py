@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import torch
 from attncond.models import KernelUnderflowWarning
-
 from hypothesis import strategies as st
 
 from ..strategies import attention_configs, near_uniform_attention
@@ -162,7 +161,8 @@ register(THEOREMS[0], lambda: near_uniform_attention(**_h24(init_scale=(1e-3, 0.
          violations={"logit spread below tau: max row var(z) < 1 tau": lambda: attention_configs(
              **_h24(init_scale=(5.0, 30.0)))},
          bias="init_scale in [1e-3, 0.5]: near-uniform attention, where the spread assumption holds")
-register(THEOREMS[1], lambda: near_uniform_attention(**_h24(n=(3, 4), D=(2, 5), d=(2, 3), init_scale=(1e-3, 0.5))),
+register(THEOREMS[1],
+         lambda: near_uniform_attention(**_h24(n=(3, 4), D=(2, 5), d=(2, 3), init_scale=(1e-3, 0.5))),
          violations={"logit spread below tau: max row std(z) < 1 tau": lambda: attention_configs(
              **_h24(n=(3, 4), D=(2, 5), d=(2, 3), init_scale=(5.0, 30.0))),
              "n >= 3 keys per row": lambda: near_uniform_attention(**_h24(n=2, D=(2, 5), d=(2, 3),

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from hypothesis import strategies as st
 
 from ..strategies import probability_vectors
@@ -181,8 +180,9 @@ THEOREMS: tuple[Theorem, ...] = (
                   "s_(n), "
                   "J(s) 1 = 0 and rank J(s) <= n - 1.",
         reconstructed=False, exact=True, instance_type=ProbabilityInstance,
-        paper_statement="Interlacing / sparsity (exact): 0 = lambda_1 <= s_(1) <= lambda_2 <= ... <= lambda_n <= "
-                        "s_(n) for J(s) = diag(s) - s s^T (MATH.md §5.1, §4 'Softmax Jacobian').",
+        paper_statement="Interlacing / sparsity (exact): 0 = lambda_1 <= s_(1) <= lambda_2 <= ... "
+                        "<= lambda_n <= s_(n) for J(s) = diag(s) - s s^T "
+                        "(MATH.md §5.1, §4 'Softmax Jacobian').",
         margin_scale="tightest slack of the chain / J1 / lambda_1 / rank conditions, plus tol = 8 n eps s_(n), "
                      "in units of s_(n)",
     ),

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import torch
 from attncond.models import KernelUnderflowWarning
 from attncond.spectral import extreme_singular_values
-
 from hypothesis import strategies as st
 
 from ..dynamics import gradient_descent
@@ -93,7 +92,8 @@ class ResidualTheorem(Theorem):
         details = {**q, "weyl_holds": weyl_slack >= 0, "kappa_margin_decades": kappa_margin}
         vac = "Weyl part: sigma_min(X) - ||A X W_V|| <= 0" if q["weyl_rhs"] <= 0 else None
         if tie and weyl_slack >= 0:
-            why = "D = 1: kappa == 1 for both matrices" if D == 1 else "kappa(Z_plain) = kappa(Z_res) within rounding"
+            why = ("D = 1: kappa == 1 for both matrices" if D == 1
+                   else "kappa(Z_plain) = kappa(Z_res) within rounding")
             return Conclusion(False, 0.0, details, vacuous=vac, excluded=f"tie ({why})")
         margin = relu_margin(min(kappa_margin, weyl_slack))
         return Conclusion(margin > 0, margin, details, vacuous=vac)
@@ -165,7 +165,8 @@ class FFNRateTheorem(Theorem):
                 "diverged": tr.diverged}
 
     def judge(self, q: dict, strength: float = 1.0) -> Conclusion:
-        excesses, eta, smin, smax, floor = q["excesses"], q["eta"], q["sigma_min(Z)"], q["sigma_max(Z)"], q["floor"]
+        excesses, eta, floor = q["excesses"], q["eta"], q["floor"]
+        smin, smax = q["sigma_min(Z)"], q["sigma_max(Z)"]
         rate = max(0.0, 1.0 - strength * eta * smin**2) ** 2
         e0 = excesses[0]
         worst = math.inf
@@ -198,7 +199,8 @@ THEOREMS: tuple[Theorem, ...] = (
         reconstructed=True, exact=False, instance_type=BlockConfig,
         paper_statement="[Q25] residual (MATH.md §5.6): kappa(Z^res) < kappa(Z^plain) in the near-uniform "
                         "regime, and the Weyl bound holds.",
-        variant_that_holds="N < D (A X W_V then has rank <= N < D, so kappa(Z_plain) is unbounded) held on every "
+        variant_that_holds="N < D (A X W_V then has rank <= N < D, so kappa(Z_plain) is unbounded) held on "
+                           "every "
                            "draw; with N >= D, D >= 2 it fails on a few draws only; the Weyl part is exact",
         margin_scale="min(log10(kappa_plain/kappa_res), Weyl slack / sigma_max(X)): decades / relative units; "
                      "D = 1 (kappa == 1) and kappas equal within rounding are ties, excluded",
@@ -225,7 +227,8 @@ register(THEOREMS[0], lambda: st.one_of(block_configs(D=(2, 5)), block_configs(D
          bias="D >= 2 (D = 1 is a tie, kappa == 1); a third of the draws with v_scale <= 0.3, where the Weyl "
               "bound is positive")
 register(THEOREMS[1], lambda: st.builds(FFNRateInstance, block=block_configs(init_scale=(1e-2, 1.0)),
-                                        residual=st.booleans(), lr_factor=st.floats(0.1, 1.0), steps=st.just(30)),
+                                        residual=st.booleans(), lr_factor=st.floats(0.1, 1.0),
+                                        steps=st.just(30)),
          violations={"Nn >= D (Z has full column rank generically)": lambda: st.builds(
              FFNRateInstance, block=block_configs(N=1, n=2, D=(3, 5), tall=False), residual=st.booleans(),
              lr_factor=st.floats(0.1, 1.0), steps=st.just(30)),

@@ -21,8 +21,17 @@ from typing import Any
 
 from .base import Theorem
 
-__all__ = ["Entry", "register", "unregister", "entry", "get_theorem", "instances", "violating_instances",
-           "registered", "THEOREMS"]
+__all__ = [
+    "Entry",
+    "register",
+    "unregister",
+    "entry",
+    "get_theorem",
+    "instances",
+    "violating_instances",
+    "registered",
+    "THEOREMS",
+]
 
 StrategyLike = Any  # a hypothesis SearchStrategy, or a zero-argument callable returning one
 
@@ -68,8 +77,14 @@ def _is_strategy(s: Any) -> bool:
     return isinstance(s, SearchStrategy) or callable(s)
 
 
-def register(theorem: Theorem, strategy: StrategyLike, *, violations: Mapping[str, StrategyLike] | None = None,
-             bias: str | None = None, replace: bool = False) -> Theorem:
+def register(
+    theorem: Theorem,
+    strategy: StrategyLike,
+    *,
+    violations: Mapping[str, StrategyLike] | None = None,
+    bias: str | None = None,
+    replace: bool = False,
+) -> Theorem:
     """Add ``theorem`` with its instance ``strategy`` (and optional per-assumption ``violations``).
 
     Parameters
@@ -89,13 +104,16 @@ def register(theorem: Theorem, strategy: StrategyLike, *, violations: Mapping[st
     if not isinstance(theorem.instance_type, type):
         raise TypeError(f"theorem.instance_type must be a class, got {theorem.instance_type!r}")
     if not _is_strategy(strategy):
-        raise TypeError(f"strategy for {theorem.id} must be a hypothesis strategy or a callable returning one, "
-                        f"got {type(strategy).__name__}")
+        raise TypeError(
+            f"strategy for {theorem.id} must be a hypothesis strategy or a callable returning one, "
+            f"got {type(strategy).__name__}"
+        )
     violations = dict(violations or {})
     for name, s in violations.items():
         if not isinstance(name, str) or not _is_strategy(s):
-            raise TypeError(f"violations for {theorem.id} must map assumption names to strategies; "
-                            f"bad entry {name!r}")
+            raise TypeError(
+                f"violations for {theorem.id} must map assumption names to strategies; bad entry {name!r}"
+            )
     if theorem.id in _ENTRIES and not replace:
         raise ValueError(f"theorem id {theorem.id!r} is already registered (pass replace=True to overwrite)")
     _ENTRIES[theorem.id] = Entry(theorem, strategy, violations, bias)
@@ -127,7 +145,9 @@ def _build(s: StrategyLike):
 
     out = s if isinstance(s, SearchStrategy) else s()
     if not isinstance(out, SearchStrategy):
-        raise TypeError(f"a registered strategy factory returned {type(out).__name__}, not a hypothesis strategy")
+        raise TypeError(
+            f"a registered strategy factory returned {type(out).__name__}, not a hypothesis strategy"
+        )
     return out
 
 
@@ -149,8 +169,9 @@ def violating_instances(theorem_id: str, assumption: str):
     def only_this_fails(inst: Any) -> bool:
         a = {x.name: x.holds for x in thm.prior_assumptions(thm.validate(inst))}
         if assumption not in a:
-            raise ValueError(f"{theorem_id} has no prior assumption named {assumption!r}; its assumptions: "
-                             f"{', '.join(a)}")
+            raise ValueError(
+                f"{theorem_id} has no prior assumption named {assumption!r}; its assumptions: {', '.join(a)}"
+            )
         return not a[assumption] and all(v for k, v in a.items() if k != assumption)
 
     return _build(e.violations[assumption]).filter(only_this_fails)

@@ -90,7 +90,7 @@ def output_weight_constant(model: MultiHeadAttention, variant: str) -> float:
     if variant != "per_head":
         raise ValueError(f"unknown variant {variant!r}; known: 'per_head', 'joint'")
     d = model.d
-    return min(_lam_min_gram(WO[h * d:(h + 1) * d]) for h in range(model.H))
+    return min(_lam_min_gram(WO[h * d : (h + 1) * d]) for h in range(model.H))
 
 
 def _sigma_nn(B0: torch.Tensor) -> tuple[float, float]:
@@ -119,7 +119,9 @@ def b0_sigma_nn_mp(cfg: AttentionConfig, digits: int = 400) -> tuple[float, floa
     import mpmath
 
     if cfg.kernel not in ("softmax", "gaussian", "linear"):
-        raise ValueError(f"b0_sigma_nn_mp supports the softmax, gaussian and linear kernels, got {cfg.kernel!r}")
+        raise ValueError(
+            f"b0_sigma_nn_mp supports the softmax, gaussian and linear kernels, got {cfg.kernel!r}"
+        )
     model, X, _ = _quiet_build(cfg)
     with mpmath.workdps(digits):
         tau = mpmath.sqrt(model.d) if model.tau is None else mpmath.mpf(model.tau)
@@ -144,7 +146,9 @@ def b0_sigma_nn_mp(cfg: AttentionConfig, digits: int = 400) -> tuple[float, floa
                             S[a, b] = e[b] / tot
                     else:
                         for b in range(cfg.n):
-                            S[a, b] = mpmath.exp(-sum((Q[a, c] - K[b, c]) ** 2 for c in range(cfg.d)) / (2 * tau))
+                            S[a, b] = mpmath.exp(
+                                -sum((Q[a, c] - K[b, c]) ** 2 for c in range(cfg.d)) / (2 * tau)
+                            )
                 blocks.append(S * Xi)
             for a in range(cfg.n):
                 rows.append([blocks[h][a, c] for h in range(cfg.H) for c in range(cfg.D)])
@@ -180,18 +184,31 @@ class RankTheorem(Theorem):
         Nn, HD = B0.shape
         smax, smin = _sigma_nn(B0)
         tol = max(Nn, HD) * EPS64 * smax
-        q: dict[str, Any] = {"Nn": Nn, "HD": HD, "sigma_max(B0)": smax, "sigma_Nn(B0)": smin, "rank_tol": tol,
-                             "rank": int(torch.linalg.matrix_rank(B0, atol=tol)) if smax > 0 else 0,
-                             "precision": "float64", "log10_sigma_ratio_mp": None}
-        if (HD >= Nn and smin <= tol and self.mp_digits > 0 and Nn * HD <= self.mp_max_entries
-                and inst.kernel in ("softmax", "gaussian", "linear") and not model.kernel_options):
+        q: dict[str, Any] = {
+            "Nn": Nn,
+            "HD": HD,
+            "sigma_max(B0)": smax,
+            "sigma_Nn(B0)": smin,
+            "rank_tol": tol,
+            "rank": int(torch.linalg.matrix_rank(B0, atol=tol)) if smax > 0 else 0,
+            "precision": "float64",
+            "log10_sigma_ratio_mp": None,
+        }
+        if (
+            HD >= Nn
+            and smin <= tol
+            and self.mp_digits > 0
+            and Nn * HD <= self.mp_max_entries
+            and inst.kernel in ("softmax", "gaussian", "linear")
+            and not model.kernel_options
+        ):
             _, _, lr = b0_sigma_nn_mp(inst, self.mp_digits)
             q["log10_sigma_ratio_mp"] = lr
             q["precision"] = f"mpmath {self.mp_digits} digits"
         return q
 
     def judge(self, q: dict[str, Any], strength: float = 1.0) -> Conclusion:
-        Nn, HD, smax, smin, tol = q["Nn"], q["HD"], q["sigma_max(B0)"], q["sigma_Nn(B0)"], q["rank_tol"]
+        Nn, HD, smin, tol = q["Nn"], q["HD"], q["sigma_Nn(B0)"], q["rank_tol"]
         details = {**q, "min(Nn,HD)": min(Nn, HD), "generic_rank": q["rank"] == min(Nn, HD)}
         if HD < Nn:  # structural: rank <= HD < Nn
             return Conclusion(False, -math.inf, details)
@@ -200,9 +217,13 @@ class RankTheorem(Theorem):
             return Conclusion(True, margin, details)
         lr = q.get("log10_sigma_ratio_mp")
         if lr is None:
-            return Conclusion(False, relu_margin(margin), details,
-                              excluded="numerically rank-deficient: sigma_Nn(B0) <= max(Nn,HD) eps sigma_max(B0), "
-                                       "undecidable in float64")
+            return Conclusion(
+                False,
+                relu_margin(margin),
+                details,
+                excluded="numerically rank-deficient: sigma_Nn(B0) <= max(Nn,HD) eps sigma_max(B0), "
+                "undecidable in float64",
+            )
         mp_tol = math.log10(max(Nn, HD)) - (self.mp_digits - 10)  # log10 of the mp rank tolerance
         # at high precision: full rank resolved, or rank-deficient to (mp_digits - 10) digits (a failure)
         return Conclusion(lr > mp_tol, relu_margin(lr - mp_tol), {**details, "resolved_by": "mpmath"})
@@ -212,8 +233,15 @@ class RankTheorem(Theorem):
 
 
 # -------------------------------------------------------------------------------- PL bounds
-def pl_tolerance(mu_interval: tuple[float, float], smax_J: float, shape_J: tuple[int, int],
-                 c_O: float, smin_B: float, smax_B: float, shape_B: tuple[int, int]) -> tuple[float, float]:
+def pl_tolerance(
+    mu_interval: tuple[float, float],
+    smax_J: float,
+    shape_J: tuple[int, int],
+    c_O: float,
+    smin_B: float,
+    smax_B: float,
+    shape_B: tuple[int, int],
+) -> tuple[float, float]:
     """Rounding tolerances ``(tol_μ, tol_bound)`` of ``μ = σ²_min(J)`` and ``c_O σ²_Nn(B0)``.
 
     ``δσ_J = max(certified half-width of σ_min(J), 8 max(m, p) eps σ_max(J))`` and
@@ -244,14 +272,25 @@ def _pl_quantities(inst: AttentionConfig) -> dict[str, Any]:
     smax_B, smin_B = _sigma_nn(B0)
     c_corr = output_weight_constant(model, inst.value_param)
     c_paper = output_weight_constant(model, "joint")
-    tol_mu, tol_corr = pl_tolerance(interval, float(est.sigma_max), (m, p), c_corr, smin_B, smax_B,
-                                    tuple(B0.shape))
-    _, tol_paper = pl_tolerance(interval, float(est.sigma_max), (m, p), c_paper, smin_B, smax_B,
-                                tuple(B0.shape))
-    return {"mu": smin_J**2, "lambda_max(JJt)": float(est.sigma_max) ** 2, "sigma_min(B0)": smin_B,
-            "corrected_bound": c_corr * smin_B**2, "beta_paper": c_paper * smin_B**2,
-            "c_O_corrected": c_corr, "sigma_min(W_O)^2": c_paper, "tol_mu": tol_mu,
-            "tol_corrected": tol_corr, "tol_paper": tol_paper, "J_shape": [m, p]}
+    tol_mu, tol_corr = pl_tolerance(
+        interval, float(est.sigma_max), (m, p), c_corr, smin_B, smax_B, tuple(B0.shape)
+    )
+    _, tol_paper = pl_tolerance(
+        interval, float(est.sigma_max), (m, p), c_paper, smin_B, smax_B, tuple(B0.shape)
+    )
+    return {
+        "mu": smin_J**2,
+        "lambda_max(JJt)": float(est.sigma_max) ** 2,
+        "sigma_min(B0)": smin_B,
+        "corrected_bound": c_corr * smin_B**2,
+        "beta_paper": c_paper * smin_B**2,
+        "c_O_corrected": c_corr,
+        "sigma_min(W_O)^2": c_paper,
+        "tol_mu": tol_mu,
+        "tol_corrected": tol_corr,
+        "tol_paper": tol_paper,
+        "J_shape": [m, p],
+    }
 
 
 def pl_margin(mu: float, bound: float, tol: float) -> float:
@@ -275,7 +314,9 @@ class PLBoundTheorem(Theorem):
     tol_key: str = "tol_corrected"
 
     def assumptions(self, inst: AttentionConfig) -> list[Assumption]:
-        return [Assumption(_setting_name(self.trainable), tuple(inst.trainable) == self.trainable, inst.trainable)]
+        return [
+            Assumption(_setting_name(self.trainable), tuple(inst.trainable) == self.trainable, inst.trainable)
+        ]
 
     def measure(self, inst: AttentionConfig) -> dict[str, Any]:
         return _pl_quantities(inst)
@@ -284,9 +325,17 @@ class PLBoundTheorem(Theorem):
         bound = strength * q[self.bound_key]
         tol = q["tol_mu"] + strength * q[self.tol_key]
         margin = pl_margin(q["mu"], bound, tol)
-        vac = None if q[self.bound_key] > q[self.tol_key] else "bound <= rounding of 0 (sigma_Nn(B0) = 0 or below)"
-        return Conclusion(margin >= 0, margin, {**q, "paper_beta_holds": q["mu"] + q["tol_mu"] + q["tol_paper"]
-                                                 >= q["beta_paper"]}, vacuous=vac)
+        vac = (
+            None
+            if q[self.bound_key] > q[self.tol_key]
+            else "bound <= rounding of 0 (sigma_Nn(B0) = 0 or below)"
+        )
+        return Conclusion(
+            margin >= 0,
+            margin,
+            {**q, "paper_beta_holds": q["mu"] + q["tol_mu"] + q["tol_paper"] >= q["beta_paper"]},
+            vacuous=vac,
+        )
 
     def violating_instance(self) -> AttentionConfig:
         # only W_O trained: p = Hd = 2 < Nn = 4, so mu = 0 while the bound (W_V's) is > 0
@@ -301,8 +350,10 @@ class PLBoundPaperTheorem(PLBoundTheorem):
     tol_key: str = "tol_paper"
 
     def assumptions(self, inst: AttentionConfig) -> list[Assumption]:
-        return super().assumptions(inst) + [Assumption(_HD, inst.HD >= inst.Nn, {"HD": inst.HD, "Nn": inst.Nn}),
-                                            Assumption(_DOUT, inst.d_out == 1, inst.d_out)]
+        return super().assumptions(inst) + [
+            Assumption(_HD, inst.HD >= inst.Nn, {"HD": inst.HD, "Nn": inst.Nn}),
+            Assumption(_DOUT, inst.d_out == 1, inst.d_out),
+        ]
 
     def violating_instance(self) -> AttentionConfig:
         if self.trainable != THM1_SETTING:  # per-head values, only W_V trained
@@ -327,8 +378,9 @@ class RateInstance:
     def __post_init__(self) -> None:
         if not isinstance(self.config, AttentionConfig):
             raise TypeError(f"config must be an AttentionConfig, got {type(self.config).__name__}")
-        if not (isinstance(self.lr_factor, (int, float)) and math.isfinite(self.lr_factor)
-                and self.lr_factor > 0):
+        if not (
+            isinstance(self.lr_factor, (int, float)) and math.isfinite(self.lr_factor) and self.lr_factor > 0
+        ):
             raise ValueError(f"lr_factor must be a finite number > 0, got {self.lr_factor!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
@@ -345,9 +397,15 @@ def _rate_trace(inst: RateInstance, mu_every: int):
     model, X, y = _quiet_build(inst.config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KernelUnderflowWarning)
-        _, trace = gradient_descent(lambda p: model.loss(p, X, y), model.params(), steps=inst.steps, lr="auto",
-                                    safety=float(inst.lr_factor), output_fn=lambda p: model.functional(p, X),
-                                    mu_every=mu_every)
+        _, trace = gradient_descent(
+            lambda p: model.loss(p, X, y),
+            model.params(),
+            steps=inst.steps,
+            lr="auto",
+            safety=float(inst.lr_factor),
+            output_fn=lambda p: model.functional(p, X),
+            mu_every=mu_every,
+        )
     return trace
 
 
@@ -385,16 +443,30 @@ class RateTheorem(Theorem):
             return pri
         tr = _rate_trace(inst, 1 if self.beta_source == "path_min" else inst.steps)
         dist = max(tr.distances) if tr.distances else math.nan
-        return pri + [Assumption("iterates stay in the region ||theta_t - theta_0|| <= R", bool(tr.in_region),
-                                 {"max_distance": dist, "R": tr.radius})]
+        return pri + [
+            Assumption(
+                "iterates stay in the region ||theta_t - theta_0|| <= R",
+                bool(tr.in_region),
+                {"max_distance": dist, "R": tr.radius},
+            )
+        ]
 
     def measure(self, inst: RateInstance) -> dict[str, Any]:
         tr = _rate_trace(inst, 1 if self.beta_source == "path_min" else inst.steps)
         beta = tr.beta_prime if self.beta_source == "path_min" else _beta0(inst.config, self.beta_form)
-        return {"losses": list(tr.losses), "eta": tr.lr, "beta": beta, "mu_steps": list(tr.mu_steps),
-                "mu": list(tr.mu), "L": tr.smoothness.L if tr.smoothness else None, "radius": tr.radius,
-                "max_distance": max(tr.distances) if tr.distances else None, "in_region": tr.in_region,
-                "diverged": tr.diverged, "beta_source": self.beta_source}
+        return {
+            "losses": list(tr.losses),
+            "eta": tr.lr,
+            "beta": beta,
+            "mu_steps": list(tr.mu_steps),
+            "mu": list(tr.mu),
+            "L": tr.smoothness.L if tr.smoothness else None,
+            "radius": tr.radius,
+            "max_distance": max(tr.distances) if tr.distances else None,
+            "in_region": tr.in_region,
+            "diverged": tr.diverged,
+            "beta_source": self.beta_source,
+        }
 
     def judge(self, q: dict[str, Any], strength: float = 1.0) -> Conclusion:
         f, eta, beta = q["losses"], q["eta"], q["beta"]
@@ -410,9 +482,18 @@ class RateTheorem(Theorem):
         T = len(f) - 1
         observed = (f[-1] / f[0]) ** (1.0 / T) if T and f[0] > 0 and math.isfinite(f[-1]) else math.nan
         vac = None if eta * beta > EPS64 else "eta beta <= eps: the bound f_t <= f_0 is trivial"
-        return Conclusion(margin >= 0, margin, {**{k: v for k, v in q.items() if k != "losses"},
-                                                "predicted_contraction": rate, "observed_mean_contraction": observed,
-                                                "f_0": f[0], "f_T": f[-1]}, vacuous=vac)
+        return Conclusion(
+            margin >= 0,
+            margin,
+            {
+                **{k: v for k, v in q.items() if k != "losses"},
+                "predicted_contraction": rate,
+                "observed_mean_contraction": observed,
+                "f_0": f[0],
+                "f_T": f[-1],
+            },
+            vacuous=vac,
+        )
 
     def violating_instance(self) -> RateInstance:
         return RateInstance(AttentionConfig(N=2, n=2, D=4, d=2, H=2), lr_factor=5.0, steps=20)  # eta > 2/L
@@ -426,70 +507,103 @@ def _nats(bound: float, value: float) -> float:
 
 
 # ------------------------------------------------------------------------------ registration
-_PAPER = ("[S24] PL bound (MATH.md §5.3): mu >= min_h ||W^O_h||^2 sigma_min^2(B_0) always (exact algebra). "
-          "Check the paper's beta as stated, and report where it fails to lower-bound mu.")
+_PAPER = (
+    "[S24] PL bound (MATH.md §5.3): mu >= min_h ||W^O_h||^2 sigma_min^2(B_0) always (exact algebra). "
+    "Check the paper's beta as stated, and report where it fails to lower-bound mu."
+)
 _PAPER_RANK = "[S24] rank (MATH.md §5.2): generic B_0 has rank min(Nn, HD), so full row rank iff HD >= Nn."
-_PAPER_RATE = ("[S24] Theorem 1 rate (MATH.md §5.4): under HD >= Nn, eta <= 1/L and weights staying in the region "
-               "around M_0 that the theorem assumes, the GD loss satisfies f_t <= (1 - eta beta)^t f_0 with beta "
-               "computed at initialisation (beta(M_0), in the corrected per-head form where the paper's fails). "
-               "The region is part of the assumptions and is checked. A weaker variant, with beta' the smallest mu "
-               "seen along the trajectory, reduces to the descent lemma plus PL; keep it only as a named variant.")
+_PAPER_RATE = (
+    "[S24] Theorem 1 rate (MATH.md §5.4): under HD >= Nn, eta <= 1/L and weights staying in the region "
+    "around M_0 that the theorem assumes, the GD loss satisfies f_t <= (1 - eta beta)^t f_0 with beta "
+    "computed at initialisation (beta(M_0), in the corrected per-head form where the paper's fails). "
+    "The region is part of the assumptions and is checked. A weaker variant, with beta' the smallest mu "
+    "seen along the trajectory, reduces to the descent lemma plus PL; keep it only as a named variant."
+)
 _PL_SCALE = "(mu - bound + tol) / max(mu, bound), tol from the rounding of mu and of the bound: relative units"
 _RATE_SCALE = "nats per step: min over t of [log(f_0 (1 - eta beta)^t) - log f_t] / t, plus 1e-12"
 
 THEOREMS: tuple[Theorem, ...] = (
     RankTheorem(
-        id="S24.thm1.rank", citation="[S24] Theorem 1 (rank of B0); MATH.md §4 'B0', §5.2",
+        id="S24.thm1.rank",
+        citation="[S24] Theorem 1 (rank of B0); MATH.md §4 'B0', §5.2",
         paper_statement=_PAPER_RANK,
         statement="HD >= Nn and a softmax or gaussian kernel: sigma_Nn(B0) > max(Nn,HD) eps sigma_max(B0) "
-                  "(full row rank, decided against attainable accuracy; below it, confirmed at 400 digits or "
-                  "excluded as undecidable).",
-        reconstructed=True, exact=False, instance_type=AttentionConfig, strengths=(),
+        "(full row rank, decided against attainable accuracy; below it, confirmed at 400 digits or "
+        "excluded as undecidable).",
+        reconstructed=True,
+        exact=False,
+        instance_type=AttentionConfig,
+        strengths=(),
         margin_scale="log10(sigma_Nn(B0) / (max(Nn,HD) eps sigma_max(B0))): decades above the numerical-rank "
-                     "tolerance (at the precision used; -inf when HD < Nn)",
+        "tolerance (at the precision used; -inf when HD < Nn)",
     ),
     PLBoundTheorem(
-        id="S24.thm1.pl_bound", citation="[S24] Theorem 1 (corrected constant); MATH.md §4 'B0', §5.3",
+        id="S24.thm1.pl_bound",
+        citation="[S24] Theorem 1 (corrected constant); MATH.md §4 'B0', §5.3",
         paper_statement=_PAPER,
         statement="(W_Q, W_K, W_V) trained: mu = lambda_min(J J^T) >= c_O sigma_Nn(B0)^2 with c_O = min_h "
-                  "lambda_min(W^O_h^T W^O_h) (per-head values) or lambda_min(W^O^T W^O) (joint values); exact.",
-        reconstructed=False, exact=True, instance_type=AttentionConfig, margin_scale=_PL_SCALE,
+        "lambda_min(W^O_h^T W^O_h) (per-head values) or lambda_min(W^O^T W^O) (joint values); exact.",
+        reconstructed=False,
+        exact=True,
+        instance_type=AttentionConfig,
+        margin_scale=_PL_SCALE,
     ),
     PLBoundPaperTheorem(
-        id="S24.thm1.pl_bound_paper", citation="[S24] Theorem 1, beta as stated; MATH.md §4 'B0', §5.3",
+        id="S24.thm1.pl_bound_paper",
+        citation="[S24] Theorem 1, beta as stated; MATH.md §4 'B0', §5.3",
         paper_statement=_PAPER,
-        statement="(W_Q, W_K, W_V) trained, HD >= Nn, d_out = 1: mu = lambda_min(J J^T) >= beta = sigma_min(W^O)^2 "
-                  "sigma_min(B0^T)^2.",
-        reconstructed=True, exact=False, instance_type=AttentionConfig, margin_scale=_PL_SCALE,
-        variant_that_holds="S24.thm1.pl_bound: replace sigma_min(W^O)^2 by min_h ||W^O_h||^2 (per-head values); "
-                           "beta as stated is exact for joint values",
+        statement="(W_Q, W_K, W_V) trained, HD >= Nn, d_out = 1: mu = lambda_min(J J^T) >= beta = "
+        "sigma_min(W^O)^2 "
+        "sigma_min(B0^T)^2.",
+        reconstructed=True,
+        exact=False,
+        instance_type=AttentionConfig,
+        margin_scale=_PL_SCALE,
+        variant_that_holds="S24.thm1.pl_bound: replace sigma_min(W^O)^2 by min_h ||W^O_h||^2 (per-head "
+        "values); "
+        "beta as stated is exact for joint values",
     ),
     PLBoundPaperTheorem(
-        id="S24.thm1.pl_bound_paper.V", citation="[S24] Theorem 1, beta as stated, only W_V trained (a variant "
+        id="S24.thm1.pl_bound_paper.V",
+        citation="[S24] Theorem 1, beta as stated, only W_V trained (a variant "
         "outside Theorem 1's setting); MATH.md §4 'B0', §5.3",
         paper_statement=_PAPER,
         statement="Only W_V trained, HD >= Nn, d_out = 1: mu >= beta = sigma_min(W^O)^2 sigma_min(B0^T)^2.",
-        reconstructed=True, exact=False, instance_type=AttentionConfig, margin_scale=_PL_SCALE,
+        reconstructed=True,
+        exact=False,
+        instance_type=AttentionConfig,
+        margin_scale=_PL_SCALE,
         trainable=("W_V",),
         variant_that_holds="S24.thm1.pl_bound (corrected per-head constant)",
     ),
     RateTheorem(
-        id="S24.thm1.rate", citation="[S24] Theorem 1 (linear rate); MATH.md §4 'Exact PL constant', §5.4",
+        id="S24.thm1.rate",
+        citation="[S24] Theorem 1 (linear rate); MATH.md §4 'Exact PL constant', §5.4",
         paper_statement=_PAPER_RATE,
         statement="(W_Q, W_K, W_V) trained, HD >= Nn, eta <= 1/L (local at theta_0), iterates within R = "
-                  "2 sqrt(2 Lambda_0 f_0)/mu_0 of theta_0: f_t <= (1 - eta beta(M_0))^t f_0, beta(M_0) = c_O "
-                  "sigma_Nn(B0)^2 at initialisation.",
-        reconstructed=True, exact=False, instance_type=RateInstance, max_examples=40,
-        variant_that_holds="none known: it fails near-uniform at 40 steps while the iterates stay in the region; "
-                           "the descent-lemma variant S24.thm1.rate.path_min fails there too",
+        "2 sqrt(2 Lambda_0 f_0)/mu_0 of theta_0: f_t <= (1 - eta beta(M_0))^t f_0, beta(M_0) = c_O "
+        "sigma_Nn(B0)^2 at initialisation.",
+        reconstructed=True,
+        exact=False,
+        instance_type=RateInstance,
+        max_examples=40,
+        variant_that_holds="none known: it fails near-uniform at 40 steps while the iterates stay in the "
+        "region; "
+        "the descent-lemma variant S24.thm1.rate.path_min fails there too",
         margin_scale=_RATE_SCALE,
     ),
     RateTheorem(
-        id="S24.thm1.rate.path_min", citation="[S24] Theorem 1 rate, weaker variant beta' = min_t mu_t; MATH.md §5.4",
+        id="S24.thm1.rate.path_min",
+        citation="[S24] Theorem 1 rate, weaker variant beta' = min_t mu_t; MATH.md §5.4",
         paper_statement=_PAPER_RATE,
-        statement="As S24.thm1.rate with beta' = min_t mu_t measured along the run, and f_{t+1} <= (1 - eta mu_t) "
-                  "f_t at every step (descent lemma plus PL).",
-        reconstructed=True, exact=False, instance_type=RateInstance, max_examples=25, beta_source="path_min",
+        statement="As S24.thm1.rate with beta' = min_t mu_t measured along the run, and f_{t+1} <= "
+        "(1 - eta mu_t) "
+        "f_t at every step (descent lemma plus PL).",
+        reconstructed=True,
+        exact=False,
+        instance_type=RateInstance,
+        max_examples=25,
+        beta_source="path_min",
         variant_that_holds="L must bound the Hessian along the path, not only at theta_0",
         margin_scale=_RATE_SCALE + "; and log(1 - eta mu_t) - log(f_{t+1}/f_t)",
     ),
@@ -500,13 +614,16 @@ _SCALES = dict(init_scale=(1e-2, 10.0))
 
 
 def _rank_strategy(**kw: Any):
-    return st.one_of(attention_configs(**_SMALL, D=(1, 6), hd_at_least_nn=True, **_SCALES, **kw),
-                     hd_equals_nn(N=(1, 3), n=(2, 3), H=(1, 3), D_max=6, **_SCALES, **kw))
+    return st.one_of(
+        attention_configs(**_SMALL, D=(1, 6), hd_at_least_nn=True, **_SCALES, **kw),
+        hd_equals_nn(N=(1, 3), n=(2, 3), H=(1, 3), D_max=6, **_SCALES, **kw),
+    )
 
 
 def _pl(trainables: tuple[tuple[str, ...], ...], d_out: Any = (1, 2), **kw: Any):
-    return attention_configs(**_SMALL, D=(1, 6), d_out=d_out, value_params=("per_head", "joint"),
-                             trainables=trainables, **kw)
+    return attention_configs(
+        **_SMALL, D=(1, 6), d_out=d_out, value_params=("per_head", "joint"), trainables=trainables, **kw
+    )
 
 
 def _rate(cfg: Any, lr=(0.1, 1.0), steps: int = 15):
@@ -516,46 +633,79 @@ def _rate(cfg: Any, lr=(0.1, 1.0), steps: int = 15):
 def _rate_main():
     # half the draws near-uniform (init_scale 0.01-0.3) for 40 steps: there W_Q, W_K add little to mu, so
     # beta(M_0) is close to the slowest rate and a too-fast rate (bound x10) can be told from the claim
-    return st.one_of(_rate(attention_configs(**_RATE_CFG, hd_at_least_nn=True)),
-                     _rate(attention_configs(**_RATE_CFG, hd_at_least_nn=True, init_scale=(0.01, 0.3)),
-                           lr=(0.5, 1.0), steps=40))
+    return st.one_of(
+        _rate(attention_configs(**_RATE_CFG, hd_at_least_nn=True)),
+        _rate(
+            attention_configs(**_RATE_CFG, hd_at_least_nn=True, init_scale=(0.01, 0.3)), lr=(0.5, 1.0), steps=40
+        ),
+    )
 
 
 _RATE_CFG = dict(N=(1, 2), n=2, D=(2, 4), d=(1, 2), H=(1, 2), kernels=("softmax", "gaussian"))
 _NO_V = (("W_Q", "W_K"), ("W_O",))
 
-register(THEOREMS[0], _rank_strategy,
-         violations={_HD: lambda: attention_configs(**_SMALL, D=(1, 6), hd_below_nn=True, **_SCALES),
-                     # linear kernel: S_h = X W_Q W_K^T X^T / tau has rank <= d, so with H d < n no sample
-                     # block of B0 has full row rank
-                     _KERNEL: lambda: attention_configs(N=(1, 3), n=(2, 3), D=(2, 6), d=1, H=1, kernels=("linear",),
-                                                        hd_at_least_nn=True, **_SCALES)},
-         bias="HD >= Nn by construction, half the draws on the boundary HD = Nn")
-register(THEOREMS[1], lambda: st.one_of(_pl((THM1_SETTING,), hd_at_least_nn=True), _pl((THM1_SETTING,))),
-         violations={_setting_name(THM1_SETTING): lambda: _pl(_NO_V, hd_at_least_nn=True)},
-         bias="half the draws have HD >= Nn (elsewhere sigma_Nn(B0) = 0 and the bound is vacuous)")
-register(THEOREMS[2], lambda: _pl((THM1_SETTING,), 1, hd_at_least_nn=True),
-         violations={_setting_name(THM1_SETTING): lambda: _pl(_NO_V, 1, hd_at_least_nn=True),
-                     _HD: lambda: _pl((THM1_SETTING,), 1, hd_below_nn=True),
-                     _DOUT: lambda: _pl((THM1_SETTING,), 2, hd_at_least_nn=True)},
-         bias="HD >= Nn by construction (the bound is vacuous elsewhere)")
-register(THEOREMS[3], lambda: _pl((("W_V",),), 1, hd_at_least_nn=True),
-         violations={_setting_name(("W_V",)): lambda: _pl((("W_O",),), 1, hd_at_least_nn=True),
-                     _HD: lambda: _pl((("W_V",),), 1, hd_below_nn=True),
-                     _DOUT: lambda: _pl((("W_V",),), 2, hd_at_least_nn=True)},
-         bias="HD >= Nn by construction (the bound is vacuous elsewhere)")
+register(
+    THEOREMS[0],
+    _rank_strategy,
+    violations={
+        _HD: lambda: attention_configs(**_SMALL, D=(1, 6), hd_below_nn=True, **_SCALES),
+        # linear kernel: S_h = X W_Q W_K^T X^T / tau has rank <= d, so with H d < n no sample
+        # block of B0 has full row rank
+        _KERNEL: lambda: attention_configs(
+            N=(1, 3), n=(2, 3), D=(2, 6), d=1, H=1, kernels=("linear",), hd_at_least_nn=True, **_SCALES
+        ),
+    },
+    bias="HD >= Nn by construction, half the draws on the boundary HD = Nn",
+)
+register(
+    THEOREMS[1],
+    lambda: st.one_of(_pl((THM1_SETTING,), hd_at_least_nn=True), _pl((THM1_SETTING,))),
+    violations={_setting_name(THM1_SETTING): lambda: _pl(_NO_V, hd_at_least_nn=True)},
+    bias="half the draws have HD >= Nn (elsewhere sigma_Nn(B0) = 0 and the bound is vacuous)",
+)
+register(
+    THEOREMS[2],
+    lambda: _pl((THM1_SETTING,), 1, hd_at_least_nn=True),
+    violations={
+        _setting_name(THM1_SETTING): lambda: _pl(_NO_V, 1, hd_at_least_nn=True),
+        _HD: lambda: _pl((THM1_SETTING,), 1, hd_below_nn=True),
+        _DOUT: lambda: _pl((THM1_SETTING,), 2, hd_at_least_nn=True),
+    },
+    bias="HD >= Nn by construction (the bound is vacuous elsewhere)",
+)
+register(
+    THEOREMS[3],
+    lambda: _pl((("W_V",),), 1, hd_at_least_nn=True),
+    violations={
+        _setting_name(("W_V",)): lambda: _pl((("W_O",),), 1, hd_at_least_nn=True),
+        _HD: lambda: _pl((("W_V",),), 1, hd_below_nn=True),
+        _DOUT: lambda: _pl((("W_V",),), 2, hd_at_least_nn=True),
+    },
+    bias="HD >= Nn by construction (the bound is vacuous elsewhere)",
+)
 _ETA = "eta <= 1/L (L = local smoothness at theta_0)"
-_RATE_BIAS = ("HD >= Nn by construction; eta = lr_factor/L; half the draws 15 steps (init_scale 0.3-3, "
-              "lr_factor 0.1-1), half 40 steps near-uniform (init_scale 0.01-0.3, lr_factor 0.5-1), where "
-              "beta(M_0) is closest to the observed rate")
-register(THEOREMS[4], _rate_main,
-         violations={_HD: lambda: _rate(attention_configs(**_RATE_CFG, hd_below_nn=True)),
-                     _ETA: lambda: _rate(attention_configs(**_RATE_CFG, hd_at_least_nn=True), lr=(1.5, 5.0)),
-                     _setting_name(THM1_SETTING): lambda: _rate(attention_configs(
-                         **_RATE_CFG, hd_at_least_nn=True, trainables=(("W_Q",),)))},
-         bias=_RATE_BIAS)
+_RATE_BIAS = (
+    "HD >= Nn by construction; eta = lr_factor/L; half the draws 15 steps (init_scale 0.3-3, "
+    "lr_factor 0.1-1), half 40 steps near-uniform (init_scale 0.01-0.3, lr_factor 0.5-1), where "
+    "beta(M_0) is closest to the observed rate"
+)
+register(
+    THEOREMS[4],
+    _rate_main,
+    violations={
+        _HD: lambda: _rate(attention_configs(**_RATE_CFG, hd_below_nn=True)),
+        _ETA: lambda: _rate(attention_configs(**_RATE_CFG, hd_at_least_nn=True), lr=(1.5, 5.0)),
+        _setting_name(THM1_SETTING): lambda: _rate(
+            attention_configs(**_RATE_CFG, hd_at_least_nn=True, trainables=(("W_Q",),))
+        ),
+    },
+    bias=_RATE_BIAS,
+)
 # the path-min variant is the descent lemma plus PL: it needs neither HD >= Nn nor Theorem 1's trainable set
 # (dropping either was caught on 2/15 and 0/15 draws), only the step size
-register(THEOREMS[5], _rate_main,
-         violations={_ETA: lambda: _rate(attention_configs(**_RATE_CFG, hd_at_least_nn=True), lr=(1.5, 5.0))},
-         bias=_RATE_BIAS)
+register(
+    THEOREMS[5],
+    _rate_main,
+    violations={_ETA: lambda: _rate(attention_configs(**_RATE_CFG, hd_at_least_nn=True), lr=(1.5, 5.0))},
+    bias=_RATE_BIAS,
+)

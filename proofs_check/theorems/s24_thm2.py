@@ -49,8 +49,9 @@ class Thm2Instance:
     losses at each budget of ``budgets`` are compared.
     """
 
-    config: AttentionConfig = field(default_factory=lambda: AttentionConfig(N=2, n=2, D=4, d=2, H=1,
-                                                                            trainable=("W_Q",)))
+    config: AttentionConfig = field(
+        default_factory=lambda: AttentionConfig(N=2, n=2, D=4, d=2, H=1, trainable=("W_Q",))
+    )
     n_seeds: int = 20
     budgets: tuple[int, ...] = (40, 400, 4000)
     teacher_scale: float = 1.0
@@ -61,11 +62,15 @@ class Thm2Instance:
             raise TypeError(f"config must be an AttentionConfig, got {type(self.config).__name__}")
         if isinstance(self.n_seeds, bool) or not isinstance(self.n_seeds, int) or self.n_seeds < 1:
             raise ValueError(f"n_seeds must be a positive integer, got {self.n_seeds!r}")
-        if (not isinstance(self.budgets, tuple) or not self.budgets
-                or any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in self.budgets)
-                or list(self.budgets) != sorted(set(self.budgets))):
-            raise ValueError(f"budgets must be a non-empty increasing tuple of non-negative integers, "
-                             f"got {self.budgets!r}")
+        if (
+            not isinstance(self.budgets, tuple)
+            or not self.budgets
+            or any(isinstance(b, bool) or not isinstance(b, int) or b < 0 for b in self.budgets)
+            or list(self.budgets) != sorted(set(self.budgets))
+        ):
+            raise ValueError(
+                f"budgets must be a non-empty increasing tuple of non-negative integers, got {self.budgets!r}"
+            )
         if not (isinstance(self.teacher_scale, (int, float)) and self.teacher_scale > 0):
             raise ValueError(f"teacher_scale must be > 0, got {self.teacher_scale!r}")
 
@@ -79,8 +84,9 @@ class _Reached(Exception):
     any comparison (a run that reached the optimum is compared by its step count)."""
 
 
-def thm2_seed_run(cfg: AttentionConfig, kernel: str, steps: int, teacher_scale: float,
-                  stop_at: float = 0.0) -> dict[str, Any]:
+def thm2_seed_run(
+    cfg: AttentionConfig, kernel: str, steps: int, teacher_scale: float, stop_at: float = 0.0
+) -> dict[str, Any]:
     """One seed, one kernel: the relative losses ``f_t/f_0`` (t = 0..steps) and ``‖∇_{W_Q} f‖`` at both ends.
 
     With ``stop_at > 0`` the run stops once ``f_t ≤ stop_at·f_0`` and later entries repeat that value.
@@ -195,11 +201,21 @@ class GaussianVsSoftmaxTheorem(Theorem):
         verdict = "claim" if p_claim <= self.alpha else ("negation" if p_neg <= self.alpha else "inconclusive")
         succ_g = sum(r["gaussian"]["rel"][budget] <= self.success_tol for r in rows)
         succ_s = sum(r["softmax"]["rel"][budget] <= self.success_tol for r in rows)
-        return {"budget": budget, "wins_gaussian": wins, "wins_softmax": losses, "ties": len(out) - n,
-                "p_claim": p_claim, "p_negation": p_neg, "verdict": verdict, "critical_wins": kcrit,
-                "power_vs_p_alt": power, "optimum_reached_gaussian": succ_g, "optimum_reached_softmax": succ_s,
-                "median_rel_loss_gaussian": float(np.median([r["gaussian"]["rel"][budget] for r in rows])),
-                "median_rel_loss_softmax": float(np.median([r["softmax"]["rel"][budget] for r in rows]))}
+        return {
+            "budget": budget,
+            "wins_gaussian": wins,
+            "wins_softmax": losses,
+            "ties": len(out) - n,
+            "p_claim": p_claim,
+            "p_negation": p_neg,
+            "verdict": verdict,
+            "critical_wins": kcrit,
+            "power_vs_p_alt": power,
+            "optimum_reached_gaussian": succ_g,
+            "optimum_reached_softmax": succ_s,
+            "median_rel_loss_gaussian": float(np.median([r["gaussian"]["rel"][budget] for r in rows])),
+            "median_rel_loss_softmax": float(np.median([r["softmax"]["rel"][budget] for r in rows])),
+        }
 
     def judge(self, q: dict[str, Any], strength: float = 1.0) -> Conclusion:
         rows = q["rows"]
@@ -208,30 +224,49 @@ class GaussianVsSoftmaxTheorem(Theorem):
         gs0 = [r["softmax"]["grad_norm_0"] for r in rows]
         stalled = [r for r in rows if r["softmax"]["rel"][-1] > self.success_tol]
         details = {
-            "budget_sweep": sweep, "verdict_by_budget": {s["budget"]: s["verdict"] for s in sweep},
-            "alpha": self.alpha, "p_alt": self.p_alt,
-            "median_grad_W_Q_0": {"gaussian": float(np.median([r["gaussian"]["grad_norm_0"] for r in rows])),
-                                  "softmax": float(np.median(gs0))},
-            "median_grad_W_Q_T": {"gaussian": float(np.median([r["gaussian"]["grad_norm_T"] for r in rows])),
-                                  "softmax": float(np.median([r["softmax"]["grad_norm_T"] for r in rows]))},
+            "budget_sweep": sweep,
+            "verdict_by_budget": {s["budget"]: s["verdict"] for s in sweep},
+            "alpha": self.alpha,
+            "p_alt": self.p_alt,
+            "median_grad_W_Q_0": {
+                "gaussian": float(np.median([r["gaussian"]["grad_norm_0"] for r in rows])),
+                "softmax": float(np.median(gs0)),
+            },
+            "median_grad_W_Q_T": {
+                "gaussian": float(np.median([r["gaussian"]["grad_norm_T"] for r in rows])),
+                "softmax": float(np.median([r["softmax"]["grad_norm_T"] for r in rows])),
+            },
             "softmax_stalled": len(stalled),
             "softmax_stalled_grad_W_Q_0": [r["softmax"]["grad_norm_0"] for r in stalled],
             "softmax_descends_every_seed": all(r["softmax"]["rel"][-1] <= 1.0 + 1e-12 for r in rows),
-            "per_seed": [{"seed": r["seed"], "gaussian": r["gaussian"]["rel"][-1], "softmax": r["softmax"]["rel"][-1],
-                          "grad0_gaussian": r["gaussian"]["grad_norm_0"], "grad0_softmax": r["softmax"]["grad_norm_0"]}
-                         for r in rows],
-            **{k: last[k] for k in ("wins_gaussian", "wins_softmax", "ties", "p_claim", "p_negation",
-                                    "power_vs_p_alt")},
+            "per_seed": [
+                {
+                    "seed": r["seed"],
+                    "gaussian": r["gaussian"]["rel"][-1],
+                    "softmax": r["softmax"]["rel"][-1],
+                    "grad0_gaussian": r["gaussian"]["grad_norm_0"],
+                    "grad0_softmax": r["softmax"]["grad_norm_0"],
+                }
+                for r in rows
+            ],
+            **{
+                k: last[k]
+                for k in ("wins_gaussian", "wins_softmax", "ties", "p_claim", "p_negation", "power_vs_p_alt")
+            },
             "p_value": last["p_claim"],
         }
         if last["verdict"] == "claim":
             return Conclusion(True, relu_margin(math.log10(self.alpha / last["p_claim"])), details)
         if last["verdict"] == "negation":
             return Conclusion(False, relu_margin(-math.log10(self.alpha / last["p_negation"])), details)
-        return Conclusion(False, relu_margin(math.log10(self.alpha / last["p_claim"])), details,
-                          excluded=f"inconclusive at {last['budget']} steps: neither the claim nor its negation "
-                                   f"is significant at alpha = {self.alpha} (power {last['power_vs_p_alt']:.2f} "
-                                   f"against P(win) = {self.p_alt})")
+        return Conclusion(
+            False,
+            relu_margin(math.log10(self.alpha / last["p_claim"])),
+            details,
+            excluded=f"inconclusive at {last['budget']} steps: neither the claim nor its negation "
+            f"is significant at alpha = {self.alpha} (power {last['power_vs_p_alt']:.2f} "
+            f"against P(win) = {self.p_alt})",
+        )
 
     def violating_instance(self) -> Thm2Instance:
         return Thm2Instance(n_seeds=10, budgets=(0,))  # no step: every seed a tie, H0 never rejected
@@ -242,25 +277,43 @@ THEOREMS: tuple[Theorem, ...] = (
         id="S24.thm2.gaussian_vs_softmax",
         citation="[S24] Theorem 2 (Gaussian vs softmax kernel, W^Q only); MATH.md §5.5",
         paper_statement="[S24] Theorem 2 (MATH.md §5.5): with only W^Q trained, Gaussian-kernel GD reaches the "
-                        "global optimum more often and faster than softmax, and the softmax gradient vanishes as "
-                        "logits grow. The check is statistical, over seeds.",
+        "global optimum more often and faster than softmax, and the softmax gradient vanishes as "
+        "logits grow. The check is statistical, over seeds.",
         statement="W^Q only, realisable targets, eta = 1/L: per seed the Gaussian run wins if only it reaches "
-                  "f_T <= 1e-3 f_0, or both do and it is faster, or neither does and its f_T/f_0 is 10x lower; "
-                  "the wins exceed chance (one-sided exact sign test, ties dropped) at the largest step budget.",
-        reconstructed=True, exact=False, instance_type=Thm2Instance, max_examples=1,
+        "f_T <= 1e-3 f_0, or both do and it is faster, or neither does and its f_T/f_0 is 10x lower; "
+        "the wins exceed chance (one-sided exact sign test, ties dropped) at the largest step budget.",
+        reconstructed=True,
+        exact=False,
+        instance_type=Thm2Instance,
+        max_examples=1,
         statistical_test="paired one-sided exact sign tests (binomial, p = 1/2) for the claim and for its "
-                         "negation over n_seeds = 20 seeds, ties dropped, at alpha = 0.05 (95% confidence); "
-                         "power stated against P(win) = 0.8; budgets 40 / 400 / 4000 steps",
+        "negation over n_seeds = 20 seeds, ties dropped, at alpha = 0.05 (95% confidence); "
+        "power stated against P(win) = 0.8; budgets 40 / 400 / 4000 steps",
         margin_scale="log10(alpha / p_claim) (claim) or -log10(alpha / p_negation) (negation): decades of "
-                     "significance beyond alpha",
+        "significance beyond alpha",
     ),
 )
 
 _CFG = dict(N=(1, 2), n=2, D=(2, 4), d=(1, 2), H=1, trainables=(("W_Q",),), seeds=(0, 0))
-register(THEOREMS[0], lambda: st.builds(
-    Thm2Instance, config=attention_configs(**_CFG, hd_at_least_nn=True), n_seeds=st.just(20),
-    budgets=st.just((40, 400, 4000)), teacher_scale=st.sampled_from([0.5, 1.0, 2.0]), seed0=st.integers(0, 1000)),
-    violations={"HD >= Nn": lambda: st.builds(
-        Thm2Instance, config=attention_configs(**_CFG, hd_below_nn=True), n_seeds=st.just(20),
-        budgets=st.just((40, 400)), teacher_scale=st.just(1.0), seed0=st.integers(0, 1000))},
-    bias="realisable targets (f* = 0 is attained), so 'reaches the optimum' is decidable")
+register(
+    THEOREMS[0],
+    lambda: st.builds(
+        Thm2Instance,
+        config=attention_configs(**_CFG, hd_at_least_nn=True),
+        n_seeds=st.just(20),
+        budgets=st.just((40, 400, 4000)),
+        teacher_scale=st.sampled_from([0.5, 1.0, 2.0]),
+        seed0=st.integers(0, 1000),
+    ),
+    violations={
+        "HD >= Nn": lambda: st.builds(
+            Thm2Instance,
+            config=attention_configs(**_CFG, hd_below_nn=True),
+            n_seeds=st.just(20),
+            budgets=st.just((40, 400)),
+            teacher_scale=st.just(1.0),
+            seed0=st.integers(0, 1000),
+        )
+    },
+    bias="realisable targets (f* = 0 is attained), so 'reaches the optimum' is decidable",
+)

@@ -78,9 +78,17 @@ class VariantPower:
         return clopper_pearson(self.caught, self.drawn)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "description": self.description, "drawn": self.drawn,
-                "caught": self.caught, "caught_vacuous": self.caught_vacuous, "excluded": self.excluded,
-                "rate": None if not self.drawn else self.rate, "interval_95": self.interval}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "description": self.description,
+            "drawn": self.drawn,
+            "caught": self.caught,
+            "caught_vacuous": self.caught_vacuous,
+            "excluded": self.excluded,
+            "rate": None if not self.drawn else self.rate,
+            "interval_95": self.interval,
+        }
 
     def __repr__(self) -> str:
         return f"VariantPower({self.name!r}: caught {self.caught}/{self.drawn})"
@@ -174,21 +182,31 @@ class SearchReport:
         if self.failed == 0 or self.level == "FAILED":
             return None
         variant = self.variant_that_holds or "none known"
-        return (f"{self.theorem_id} (reconstructed) fails on {self.failed}/{self.decided} decided "
-                f"instances; the variant that holds: {variant}")
+        return (
+            f"{self.theorem_id} (reconstructed) fails on {self.failed}/{self.decided} decided "
+            f"instances; the variant that holds: {variant}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         skip = {"failures", "sample"}
         out = {k: jsonable(getattr(self, k)) for k in self.__dataclass_fields__ if k not in skip}
-        out.update(verdict=self.verdict, level=self.level, finding=self.finding, decided=self.decided,
-                   failure_rate=None if not self.decided else self.failure_rate,
-                   failure_interval_95=self.failure_interval, min_catch_rate=self.min_catch_rate,
-                   weak_variants=list(self.weak_variants))
+        out.update(
+            verdict=self.verdict,
+            level=self.level,
+            finding=self.finding,
+            decided=self.decided,
+            failure_rate=None if not self.decided else self.failure_rate,
+            failure_interval_95=self.failure_interval,
+            min_catch_rate=self.min_catch_rate,
+            weak_variants=list(self.weak_variants),
+        )
         return out
 
     def __repr__(self) -> str:
-        s = (f"SearchReport({self.theorem_id!r}: {self.verdict}, tried={self.tried}, passed={self.passed}, "
-             f"failed={self.failed}, excluded={self.excluded}, worst_margin={self.worst_margin:.4g}")
+        s = (
+            f"SearchReport({self.theorem_id!r}: {self.verdict}, tried={self.tried}, passed={self.passed}, "
+            f"failed={self.failed}, excluded={self.excluded}, worst_margin={self.worst_margin:.4g}"
+        )
         if self.counterexample is not None:
             s += f", counterexample={self.counterexample!r}"
         return s + ")"
@@ -197,8 +215,16 @@ class SearchReport:
 def _settings(n: int, phases: list, database: Any):
     from hypothesis import HealthCheck, settings
 
-    return settings(max_examples=n, phases=phases, database=database, derandomize=False, deadline=None,
-                    print_blob=False, suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
+    return settings(
+        max_examples=n,
+        phases=phases,
+        database=database,
+        derandomize=False,
+        deadline=None,
+        print_blob=False,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+    )
 
 
 def _collect(thm: Theorem, strategy: Any, n: int, seed: int, database: Any, run) -> list[CheckResult]:
@@ -219,13 +245,28 @@ def _collect(thm: Theorem, strategy: Any, n: int, seed: int, database: Any, run)
 
 
 def _free_variants(thm: Theorem, decided: list[CheckResult]) -> list[VariantPower]:
-    out = [VariantPower(f"{thm.id}~flipped", "flipped", "the negated conclusion", len(decided),
-                        sum(r.holds for r in decided))]
+    out = [
+        VariantPower(
+            f"{thm.id}~flipped",
+            "flipped",
+            "the negated conclusion",
+            len(decided),
+            sum(r.holds for r in decided),
+        )
+    ]
     for k in thm.strengths:
         judged = [thm.judge(r.quantities, k) for r in decided]
         kept = [c for c in judged if c.excluded is None]
-        out.append(VariantPower(f"{thm.id}~bound×{k:g}", "bound", f"the bound made {k:g} times stronger",
-                                len(kept), sum(not c.holds for c in kept), excluded=len(judged) - len(kept)))
+        out.append(
+            VariantPower(
+                f"{thm.id}~bound×{k:g}",
+                "bound",
+                f"the bound made {k:g} times stronger",
+                len(kept),
+                sum(not c.holds for c in kept),
+                excluded=len(judged) - len(kept),
+            )
+        )
     return out
 
 
@@ -243,7 +284,9 @@ def _power_variants(thm: Theorem, theorem_id: str, n: int, seed: int, draws: lis
         res = _collect(thm, violating_instances(theorem_id, name), n, seed, None, thm.check)
         # a violating draw may still fail a posterior assumption: only those violating exactly this one count
         res = [r for r in res if all(a.holds for a in r.assumptions if a.name != name)]
-        out.append(_drawn_variant(f"{thm.id}~without[{name}]", "assumption", f"assumption dropped: {name}", res))
+        out.append(
+            _drawn_variant(f"{thm.id}~without[{name}]", "assumption", f"assumption dropped: {name}", res)
+        )
     for vname, desc, wrong in thm.kernel_variants():
         res = [wrong.check(inst) for inst in draws[:n]]
         out.append(_drawn_variant(f"{thm.id}~{vname}", "kernel", desc, res))
@@ -254,8 +297,9 @@ def _validate(max_examples: Any, shrink_budget: Any, seed: Any, power_examples: 
     for name, v in (("max_examples", max_examples), ("shrink_budget", shrink_budget)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if power_examples is not None and (isinstance(power_examples, bool) or not isinstance(power_examples, int)
-                                       or power_examples < 1):
+    if power_examples is not None and (
+        isinstance(power_examples, bool) or not isinstance(power_examples, int) or power_examples < 1
+    ):
         raise ValueError(f"power_examples must be a positive integer or None, got {power_examples!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -316,8 +360,13 @@ def search(
     variants = _free_variants(thm, decided)
     if power:
         pn = power_examples or min(n, 50)
-        variants += _power_variants(thm, theorem_id, min(pn, thm.max_examples or pn), seed,
-                                    [r.instance for r in results if r.assumptions_hold])
+        variants += _power_variants(
+            thm,
+            theorem_id,
+            min(pn, thm.max_examples or pn),
+            seed,
+            [r.instance for r in results if r.assumptions_hold],
+        )
 
     counter: CheckResult | None = failed[0] if failed else None
     shrunk = False
@@ -356,17 +405,31 @@ def search(
 
     excluded = [r for r in results if r.assumptions_hold and r.excluded is not None]
     return SearchReport(
-        theorem_id=thm.id, citation=thm.citation, reconstructed=thm.reconstructed, exact=thm.exact,
-        tried=len(results), passed=len(decided) - len(failed), failed=len(failed),
-        skipped=sum(not r.assumptions_hold for r in results), excluded=len(excluded),
+        theorem_id=thm.id,
+        citation=thm.citation,
+        reconstructed=thm.reconstructed,
+        exact=thm.exact,
+        tried=len(results),
+        passed=len(decided) - len(failed),
+        failed=len(failed),
+        skipped=sum(not r.assumptions_hold for r in results),
+        excluded=len(excluded),
         vacuous=sum(1 for r in decided if r.holds and r.vacuous),
         worst_margin=math.nan if worst is None else worst.margin,
         worst_instance=None if worst is None else worst.instance,
         counterexample=None if counter is None else counter.instance,
         counterexample_margin=None if counter is None else counter.margin,
-        shrunk=shrunk, shrink_calls=calls, variant_that_holds=thm.variant_that_holds,
-        statistical_test=thm.statistical_test, margin_scale=thm.margin_scale, max_examples=n, seed=seed,
-        seconds=time.perf_counter() - t0, power=tuple(variants), power_run=bool(power), bias=e.bias,
+        shrunk=shrunk,
+        shrink_calls=calls,
+        variant_that_holds=thm.variant_that_holds,
+        statistical_test=thm.statistical_test,
+        margin_scale=thm.margin_scale,
+        max_examples=n,
+        seed=seed,
+        seconds=time.perf_counter() - t0,
+        power=tuple(variants),
+        power_run=bool(power),
+        bias=e.bias,
         exclusion_reasons=tuple(sorted({r.excluded for r in excluded})),
         failures=tuple(([counter] if counter is not None else []) + [r for r in failed if r is not counter]),
         sample=tuple(r for r in results if r.assumptions_hold)[:3],

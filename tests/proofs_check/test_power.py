@@ -65,10 +65,30 @@ def test_audit_variants_are_caught():
 
 
 def test_verdict_levels_and_clopper_pearson():
-    base = dict(theorem_id="x", citation="c", reconstructed=True, exact=False, tried=10, passed=10, failed=0,
-                skipped=0, excluded=0, vacuous=0, worst_margin=1.0, worst_instance=None, counterexample=None,
-                counterexample_margin=None, shrunk=False, shrink_calls=0, variant_that_holds=None,
-                statistical_test=None, margin_scale="", max_examples=10, seed=0, seconds=0.0)
+    base = dict(
+        theorem_id="x",
+        citation="c",
+        reconstructed=True,
+        exact=False,
+        tried=10,
+        passed=10,
+        failed=0,
+        skipped=0,
+        excluded=0,
+        vacuous=0,
+        worst_margin=1.0,
+        worst_instance=None,
+        counterexample=None,
+        counterexample_margin=None,
+        shrunk=False,
+        shrink_calls=0,
+        variant_that_holds=None,
+        statistical_test=None,
+        margin_scale="",
+        max_examples=10,
+        seed=0,
+        seconds=0.0,
+    )
     from proofs_check.theorems import VariantPower
 
     strong = (VariantPower("x~flipped", "flipped", "", 10, 10),)
@@ -81,7 +101,10 @@ def test_verdict_levels_and_clopper_pearson():
     assert SearchReport(**{**base, "passed": 0, "excluded": 10}).verdict == "inconclusive"
     rep = SearchReport(**{**base, "passed": 7, "failed": 3})
     assert rep.verdict == "finding"
-    assert SearchReport(**{**base, "passed": 7, "failed": 3, "reconstructed": False, "exact": True}).level == "FAILED"
+    assert (
+        SearchReport(**{**base, "passed": 7, "failed": 3, "reconstructed": False, "exact": True}).level
+        == "FAILED"
+    )
     lo, hi = rep.failure_interval
     from scipy.stats import binomtest
 
@@ -123,16 +146,23 @@ def test_thm2_tells_claim_from_negation_and_reports_budgets():
     assert [s["budget"] for s in sweep] == [4, 20]
     assert all(s["verdict"] in ("claim", "negation", "inconclusive") for s in sweep)
     assert c.details["median_grad_W_Q_0"]["softmax"] > 0  # the softmax gradient is recorded
-    # a synthetic record: Gaussian reaches the optimum on every seed, softmax never -> claim; swapped -> negation
+    # synthetic records: Gaussian reaches the optimum on every seed, softmax never -> claim; swapped -> negation
     good = {"rel": [1.0, 1e-4, 1e-4], "grad_norm_0": 1.0, "grad_norm_T": 0.0}
     bad = {"rel": [1.0, 0.9, 0.9], "grad_norm_0": 1e-7, "grad_norm_T": 1e-7}
     rows = [{"seed": s, "gaussian": good, "softmax": bad} for s in range(10)]
     yes = thm.judge({"rows": rows, "budgets": [2], "n_seeds": 10})
-    no = thm.judge({"rows": [{**r, "gaussian": bad, "softmax": good} for r in rows], "budgets": [2], "n_seeds": 10})
+    no = thm.judge(
+        {"rows": [{**r, "gaussian": bad, "softmax": good} for r in rows], "budgets": [2], "n_seeds": 10}
+    )
     assert yes.holds and yes.excluded is None
     assert not no.holds and no.excluded is None and no.margin < 0  # the negation is detected, not "both fail"
-    mixed = thm.judge({"rows": rows[:5] + [{**r, "gaussian": bad, "softmax": good} for r in rows[5:]],
-                       "budgets": [2], "n_seeds": 10})
+    mixed = thm.judge(
+        {
+            "rows": rows[:5] + [{**r, "gaussian": bad, "softmax": good} for r in rows[5:]],
+            "budgets": [2],
+            "n_seeds": 10,
+        }
+    )
     assert mixed.excluded and "inconclusive" in mixed.excluded
     k, power = sign_test_power(20, 0.05, 0.8)
     assert k == 15 and 0.79 < power < 0.81
@@ -152,10 +182,9 @@ def test_strategies_do_not_import_theorems():
 
 # ------------------------------------------------------------------------------------ users' own claims
 def test_register_a_users_claim_and_refuse_bad_input():
-    from proofs_check.theorems.q25 import _svals
-
     from proofs_check import Assumption, Conclusion, Theorem
     from proofs_check.strategies import block_configs
+    from proofs_check.theorems.q25 import _svals
 
     @dataclasses.dataclass(frozen=True, repr=False)
     class KappaBound(Theorem):
@@ -172,8 +201,14 @@ def test_register_a_users_claim_and_refuse_bad_input():
             m = math.log10(q["bound"] / strength / q["kappa"])
             return Conclusion(m >= 0, m)
 
-    thm = KappaBound(id="test.kappa_z", citation="mine; MATH.md §4 'Z'", statement="kappa(Z) <= 1e6",
-                     reconstructed=True, margin_scale="decades", instance_type=BlockConfig)
+    thm = KappaBound(
+        id="test.kappa_z",
+        citation="mine; MATH.md §4 'Z'",
+        statement="kappa(Z) <= 1e6",
+        reconstructed=True,
+        margin_scale="decades",
+        instance_type=BlockConfig,
+    )
     register(thm, block_configs(D=(2, 3)), violations={"Nn >= D": st.just(BlockConfig(N=1, n=2, D=4))})
     try:
         rep = search("test.kappa_z", max_examples=6, seed=0, power=True, power_examples=3, shrink=False)
@@ -190,10 +225,13 @@ def test_register_a_users_claim_and_refuse_bad_input():
 
 
 # ------------------------------------------------------------------------------------ replay
-@pytest.mark.parametrize("tid,inst", [
-    ("S24.thm1.pl_bound_paper", None),
-    ("Q25.residual", None),
-])
+@pytest.mark.parametrize(
+    "tid,inst",
+    [
+        ("S24.thm1.pl_bound_paper", None),
+        ("Q25.residual", None),
+    ],
+)
 def test_save_and_replay_round_trip(tmp_path, tid, inst):
     r = check(tid, inst or get_theorem(tid).violating_instance())
     assert r.counterexample

@@ -18,7 +18,6 @@ from proofs_check.theorems import (
     FFNRateInstance,
     ProbabilityInstance,
     RateInstance,
-    Thm2Instance,
     check,
     get_theorem,
     instances,
@@ -191,7 +190,7 @@ def test_pl_bound_paper_fails_as_a_finding_with_variant():
     assert "S24.thm1.pl_bound" in rep.finding
     r = check("S24.thm1.pl_bound_paper.V", rep.counterexample)
     assert r.counterexample and rep.counterexample.trainable == ("W_V",)
-    assert not get_theorem("S24.thm1.pl_bound_paper").assumptions_hold(rep.counterexample)  # not Thm 1's setting
+    assert not get_theorem("S24.thm1.pl_bound_paper").assumptions_hold(rep.counterexample)  # not Thm 1's
     assert check("S24.thm1.pl_bound", rep.counterexample.replace(trainable=("W_Q", "W_K", "W_V"))).holds
 
 
@@ -221,7 +220,7 @@ def test_rate_property(inst):
     WO = model.W_O.detach()
     c_O = min(float(torch.linalg.svdvals(WO[h * inst.config.d:(h + 1) * inst.config.d])[-1]) ** 2
               for h in range(inst.config.H))
-    assert d["beta"] == pytest.approx(c_O * float(sv[inst.config.Nn - 1]) ** 2, rel=1e-9)  # beta(M_0), not min mu
+    assert d["beta"] == pytest.approx(c_O * float(sv[inst.config.Nn - 1]) ** 2, rel=1e-9)  # beta(M_0)
     if r.holds:
         assert d["f_T"] <= d["f_0"] * d["predicted_contraction"] ** inst.steps * (1 + 1e-9)
 
