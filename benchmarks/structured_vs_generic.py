@@ -4,7 +4,7 @@ Workload: ``J = ∂ vec(MH(X)) / ∂(W_Q, W_K, W_V)`` of ``MultiHeadAttention(D,
 float64, per-head values) on ``synthetic_regression(N, n, D)``. Every route computes μ:
 
 * ``structured``: :func:`spectral.pl_constant` — closed-form NTK Gram (Hadamard products of
-  small Grams, :func:`spectral.structured.ntk_gram`) + ``eigh`` (m ≤ 256) or Cholesky+Lanczos
+  small Grams, :func:`spectral.diagnostics.structured.ntk_gram`) + ``eigh`` (m ≤ 256) or Cholesky+Lanczos
   (larger), certified on the Gram.
 * ``jacrev_eigvalsh``: per-sample ``torch.func.jacrev`` under ``vmap`` → ``J`` →
   ``eigvalsh(J Jᵀ)`` (the issue's reference generic route). When the dense ``J`` would exceed
@@ -81,6 +81,7 @@ def footprint(route: str, size: str) -> tuple[int, str]:
 
 def build(size: str):
     import torch
+
     from attncond.models import MultiHeadAttention, synthetic_regression
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
@@ -92,9 +93,10 @@ def build(size: str):
 
 def run_route(route: str, size: str) -> dict:
     import torch
+
     from attncond.spectral.diagnostics import pl_constant
     from attncond.spectral.estimate import extreme_singular_values
-    from attncond.spectral.jacobian import JacobianOperator
+    from attncond.spectral.operators.autodiff import JacobianOperator
 
     model, X = build(size)
     params = model.params()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.models import AttentionBlock, MultiHeadAttention, synthetic_regression
 
 __all__ = ["AttentionConfig", "BlockConfig", "positive_int", "positive_float"]

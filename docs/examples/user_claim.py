@@ -9,11 +9,11 @@ ends of ``Z = AXW_V + X``); the bound is vacuous when the denominator is ``≤ 0
 from dataclasses import dataclass
 
 import torch
-from attncond.proofs_check import Assumption, BlockConfig, Conclusion, Theorem
-from attncond.proofs_check.strategies import block_configs
 from hypothesis import strategies as st
 
 from attncond import proofs_check
+from attncond.proofs_check import Assumption, BlockConfig, Conclusion, Theorem
+from attncond.proofs_check.strategies import block_configs
 
 
 @dataclass(frozen=True, repr=False)

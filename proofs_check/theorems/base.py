@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.models import KernelUnderflowWarning
 
 from ..configs import AttentionConfig, BlockConfig

@@ -29,8 +29,9 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from attncond.models import KernelUnderflowWarning
 from hypothesis import strategies as st
+
+from attncond.models import KernelUnderflowWarning
 
 from ..strategies import attention_configs, near_uniform_attention
 from .base import Assumption, AttentionConfig, Conclusion, Theorem, relu_margin

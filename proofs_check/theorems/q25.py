@@ -19,9 +19,10 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+from hypothesis import strategies as st
+
 from attncond.models import KernelUnderflowWarning
 from attncond.spectral import extreme_singular_values
-from hypothesis import strategies as st
 
 from ..dynamics import gradient_descent
 from ..strategies import block_configs, tiny_sigma_min_X

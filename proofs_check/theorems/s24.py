@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from attncond.models import KernelUnderflowWarning, MultiHeadAttention
 from hypothesis import strategies as st
+
+from attncond.models import KernelUnderflowWarning, MultiHeadAttention
 
 from ..configs import AttentionConfig
 from ..dynamics import gradient_descent
@@ -51,6 +52,7 @@ __all__ = [
     "b0_sigma_nn_mp",
     "output_weight_constant",
     "pl_tolerance",
+    "quiet_build",
     "run_rate_instance",
     "THEOREMS",
     "THM1_SETTING",
@@ -101,7 +103,8 @@ def _sigma_nn(B0: torch.Tensor) -> tuple[float, float]:
     return float(sv[0]), smin
 
 
-def _quiet_build(cfg: AttentionConfig):
+def quiet_build(cfg: AttentionConfig):
+    """``cfg.build()`` with :class:`KernelUnderflowWarning` silenced (the claims judge underflow themselves)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KernelUnderflowWarning)
         return cfg.build()
@@ -122,7 +125,7 @@ def b0_sigma_nn_mp(cfg: AttentionConfig, digits: int = 400) -> tuple[float, floa
         raise ValueError(
             f"b0_sigma_nn_mp supports the softmax, gaussian and linear kernels, got {cfg.kernel!r}"
         )
-    model, X, _ = _quiet_build(cfg)
+    model, X, _ = quiet_build(cfg)
     with mpmath.workdps(digits):
         tau = mpmath.sqrt(model.d) if model.tau is None else mpmath.mpf(model.tau)
         rows = []
@@ -179,7 +182,7 @@ class RankTheorem(Theorem):
         ]
 
     def measure(self, inst: AttentionConfig) -> dict[str, Any]:
-        model, X, _ = _quiet_build(inst)
+        model, X, _ = quiet_build(inst)
         B0 = b0_matrix(model, X)
         Nn, HD = B0.shape
         smax, smin = _sigma_nn(B0)
@@ -259,7 +262,7 @@ def pl_tolerance(
 def _pl_quantities(inst: AttentionConfig) -> dict[str, Any]:
     from attncond.spectral import JacobianOperator, extreme_singular_values
 
-    model, X, _ = _quiet_build(inst)
+    model, X, _ = quiet_build(inst)
     J = JacobianOperator(lambda p: model.functional(p, X), model.params())
     m, p = J.shape
     with warnings.catch_warnings():
@@ -394,7 +397,7 @@ def run_rate_instance(inst: RateInstance, mu_every: int = 1):
 
 @functools.lru_cache(maxsize=128)
 def _rate_trace(inst: RateInstance, mu_every: int):
-    model, X, y = _quiet_build(inst.config)
+    model, X, y = quiet_build(inst.config)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", KernelUnderflowWarning)
         _, trace = gradient_descent(
@@ -411,7 +414,7 @@ def _rate_trace(inst: RateInstance, mu_every: int):
 
 @functools.lru_cache(maxsize=128)
 def _beta0(cfg: AttentionConfig, form: str) -> float:
-    model, X, _ = _quiet_build(cfg)
+    model, X, _ = quiet_build(cfg)
     _, smin = _sigma_nn(b0_matrix(model, X))
     return output_weight_constant(model, "joint" if form == "paper" else cfg.value_param) * smin**2
 

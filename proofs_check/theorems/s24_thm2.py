@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from hypothesis import strategies as st
+
 from attncond.models import KernelUnderflowWarning
 from attncond.models.init import make_generator
-from hypothesis import strategies as st
 
 from ..configs import AttentionConfig
 from ..dynamics import gradient_descent
@@ -91,10 +92,10 @@ def thm2_seed_run(
 
     With ``stop_at > 0`` the run stops once ``f_t ≤ stop_at·f_0`` and later entries repeat that value.
     """
-    from .s24 import _quiet_build
+    from .s24 import quiet_build
 
     c = cfg.replace(kernel=kernel, trainable=("W_Q",))
-    model, X, _ = _quiet_build(c)
+    model, X, _ = quiet_build(c)
     g = make_generator(c.seed + 7_777)
     WQ_star = torch.randn(model.W_Q.shape, generator=g, dtype=torch.float64).to(model.W_Q)
     WQ_star = WQ_star * (teacher_scale / math.sqrt(c.D))

@@ -184,8 +184,6 @@ def test_strategies_do_not_import_theorems():
 def test_register_a_users_claim_and_refuse_bad_input():
     from proofs_check import Assumption, Conclusion, Theorem
     from proofs_check.strategies import block_configs
-    from proofs_check.theorems.q25 import _svals
-
     @dataclasses.dataclass(frozen=True, repr=False)
     class KappaBound(Theorem):
         def assumptions(self, b):
@@ -194,8 +192,8 @@ def test_register_a_users_claim_and_refuse_bad_input():
         def measure(self, b):
             block, X, _ = b.build()
             Z = block.attention_output(X).reshape(-1, b.D).detach()
-            smax, smin = _svals(Z)
-            return {"kappa": smax / smin if smin else math.inf, "bound": 1e6}
+            sv = torch.linalg.svdvals(Z)
+            return {"kappa": float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf, "bound": 1e6}
 
         def judge(self, q, strength=1.0):
             m = math.log10(q["bound"] / strength / q["kappa"])

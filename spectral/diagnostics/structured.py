@@ -14,7 +14,7 @@ Nothing here materialises an autograd Jacobian of a :class:`models.MultiHeadAtte
 
 Output ordering everywhere: ``vec(model(X))`` row-major, i.e. index ``(i, a, o)`` with the
 output channel ``o`` fastest, then the token ``a``, then the sample ``i`` — the order of
-:class:`spectral.jacobian.JacobianOperator`.
+:class:`spectral.operators.autodiff.JacobianOperator`.
 """
 
 from __future__ import annotations
@@ -26,22 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from attncond.models import AttentionBlock, MultiHeadAttention
-from attncond.models._checks import check_subset
-
-from .gram import gram_matrix as symmetric_gram
-from .jacobian import JacobianOperator, jacobian_gram
-from .results import to_jsonable
-
-__all__ = [
-    "B0",
-    "B0_gram",
-    "NTKGram",
-    "ntk_gram",
-    "closed_form_kernel",
-    "attention_output_matrix",
-    "CLOSED_FORM_KERNELS",
-]
+from attncond.models.checks import check_subset
+from attncond.spectral.operators.autodiff import JacobianOperator, jacobian_gram
+from attncond.spectral.operators.gram import gram_matrix as symmetric_gram
+from attncond.spectral.results import to_jsonable
 
 #: kernels with an implemented closed-form NTK Gram: name -> (logit type, row map).
 #: ``"dot"``: ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``.
@@ -53,7 +43,6 @@ CLOSED_FORM_KERNELS: dict[str, tuple[str, str]] = {
     "gaussian": ("dist", "exp"),  # "softmax" when kernel_options normalize=True
 }
 
-
 def _check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
     if not isinstance(model, MultiHeadAttention):
         raise TypeError(
@@ -61,7 +50,6 @@ def _check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
             f"{type(model).__name__}"
         )
     return model
-
 
 def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     r"""``B0 ∈ R^{Nn×HD}``: row ``(i, a)`` is ``[(S_i1 X_i)_a, …, (S_iH X_i)_a]`` (MATH.md §4).
@@ -73,15 +61,13 @@ def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     Xt = model.check_inputs(X)
     N, n, _ = Xt.shape
     with torch.no_grad():
-        return model._weighted_inputs(Xt).reshape(N * n, model.H * model.D)
-
+        return model.weighted_inputs(Xt).reshape(N * n, model.H * model.D)
 
 def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     """``B0 B0ᵀ ∈ R^{Nn×Nn}`` (symmetrised), whose ``λ_min`` is ``σ²_min(B0ᵀ)``."""
     B = B0(model, X)
     G = B @ B.T
     return 0.5 * (G + G.T)
-
 
 def closed_form_kernel(model: MultiHeadAttention) -> tuple[str, str] | None:
     """``(logit type, row map)`` of the model's kernel if a closed form exists, else ``None``."""
@@ -98,14 +84,13 @@ def closed_form_kernel(model: MultiHeadAttention) -> tuple[str, str] | None:
         return None
     return kind
 
-
 @dataclass(frozen=True, repr=False)
 class NTKGram:
     """The empirical NTK Gram ``G = J Jᵀ`` and how it was computed.
 
     ``gram``: ``(m, m)`` tensor, ``m = N·n·d_out``, outputs ordered ``(i, a, o)``.
     ``route``: ``"structured"`` (closed form, no Jacobian) or ``"vjp"`` (batched VJPs
-    through :func:`spectral.jacobian.jacobian_gram`; ``reason`` says why).
+    through :func:`spectral.operators.autodiff.jacobian_gram`; ``reason`` says why).
     ``parts``: per-weight-group contributions ``J_W J_Wᵀ`` when requested.
     """
 
@@ -131,14 +116,11 @@ class NTKGram:
              f"trainable={self.trainable}, n_params={self.n_params}, seconds={self.seconds:.3g}")
         return s + (f", reason={self.reason!r})" if self.reason else ")")
 
-
-#: factors at least this wide get BLAS syrk (spectral.gram) in the closed-form Gram
+#: factors at least this wide get BLAS syrk (spectral.operators.gram) in the closed-form Gram
 SYRK_MIN_COLS = 2048
-
 
 def _tau(model: MultiHeadAttention) -> float:
     return math.sqrt(model.d) if model.tau is None else float(model.tau)
-
 
 def _value_out(model: MultiHeadAttention, h: int) -> torch.Tensor:
     """``(D, d_out)`` map from a token to head ``h``'s contribution after ``W_O``."""
@@ -147,18 +129,15 @@ def _value_out(model: MultiHeadAttention, h: int) -> torch.Tensor:
         return model.W_V[h] @ model.W_O[h * d:(h + 1) * d]
     return model.W_V[h * D:(h + 1) * D] @ model.W_O
 
-
 def _kron_last(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """``A ⊗ B`` with ``B``'s index fastest (``torch.kron``), skipping the copy for 1×1 ``B``."""
     if B.shape == (1, 1):
         return A * B[0, 0]
     return torch.kron(A, B)
 
-
 def _rep(A: torch.Tensor, d_out: int) -> torch.Tensor:
     """Repeat the rows of a token-indexed ``(T, k)`` matrix ``d_out`` times (``o`` fastest)."""
     return A if d_out == 1 else A.repeat_interleave(d_out, dim=0)
-
 
 def _structured_gram(
     model: MultiHeadAttention, X: torch.Tensor, trainable: tuple[str, ...], want_parts: bool
@@ -184,14 +163,14 @@ def _structured_gram(
         else:  # one fused pass over G instead of a product pass and an add pass
             G.addcmul_(A, B)
 
-    S = model._attention(X)  # (N, H, n, n)
+    S = model.attention(X)  # (N, H, n, n)
 
     bufs: dict[int, torch.Tensor] = {}  # R×R GEMM outputs, reused (fresh ones page-fault)
 
     def gram(A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
         # BLAS syrk (half the flops) only for very wide factors; for these (≤ H·D columns) a
         # GEMM, because mirroring syrk's triangle costs about what it saves (1024×128: 11.5 ms
-        # vs 14.7 ms; 8192×64: slower), see spectral.gram; G is symmetrised at the end. ``slot``
+        # vs 14.7 ms; 8192×64: slower), see spectral.operators.gram; G is symmetrised at the end. ``slot``
         # writes the GEMM into buffer ``slot``, allocated on first use.
         if A.shape[1] >= SYRK_MIN_COLS:
             return symmetric_gram(A)
@@ -205,10 +184,10 @@ def _structured_gram(
     if "W_Q" in trainable:
         XX = _kron_last(gram(Xt), torch.ones(dout, dout, dtype=dt, device=dev))
     if "W_V" in trainable and model.value_param == "joint":
-        B = model._weighted_inputs(X).reshape(T, H * D)
+        B = model.weighted_inputs(X).reshape(T, H * D)
         add("W_V", _kron_last(gram(B), model.W_O.T @ model.W_O))
     if "W_O" in trainable:
-        Hc = model._heads(X).reshape(T, H * d)
+        Hc = model.heads(X).reshape(T, H * d)
         add("W_O", _kron_last(Hc @ Hc.T, torch.eye(dout, dtype=dt, device=dev)))
     if "W_V" in trainable and model.value_param == "per_head" and dout == 1:
         # Σ_h ‖W^O_h‖² B_h B_hᵀ = B̃ B̃ᵀ with B̃ = [‖W^O_1‖ B_1, …, ‖W^O_H‖ B_H]: one GEMM
@@ -267,7 +246,6 @@ def _structured_gram(
     del gq
     G.add_(G.T.clone()).mul_(0.5)
     return G, parts
-
 
 def ntk_gram(
     model: Any,
@@ -361,7 +339,6 @@ def ntk_gram(
     return NTKGram(G, used, train, kernel, int(G.shape[0]), int(n_params),
                    time.perf_counter() - t0, reason, parts)
 
-
 def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True) -> torch.Tensor:
     """``Z = [Z_1; …; Z_N] ∈ R^{Nn×D}``, ``Z_i = A_i X_i W_V (+ X_i)`` ([Q25], MATH.md §4)."""
     if not isinstance(block, AttentionBlock):
@@ -370,5 +347,5 @@ def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True
         raise TypeError(f"residual must be a bool, got {residual!r}")
     Xt = block.check_inputs(X)
     with torch.no_grad():
-        Z = block._z(Xt, residual)
+        Z = block.attention_output(Xt, residual)
     return Z.reshape(-1, block.D)
