@@ -46,9 +46,30 @@ def _svals(Z: torch.Tensor) -> tuple[float, float]:
     return float(est.sigma_max), (0.0 if est.rank_deficient else float(est.sigma_min))
 
 
+def _residual_quantities(Zp: torch.Tensor, Xs: torch.Tensor, N: int, D: int) -> dict:
+    """σ's and κ's of ``Z^plain = A X W_V``, ``Z^res = Z^plain + X`` and ``X`` (rows stacked as given)."""
+    pmax, pmin = _svals(Zp)
+    rmax, rmin = _svals(Zp + Xs)
+    xmax, xmin = _svals(Xs)
+    return {"kappa(Z_res)": math.inf if rmin == 0 else rmax / rmin,
+            "kappa(Z_plain)": math.inf if pmin == 0 else pmax / pmin,
+            "sigma_min(Z_res)": rmin, "sigma_max(X)": xmax, "sigma_min(X)": xmin, "norm(AXW_V)": pmax,
+            "weyl_rhs": xmin - pmax, "N": N, "D": D, "N<D": N < D}
+
+
 @dataclass(frozen=True, repr=False)
 class ResidualTheorem(Theorem):
-    """``Q25.residual``: ``κ(Z^res) < κ(Z^plain)`` near uniform attention, and Weyl's bound."""
+    """``Q25.residual``: ``κ(Z^res) < κ(Z^plain)`` near uniform attention, and Weyl's bound.
+
+    ``z_stacking`` (reconstruction switch): ``"stacked"`` — ``Z = [Z_1; …; Z_N] ∈ R^{Nn×D}`` (default);
+    ``"per_sample"`` — the claim for every ``Z_i ∈ R^{n×D}`` (the worst sample decides; needs ``n ≥ D``).
+    """
+
+    z_stacking: str = "stacked"
+
+    def __post_init__(self) -> None:
+        if self.z_stacking not in ("stacked", "per_sample"):
+            raise ValueError(f"z_stacking must be 'stacked' or 'per_sample', got {self.z_stacking!r}")
 
     def assumptions(self, inst: BlockConfig) -> list[Assumption]:
         block, X, _ = inst.build(ffn=False)
@@ -65,18 +86,23 @@ class ResidualTheorem(Theorem):
         block, X, _ = inst.build(ffn=False)
         N, n, D = X.shape
         with torch.no_grad():
-            Zp = block.attention_output(X, residual=False).reshape(N * n, D)
-            Xs = X.reshape(N * n, D)
-            Zr = Zp + Xs
-        pmax, pmin = _svals(Zp)
-        rmax, rmin = _svals(Zr)
-        xmax, xmin = _svals(Xs)
-        return {"kappa(Z_res)": math.inf if rmin == 0 else rmax / rmin,
-                "kappa(Z_plain)": math.inf if pmin == 0 else pmax / pmin,
-                "sigma_min(Z_res)": rmin, "sigma_max(X)": xmax, "sigma_min(X)": xmin, "norm(AXW_V)": pmax,
-                "weyl_rhs": xmin - pmax, "N": N, "D": D, "N<D": N < D}
+            Zp = block.attention_output(X, residual=False)
+        if self.z_stacking == "per_sample":
+            blocks = [_residual_quantities(Zp[i], X[i], N, D) for i in range(N)]
+            return {**min(blocks, key=lambda b: self.judge(b).margin), "blocks": blocks}
+        return _residual_quantities(Zp.reshape(N * n, D), X.reshape(N * n, D), N, D)
 
     def judge(self, q: dict, strength: float = 1.0) -> Conclusion:
+        if "blocks" not in q:
+            return self._judge(q, strength)
+        cs = [self._judge(b, strength) for b in q["blocks"]]
+        decided = [c for c in cs if c.excluded is None]
+        worst = min(decided, key=lambda c: c.margin) if decided else cs[0]
+        details = {**worst.details, "per_sample_margins": [c.margin for c in cs]}
+        return Conclusion(worst.holds, worst.margin, details,
+                          vacuous=worst.vacuous, excluded=worst.excluded)
+
+    def _judge(self, q: dict, strength: float = 1.0) -> Conclusion:
         kr, kp, D = q["kappa(Z_res)"], q["kappa(Z_plain)"], q["D"]
         tol = 64 * EPS64 * (q["sigma_max(X)"] + q["norm(AXW_V)"])
         rhs = q["weyl_rhs"] * (strength if q["weyl_rhs"] > 0 else 1.0)

@@ -252,3 +252,18 @@ def test_replay_detects_tampered_tensors(tmp_path):
     assert not back.tensors_match and "data/X" in back.mismatched
     with pytest.raises(ValueError, match="no such file"):
         replay(tmp_path / "missing.npz")
+
+
+def test_reconstructions_are_switchable():
+    res = get_theorem("Q25.residual")
+    b = BlockConfig(N=2, n=4, D=3, d=1, init_scale=0.01, seed=1)
+    per = dataclasses.replace(res, z_stacking="per_sample")
+    r = per.check(b)
+    margins = r.conclusion.details["per_sample_margins"]
+    assert len(margins) == 2 and r.margin == min(margins)
+    assert res.describe()["switches"] == {"z_stacking": "stacked"}
+    with pytest.raises(ValueError, match="z_stacking must be"):
+        dataclasses.replace(res, z_stacking="rows")
+    rate = get_theorem("S24.thm1.rate").describe()["switches"]
+    assert rate == {"beta_source": "init", "beta_form": "corrected", "trainable": ["W_Q", "W_K", "W_V"]}
+    assert get_theorem("S24.thm1.pl_bound_paper.V").describe()["switches"]["trainable"] == ["W_V"]
