@@ -57,6 +57,8 @@ def _replay(args: argparse.Namespace) -> int:
     from attncond.proofs_check.theorems import replay
 
     r = replay(args.replay)
+    if args.theorem != "all" and args.theorem != r.theorem_id:
+        raise ValueError(f"--replay {args.replay} holds a counterexample of {r.theorem_id}, not {args.theorem}")
     if args.json:
         print(to_json(r.to_dict()))
     else:

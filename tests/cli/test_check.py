@@ -49,8 +49,10 @@ def test_save_and_replay_counterexample_cli(tmp_path, capsys):
     assert main(["check", "--replay", str(files[0]), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["same_margin"] and r["tensors_match"] and r["margin"] == r["stored_margin"] < 0
-    assert main(["check", "--replay", str(files[0])]) == 0
+    assert main(["check", "S24.thm1.pl_bound_paper.V", "--replay", str(files[0])]) == 0
     assert "margin: " in capsys.readouterr().out
+    assert main(["check", "Q25.rate", "--replay", str(files[0])]) == 2
+    assert "not Q25.rate" in capsys.readouterr().err
 
 
 def test_database_dir_is_used(tmp_path, capsys):
