@@ -305,6 +305,44 @@ def _validate(max_examples: Any, shrink_budget: Any, seed: Any, power_examples: 
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
 
 
+def _shrink(
+    theorem_id: str, strategy: Any, n: int, seed: int, database: Any, cache: dict, run, budget: int
+) -> tuple[CheckResult | None, int]:
+    """Rerun the search with an assertion so that Hypothesis shrinks the first failure; at most ``budget``
+    new instances are evaluated (later candidates count as passing, which ends the shrink). Returns the
+    last (smallest) failing result and the number of new evaluations."""
+    from hypothesis import Phase, given
+    from hypothesis import seed as hyp_seed
+
+    state: dict[str, Any] = {"last": None, "new": 0}
+
+    def budgeted(inst: Any) -> CheckResult | None:
+        if inst in cache:
+            return cache[inst]
+        if state["new"] >= budget:
+            return None
+        state["new"] += 1
+        return run(inst)
+
+    phases = ([Phase.reuse] if database is not None else []) + [Phase.generate, Phase.shrink]
+
+    @_settings(n, phases, database)
+    @given(strategy)
+    def falsify(inst: Any) -> None:
+        r = budgeted(inst)
+        if r is not None and r.counterexample:
+            state["last"] = r
+            raise AssertionError(f"{theorem_id} fails on {inst!r}")
+
+    if database is None:  # Hypothesis saves nothing from a seeded run: with a database, shrink unseeded
+        falsify = hyp_seed(seed)(falsify)
+    try:
+        falsify()
+    except Exception:  # noqa: BLE001 - the falsifying example is what we want
+        pass
+    return state["last"], int(state["new"])
+
+
 def search(
     theorem_id: str,
     *,
@@ -330,8 +368,6 @@ def search(
     failure and replays stored ones first; ``None`` (default) keeps none. Hypothesis saves nothing
     from a seeded run, so with a database the shrink phase is unseeded (the counts stay seeded).
     """
-    from hypothesis import Phase, given
-    from hypothesis import seed as hyp_seed
 
     _validate(max_examples, shrink_budget, seed, power_examples)
     e = entry(theorem_id)
@@ -369,39 +405,11 @@ def search(
         )
 
     counter: CheckResult | None = failed[0] if failed else None
-    shrunk = False
-    calls = 0
+    shrunk, calls = False, 0
     if failed and shrink:
-        state: dict[str, Any] = {"last": None, "new": 0}
-
-        def budgeted(inst: Any) -> CheckResult | None:
-            if inst in cache:
-                return cache[inst]
-            if state["new"] >= shrink_budget:
-                return None
-            state["new"] += 1
-            return run(inst)
-
-        phases = ([Phase.reuse] if database is not None else []) + [Phase.generate, Phase.shrink]
-
-        @_settings(n, phases, database)
-        @given(strategy)
-        def falsify(inst: Any) -> None:
-            r = budgeted(inst)
-            if r is not None and r.counterexample:
-                state["last"] = r
-                raise AssertionError(f"{theorem_id} fails on {inst!r}")
-
-        if database is None:  # Hypothesis saves nothing from a seeded run: with a database, shrink unseeded
-            falsify = hyp_seed(seed)(falsify)
-
-        try:
-            falsify()
-        except Exception:  # noqa: BLE001 - the falsifying example is what we want
-            pass
-        if state["last"] is not None:
-            counter, shrunk = state["last"], True
-        calls = int(state["new"])
+        last, calls = _shrink(theorem_id, strategy, n, seed, database, cache, run, shrink_budget)
+        if last is not None:
+            counter, shrunk = last, True
 
     excluded = [r for r in results if r.assumptions_hold and r.excluded is not None]
     return SearchReport(
