@@ -35,11 +35,13 @@ from .kernels import (
     temperature,
 )
 from .prompt import PromptTokenModel
+from .stable import stable_gaussian_kernel, stable_softmax
 
 __all__ = [
     "ACTIVATIONS", "AttentionBlock", "Dataset", "KERNELS", "Kernel", "KernelUnderflowWarning",
     "MultiHeadAttention", "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits",
     "digits_two_step", "gaussian", "gaussian_log_kernel", "get_kernel", "heat_treatment",
     "linear", "logits", "normsoftmax", "normsoftmax_std", "patchify", "regime_scale",
-    "softmax", "synthetic_regression", "teacher_student", "temperature",
+    "softmax", "stable_gaussian_kernel", "stable_softmax", "synthetic_regression", "teacher_student",
+    "temperature",
 ]

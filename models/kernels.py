@@ -14,8 +14,11 @@ name                formula, per head and sample                                
 ``normsoftmax_std`` ``softmax_row(z / min(τ, std_row(z)))``                       [H24] code
 ==================  ==========================================================  ==========
 
-Numerics: softmax is ``torch.softmax``, which subtracts the row maximum before
-exponentiating (max-shift), so logits of 1e4 give no NaN. The Gaussian kernel is
+Numerics: softmax values are ``torch.softmax``'s, which subtracts the row maximum before
+exponentiating (max-shift), so logits of 1e4 give no NaN. Derivatives of every row-softmax
+kernel and of the Gaussian kernel go through the custom autograd Functions of
+:mod:`models.stable`, whose vjp/jvp (and higher derivatives) avoid the cancellation of torch's
+softmax backward at nearly one-hot rows. The Gaussian kernel is
 computed in log space and exponentiated once; entries that underflow to 0 are
 counted and reported with a :class:`KernelUnderflowWarning` (or an error, or
 nothing, by ``on_underflow``) instead of vanishing silently.
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_choice, check_tau, is_transformed
+from .stable import stable_gaussian_kernel, stable_softmax
 
 KernelFn = Callable[..., torch.Tensor]
 
@@ -60,8 +64,8 @@ def logits(Q: torch.Tensor, K: torch.Tensor, tau: float | None = None) -> torch.
 
 
 def softmax(Q: torch.Tensor, K: torch.Tensor, tau: float | None = None) -> torch.Tensor:
-    """``S = softmax_row(Q Kᵀ / τ)``, max-shifted ([S24] eq. (1)-(2))."""
-    return torch.softmax(logits(Q, K, tau), dim=-1)
+    """``S = softmax_row(Q Kᵀ / τ)``, max-shifted ([S24] eq. (1)-(2)), stable derivatives."""
+    return stable_softmax(logits(Q, K, tau), -1)
 
 
 def temperature(Q: torch.Tensor, K: torch.Tensor, tau: float | None = None) -> torch.Tensor:
@@ -105,12 +109,16 @@ def gaussian(
     The check is skipped inside ``torch.func.vmap``, which forbids value-dependent code.
     """
     check_choice("on_underflow", on_underflow, ("warn", "raise", "ignore"))
-    logS = gaussian_log_kernel(Q, K, tau)
+    _check_qk(Q, K)
+    t = _default_tau(Q, tau)
     if normalize:
-        return torch.softmax(logS, dim=-1)
-    if on_underflow != "ignore" and not is_transformed(logS):
+        return stable_gaussian_kernel(Q, K, t, normalize=True)
+    S = stable_gaussian_kernel(Q, K, t, normalize=False)
+    if on_underflow != "ignore" and not is_transformed(S):
+        with torch.no_grad():
+            logS = gaussian_log_kernel(Q.detach(), K.detach(), t)
         floor = math.log(torch.finfo(logS.dtype).tiny)
-        n_under = int((logS.detach() < floor).sum())
+        n_under = int((logS < floor).sum())
         if n_under:
             msg = (
                 f"gaussian kernel: {n_under} of {logS.numel()} entries underflow to 0 in "
@@ -120,7 +128,7 @@ def gaussian(
             if on_underflow == "raise":
                 raise FloatingPointError(msg)
             warnings.warn(msg, KernelUnderflowWarning, stacklevel=2)
-    return torch.exp(logS)
+    return S
 
 
 def _row_scale(z: torch.Tensor, stat: str, unbiased: bool) -> torch.Tensor:
@@ -145,7 +153,7 @@ def _normsoftmax(
     s = _row_scale(z, stat, unbiased)
     if detach_scale:
         s = s.detach()
-    return torch.softmax(z / torch.clamp(s, max=t), dim=-1)
+    return stable_softmax(z, -1, tau=torch.clamp(s, max=t))
 
 
 def normsoftmax(
