@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from attncond.models import AttentionBlock, MultiHeadAttention
+from attncond.models import AttentionBlock, MultiHeadAttention, kernel_variant
 from attncond.models._checks import check_positive_float
 
 from .estimate import SpectralEstimate, eigen_extremes, extreme_singular_values
@@ -66,7 +66,6 @@ __all__ = [
 _NAN = float("nan")
 #: ``gram_extremes(method="auto")`` takes a full ``eigh`` up to this size, Cholesky + Lanczos above.
 DENSE_GRAM_MAX = 256
-ROW_STOCHASTIC = ("softmax", "temperature", "normsoftmax", "normsoftmax_std")
 
 
 def _f(x: Any) -> str:
@@ -859,8 +858,8 @@ def diagnose(
     # ---- attention: softmax Jacobian spectrum, entropy, sparsity
     S = model.attention(Xt).detach()
     kname = model.kernel_name
-    gauss_norm = kname == "gaussian" and bool(model.kernel_options.get("normalize", False))
-    if kname in ROW_STOCHASTIC or gauss_norm:
+    row_stochastic = kernel_variant(kname, model.kernel_options).row_stochastic  # the kernel registry
+    if row_stochastic:
         rows4 = S if S.ndim == 4 else S.unsqueeze(1)
         sj = _safe(rows, [("softmaxJ.kappa_median", "κ(J(s)) on 1⊥, median over rows")],
                    lambda: softmax_jacobian_spectrum(rows4))
@@ -874,7 +873,7 @@ def diagnose(
     else:
         rows.append(_undef("softmaxJ.kappa_median", "κ(J(s)) on 1⊥",
                            f"kernel {kname!r} is not a row softmax: no softmax Jacobian"))
-    normalize = kname not in ROW_STOCHASTIC and not gauss_norm
+    normalize = not row_stochastic
     att = _safe(rows, [("attn.entropy", "attention entropy / log n (mean over heads)")],
                 lambda: attention_stats(S, sparsity_eps, normalize=normalize))
     if att is not None:

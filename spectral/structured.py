@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from attncond.models import AttentionBlock, MultiHeadAttention
+from attncond.models import AttentionBlock, KernelCapabilityError, MultiHeadAttention, get_kernel
 from attncond.models._checks import check_subset
 
 from .gram import gram_matrix as symmetric_gram
@@ -40,18 +40,11 @@ __all__ = [
     "ntk_gram",
     "closed_form_kernel",
     "attention_output_matrix",
-    "CLOSED_FORM_KERNELS",
 ]
 
-#: kernels with an implemented closed-form NTK Gram: name -> (logit type, row map).
-#: ``"dot"``: ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``.
-#: ``"softmax"``: ``S_a = softmax(ℓ_a)``; ``"exp"``: ``S = exp(ℓ)``; ``"identity"``: ``S = ℓ``.
-CLOSED_FORM_KERNELS: dict[str, tuple[str, str]] = {
-    "softmax": ("dot", "softmax"),
-    "temperature": ("dot", "softmax"),
-    "linear": ("dot", "identity"),
-    "gaussian": ("dist", "exp"),  # "softmax" when kernel_options normalize=True
-}
+#: the (logits, row map) forms the structured NTK Gram implements
+_GRAM_LOGITS: tuple[str, ...] = ("dot", "dist")
+_GRAM_ROW_MAPS: tuple[str, ...] = ("softmax", "exp", "identity")
 
 
 def _check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
@@ -84,19 +77,22 @@ def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
 
 
 def closed_form_kernel(model: MultiHeadAttention) -> tuple[str, str] | None:
-    """``(logit type, row map)`` of the model's kernel if a closed form exists, else ``None``."""
+    """``(logit type, row map)`` of the model's kernel if a closed-form NTK Gram exists, else ``None``.
+
+    Asks the kernel registry (``models.KERNELS``, capability ``closed_form_ntk_gram``). ``"dot"``:
+    ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``. Row maps: ``"softmax"``
+    (``S_a = softmax(ℓ_a)``), ``"exp"`` (``S = exp(ℓ)``), ``"identity"`` (``S = ℓ``).
+    """
     model = _check_mh(model)
-    kind = CLOSED_FORM_KERNELS.get(model.kernel_name)
-    if kind is None:
-        return None
-    opts = dict(model.kernel_options)
-    if model.kernel_name == "gaussian":
-        normalize = bool(opts.pop("normalize", False))
-        opts.pop("on_underflow", None)
-        kind = ("dist", "softmax" if normalize else "exp")
-    if opts:  # unknown options change the kernel: no closed form claimed
-        return None
-    return kind
+    kern = get_kernel(model.kernel_name)
+    if not kern.has("closed_form_ntk_gram") or kern.unknown_options(model.kernel_options):
+        return None  # unknown options change the kernel: no closed form claimed
+    form = kern.variant(model.kernel_options).form
+    if form is None or form.logits not in _GRAM_LOGITS or form.row_map not in _GRAM_ROW_MAPS:
+        raise KernelCapabilityError(
+            f"kernel {kern.name!r} declares closed_form_ntk_gram but its form {form} is not one the "
+            f"structured Gram implements (logits {_GRAM_LOGITS}, row maps {_GRAM_ROW_MAPS})")
+    return form.logits, form.row_map
 
 
 @dataclass(frozen=True, repr=False)
