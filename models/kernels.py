@@ -188,10 +188,10 @@ def normsoftmax_std(
 
 #: Capabilities a registered kernel may declare; consumers ask for them by these names.
 CAPABILITIES: dict[str, str] = {
-    "row_stochastic": "rows that sum to 1 (a softmax Jacobian and attention entropy apply)",
-    "closed_form_jacobian": "a closed-form Jacobian (models.derivatives.mh_output_jacobian)",
-    "closed_form_ntk_gram": "a closed-form NTK Gram (spectral.structured.ntk_gram route='structured')",
-    "symbolic": "a sympy derivation (proofs_check.symbolic.attention_output_jacobian)",
+    "row_stochastic": "row-stochastic attention (rows summing to 1: softmax Jacobian, entropy)",
+    "closed_form_jacobian": "closed-form Jacobian (models.derivatives.mh_output_jacobian)",
+    "closed_form_ntk_gram": "closed-form NTK Gram (spectral.structured.ntk_gram route='structured')",
+    "symbolic": "sympy derivation (proofs_check.symbolic.attention_output_jacobian)",
 }
 #: Pre-activations a :class:`KernelForm` may name: ``dot`` ``QKᵀ/τ``; ``dist`` ``−‖q_k − k_j‖²/(2τ)``;
 #: ``dot_var`` / ``dot_std`` ``QKᵀ / min(τ, var_row)`` / ``QKᵀ / min(τ, std_row)`` (NormSoftmax).
