@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from ._checks import check_choice, check_tau, is_transformed
+from .checks import check_choice, check_tau, is_transformed
 from .stable import stable_gaussian_kernel, stable_softmax
 
 KernelFn = Callable[..., torch.Tensor]

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import sympy as sp
+
 from attncond.models import KERNELS, KernelCapabilityError, KernelForm, get_kernel
 
 from .core import (

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import sympy as sp
 import torch
+
 from attncond.models import MultiHeadAttention
 from attncond.models import derivatives as closed
 from attncond.models.init import REGIMES, make_generator, regime_scale

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import sympy as sp
 import torch
-from attncond.models import KERNELS
 from sympy.printing.pytorch import TorchPrinter
+
+from attncond.models import KERNELS
 
 #: Largest sizes accepted for symbolic work. Beyond them use :mod:`models.derivatives`.
 SYMBOLIC_LIMITS: dict[str, int] = {"n": 4, "D": 3, "d": 2, "H": 2}

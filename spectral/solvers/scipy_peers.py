@@ -23,14 +23,12 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
-from ._certify import block_from, certify_small_side, meets_tol
-from ._validate import prepare
-from .results import SVDResult
-
-__all__ = ["arpack_svds", "propack_svds", "lobpcg_svds"]
+from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.results import SVDResult
+from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
+from attncond.spectral.solvers.validate import prepare
 
 WHICH = ("both", "largest", "smallest")
-
 
 def _svds(
     A: Any,
@@ -55,6 +53,13 @@ def _svds(
         device=device,
         dtype=dtype,
     )
+    return solve_svds(op, k, which, tol, maxiter, seed, solver, peer_tol, t0=t0)
+
+
+def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, seed: int, solver: str,
+               peer_tol: float | None = None, *, t0: float | None = None) -> SVDResult:
+    """``scipy.sparse.linalg.svds(solver=solver)`` on a validated operator, certified (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     m, n = op.shape
     swap = m < n
     T = op.adjoint() if swap else op
@@ -120,7 +125,6 @@ def _svds(
         info={"raw_values": raw},
     )
 
-
 def _raw_agrees(raw: np.ndarray, c: Any, tol: float) -> np.ndarray:
     """``|s_raw,i − ‖A v_i‖| ≤ max(tol·σ_i, η_i) + δ`` for every returned triplet.
 
@@ -132,7 +136,6 @@ def _raw_agrees(raw: np.ndarray, c: Any, tol: float) -> np.ndarray:
     slack = np.maximum(tol * c.values, c.eta) + c.delta
     return np.abs(raw - c.values) <= slack
 
-
 _DOC = """Singular triplets by ``scipy.sparse.linalg.svds(solver={solver!r})``.
 
     ``which="largest"`` uses ``svds(which="LM")``, ``"smallest"`` ``svds(which="SM")``
@@ -141,7 +144,6 @@ _DOC = """Singular triplets by ``scipy.sparse.linalg.svds(solver={solver!r})``.
     passed to svds. Stopping rule: the peer's. Products are counted through
     :meth:`LinearOp.to_scipy` and include our ``2k`` certification products.
     """
-
 
 def arpack_svds(
     A: Any,
@@ -157,7 +159,6 @@ def arpack_svds(
 ) -> SVDResult:
     return _svds(A, k, which, tol, maxiter, seed, "arpack", device, dtype, peer_tol)
 
-
 def propack_svds(
     A: Any,
     k: int = 1,
@@ -171,7 +172,6 @@ def propack_svds(
     peer_tol: float | None = None,
 ) -> SVDResult:
     return _svds(A, k, which, tol, maxiter, seed, "propack", device, dtype, peer_tol)
-
 
 def lobpcg_svds(
     A: Any,
@@ -187,7 +187,8 @@ def lobpcg_svds(
 ) -> SVDResult:
     return _svds(A, k, which, tol, maxiter, seed, "lobpcg", device, dtype, peer_tol)
 
-
 arpack_svds.__doc__ = _DOC.format(solver="arpack")
+
 propack_svds.__doc__ = _DOC.format(solver="propack")
+
 lobpcg_svds.__doc__ = _DOC.format(solver="lobpcg")
