@@ -25,7 +25,7 @@ from models.derivatives import mh_output_jacobian
 from models.kernels import logits
 from proofs_check.symbolic import attention_output_jacobian
 from spectral.diagnostics import diagnose
-from spectral.structured import closed_form_kernel, ntk_gram
+from spectral.diagnostics.structured import closed_form_kernel, ntk_gram
 
 F64 = torch.float64
 
