@@ -42,7 +42,7 @@ from .kernels import (
     unregister_kernel,
 )
 from .prompt import PromptTokenModel
-from .stable import stable_gaussian_kernel, stable_softmax
+from .stable import softmax_centred, stable_gaussian_kernel, stable_softmax
 
 __all__ = [
     "ACTIVATIONS", "AttentionBlock", "CAPABILITIES", "Dataset", "KERNELS", "Kernel", "KernelCapabilityError",
@@ -51,6 +51,6 @@ __all__ = [
     "MultiHeadAttention", "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits",
     "digits_two_step", "gaussian", "gaussian_log_kernel", "get_kernel", "heat_treatment",
     "linear", "logits", "normsoftmax", "normsoftmax_std", "patchify", "regime_scale",
-    "softmax", "stable_gaussian_kernel", "stable_softmax", "synthetic_regression", "teacher_student",
-    "temperature",
+    "softmax", "softmax_centred", "stable_gaussian_kernel", "stable_softmax", "synthetic_regression",
+    "teacher_student", "temperature",
 ]

@@ -15,13 +15,13 @@ vjp/jvp evaluated in a form without that cancellation:
   form ``Σ_j s_j (v_i − v_j)`` has the same bound). Every other entry has error at most
   ``ε(|v_i − v_m| + Σ_j s_j |v_j − v_m|)``, within a factor ``1 + 2/s_m ≤ 1 + 2n`` of the pairwise
   bound (and ``≤ 3`` on sharp rows), at O(n) instead of O(n²) work and memory per row.
-* **softmax** ``s = softmax(x)``: ``J v = Jᵀ v = s ∘ centre(s, v)``.
+* **softmax** ``s = softmax(x)``: ``J v = Jᵀ v = s ∘ softmax_centred(s, v)``.
 * **scaled softmax** ``s = softmax(x / t)`` with a tensor ``t`` (temperature, NormSoftmax's
   ``min(τ, var)``): ``∂/∂x = J/t`` and the ``t``-derivative ``−Σ_j (J g)_j (x_j − x_m) / t²``, using
   ``Σ_j (J g)_j = 0`` to shift ``x`` by its row maximum (no cancellation from a common offset of the
   logits); in the jvp the tangent ``ẋ/t − (x − x_m) ṫ/t²`` is centred, which drops the same offset.
 * **Gaussian kernel** ``L_kj = −‖q_k − k_j‖²/(2τ)``, ``S = exp(L)`` or ``softmax_row(L)``: with the
-  adjoint ``A = S ∘ G`` (resp. ``S ∘ centre(S, G)``), ``∂/∂q_k = −(1/τ) Σ_j A_kj (q_k − k_j)`` and
+  adjoint ``A = S ∘ G`` (resp. ``S ∘ softmax_centred(S, G)``), ``∂/∂q_k = −(1/τ) Σ_j A_kj (q_k − k_j)`` and
   ``∂/∂k_j = (1/τ) Σ_k A_kj (q_k − k_j)``, from the explicit differences; for the normalised kernel
   ``Σ_j A_kj = 0`` turns the first into ``−(1/τ) Σ_j A_kj (k_m − k_j)`` (``m`` the row's argmax).
 
@@ -39,10 +39,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["stable_gaussian_kernel", "stable_softmax", "stable_scaled_softmax", "centre"]
+__all__ = ["stable_gaussian_kernel", "stable_softmax", "stable_scaled_softmax", "softmax_centred"]
 
 
-def centre(s: torch.Tensor, v: torch.Tensor, dim: int = -1) -> torch.Tensor:
+def softmax_centred(s: torch.Tensor, v: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``v − ⟨s, v⟩`` along ``dim``, evaluated as ``(v − v_m) − ⟨s, v − v_m⟩`` with ``m = argmax s``.
 
     ``s`` are probabilities along ``dim`` (summing to 1); equal to the textbook form then, and free of
@@ -76,12 +76,12 @@ class _Softmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         (s,) = ctx.saved_tensors
-        return s * centre(s, g, ctx.dim), None
+        return s * softmax_centred(s, g, ctx.dim), None
 
     @staticmethod
     def jvp(ctx: Any, x_dot: torch.Tensor, _dim_dot: Any) -> torch.Tensor:
         (s,) = ctx.saved_tensors
-        return s * centre(s, x_dot, ctx.dim)
+        return s * softmax_centred(s, x_dot, ctx.dim)
 
 
 class _ScaledSoftmax(torch.autograd.Function):
@@ -103,7 +103,7 @@ class _ScaledSoftmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         x, t, s = ctx.saved_tensors
-        gbar = s * centre(s, g, ctx.dim)  # ∂/∂(x/t)
+        gbar = s * softmax_centred(s, g, ctx.dim)  # ∂/∂(x/t)
         grad_x = gbar / t
         # ∂/∂t = −Σ gbar ∘ x / t², with x shifted by its row maximum (Σ_j gbar_j = 0)
         grad_t = -(gbar * _shift(x, s, ctx.dim)).sum(ctx.dim, keepdim=True) / (t * t)
@@ -115,7 +115,7 @@ class _ScaledSoftmax(torch.autograd.Function):
         u = x_dot / t
         if t_dot is not None:
             u = u - _shift(x, s, ctx.dim) * (t_dot / (t * t))
-        return s * centre(s, u, ctx.dim)
+        return s * softmax_centred(s, u, ctx.dim)
 
 
 def _check_dim(x: Any, dim: Any) -> int:
@@ -199,7 +199,7 @@ class _Gaussian(torch.autograd.Function):
         Q, K, S = ctx.saved_tensors
         diff = Q.unsqueeze(-2) - K.unsqueeze(-3)  # (..., k, j, d): q_k − k_j
         if ctx.normalize:
-            A = S * centre(S, g, -1)
+            A = S * softmax_centred(S, g, -1)
             # Σ_j A_kj = 0: Σ_j A_kj (q_k − k_j) = Σ_j A_kj (k_m − k_j), m = argmax_j S_kj
             lever = _nearest(K, S).unsqueeze(-2) - K.unsqueeze(-3)
             grad_Q = -(A.unsqueeze(-1) * lever).sum(-2) / ctx.tau
@@ -222,7 +222,7 @@ class _Gaussian(torch.autograd.Function):
         if K_dot is not None:
             Ld = Ld + (diff * K_dot.unsqueeze(-3)).sum(-1)
         Ld = Ld / ctx.tau
-        return S * centre(S, Ld, -1) if ctx.normalize else S * Ld
+        return S * softmax_centred(S, Ld, -1) if ctx.normalize else S * Ld
 
 
 def _nearest(K: torch.Tensor, S: torch.Tensor) -> torch.Tensor:

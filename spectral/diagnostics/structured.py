@@ -27,7 +27,13 @@ from typing import Any
 
 import torch
 
-from attncond.models import AttentionBlock, KernelCapabilityError, MultiHeadAttention, get_kernel
+from attncond.models import (
+    AttentionBlock,
+    KernelCapabilityError,
+    MultiHeadAttention,
+    get_kernel,
+    softmax_centred,
+)
 from attncond.models.checks import check_subset
 from attncond.spectral.operators.autodiff import JacobianOperator, jacobian_gram
 from attncond.spectral.operators.gram import gram_matrix as symmetric_gram
@@ -205,22 +211,31 @@ def _structured_gram(
         Q = X @ model.W_Q[h]
         K = X @ model.W_K[h]
         # E[i,a,j,o] = ∂f_{i,a,o}/∂ℓ_{i,a,j}
-        if rowmap == "softmax":
-            obar = Sh @ C  # (N, n, d_out)
-            E = Sh.unsqueeze(-1) * (C.unsqueeze(1) - obar.unsqueeze(2))
+        if rowmap == "softmax":  # S_aj (c_j − Σ_l S_al c_l), centred without cancellation at one-hot rows
+            E = Sh.unsqueeze(-1) * softmax_centred(Sh.unsqueeze(-1), C.unsqueeze(1), dim=2)
         elif rowmap == "exp":
             E = Sh.unsqueeze(-1) * C.unsqueeze(1)
         else:  # identity
             E = C.unsqueeze(1).expand(N, n, n, dout)
         W = E / tau  # (N, a, j, o)
         Qr = _rep(Q.reshape(T, d), dout)
+        # row softmax: Σ_j W_aj = 0, so keys/tokens enter relative to those of the row's argmax m(a)
+        # (no cancellation from a common offset); distance logits: ∂f/∂q_a = Σ_j W_aj (k_j − q_a) from
+        # explicit differences (the expanded W K − (Σ_j W_aj) q_a cancels where S_aj is large, k_j ≈ q_a)
+        m_a = Sh.argmax(-1, keepdim=True) if rowmap == "softmax" else None  # (N, a, 1)
         if "W_Q" in trainable:
-            g = torch.einsum("iajo,ijd->iaod", W, K)
-            if logit == "dist":  # ∂f/∂q_a = Σ_j W (k_j − q_a)
-                g = g - W.sum(2).unsqueeze(-1) * Q.unsqueeze(2)
+            if m_a is not None or logit == "dist":
+                ref = torch.take_along_dim(K, m_a, 1) if m_a is not None else Q  # (N, a, d)
+                g = torch.einsum("iajo,iajd->iaod", W, K.unsqueeze(1) - ref.unsqueeze(2))
+            else:
+                g = torch.einsum("iajo,ijd->iaod", W, K)
             gq.append(g.reshape(R, d))
         if "W_K" in trainable:
-            U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
+            if m_a is not None and logit != "dist":
+                Xs = X.unsqueeze(1) - torch.take_along_dim(X, m_a, 1).unsqueeze(2)  # (N, a, j, D)
+                U = torch.einsum("iajo,iajD->iaoD", W, Xs).reshape(R, D)
+            else:
+                U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
             if logit != "dist":
                 add_hadamard("W_K", gram(U, 0), gram(Qr, 1))
                 continue

@@ -248,3 +248,20 @@ def test_stable_softmax_bad_input(call, exc, match):
 def test_docstring_examples():
     res = doctest.testmod(models.stable, optionflags=doctest.ELLIPSIS)
     assert res.attempted >= 1 and res.failed == 0
+
+
+@pytest.mark.parametrize("kern,opts,seed", [
+    ("softmax", {}, 5), ("softmax", {}, 7), ("temperature", {}, 7), ("gaussian", {"normalize": True}, 5),
+    ("gaussian", {"on_underflow": "ignore"}, 7), ("linear", {}, 5)])
+def test_structured_ntk_gram_matches_mpmath_at_sharp_attention(kern, opts, seed):
+    """The closed-form NTK Gram centres the softmax adjoint and shifts keys/tokens by the row's argmax."""
+    from spectral.diagnostics.structured import ntk_gram
+
+    X = synthetic_regression(N=2, n=3, D=2, seed=seed).X
+    m = _model(kern, opts, "sharp", 3.0, 2, ("W_Q", "W_K"), seed)
+    J = R.to_torch(R.mh_jacobian(m, X, ("W_Q", "W_K")))
+    ref = J @ J.T
+    assert float(ref.abs().max()) > 0
+    res = ntk_gram(m, X)
+    assert res.route == "structured"
+    assert rel(res.gram, ref) <= TOL, rel(res.gram, ref)
