@@ -23,6 +23,15 @@ computed in log space and exponentiated once; entries that underflow to 0 are
 counted and reported with a :class:`KernelUnderflowWarning` (or an error, or
 nothing, by ``on_underflow``) instead of vanishing silently.
 
+Registry: :data:`KERNELS` maps each name to a :class:`Kernel` carrying its capabilities
+(:data:`CAPABILITIES`: ``row_stochastic``, ``closed_form_jacobian``, ``closed_form_ntk_gram``,
+``symbolic``) and its :class:`KernelForm` (``logits`` × ``row_map``), which the closed forms in
+:mod:`models.derivatives`, ``spectral.diagnostics.structured`` and ``proofs_check.symbolic`` dispatch
+on. A consumer asks ``kernel.require(capability, consumer)`` and gets a
+:class:`KernelCapabilityError` where the kernel does not declare it — never another kernel's formula.
+Adding a kernel: its function, one :class:`Kernel` entry (:func:`register_kernel` from outside), and
+one test (``tests/models/test_kernel_registry.py`` exercises every declared capability).
+
 Reconstructed choices (switchable): the NormSoftmax row statistic is unbiased by
 default (``unbiased=True``) and differentiated through (``detach_scale=False``).
 """
