@@ -12,6 +12,8 @@ import doctest
 import _mp_reference as R
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import models.kernels as kernels_module
 import models.stable
@@ -265,3 +267,27 @@ def test_structured_ntk_gram_matches_mpmath_at_sharp_attention(kern, opts, seed)
     res = ntk_gram(m, X)
     assert res.route == "structured"
     assert rel(res.gram, ref) <= TOL, rel(res.gram, ref)
+
+
+@settings(max_examples=25)
+@given(n=st.integers(2, 6), scale=st.sampled_from([1.0, 30.0, 300.0]), seed=st.integers(0, 2**16))
+def test_softmax_vjp_and_jvp_match_mpmath_on_random_rows(n, scale, seed):
+    """``J v`` to ε·(1 + max|x − x_m|) normwise: the rounding of the probabilities themselves."""
+    import mpmath
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g, dtype=F64) * scale
+    v = torch.randn(n, generator=g, dtype=F64)
+    with mpmath.workdps(60):
+        s = R._softmax_row([mpmath.mpf(float(t)) for t in x])
+        vv = [mpmath.mpf(float(t)) for t in v]
+        # s_i (v_i − ⟨s, v⟩) as s_i Σ_j s_j (v_i − v_j): at 60 digits the textbook form would cancel too
+        ref = torch.tensor([float(si * mpmath.fsum(sj * (vi - vj) for sj, vj in zip(s, vv, strict=True)))
+                            for si, vi in zip(s, vv, strict=True)], dtype=F64)
+    vjp = torch.func.vjp(lambda t: stable_softmax(t, 0), x)[1](v)[0]
+    jvp = torch.func.jvp(lambda t: stable_softmax(t, 0), (x,), (v,))[1]
+    if float(ref.abs().max()) == 0.0:  # every entry of J v underflows float64 (one-hot beyond e^-745)
+        assert not vjp.any() and not jvp.any()
+        return
+    tol = 8 * torch.finfo(F64).eps * (1 + float((x - x.max()).abs().max()))
+    assert rel(vjp, ref) <= tol and rel(jvp, ref) <= tol, (rel(vjp, ref), rel(jvp, ref), tol)
