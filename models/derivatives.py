@@ -19,10 +19,13 @@ Formulas (tokens are rows; ``s = softmax(z)``; τ = √d by default):
 
 Numerics: wherever a softmax row is nearly one-hot, ``1 − s_i`` and ``U_l − (SU)_k`` cancel. The
 code uses the equal forms ``Σ_{j≠i} s_j`` and ``Σ_j S_kj (U_l − U_j)`` (and ``Σ_j s_j (z_i − z_j)``
-for ``J z``), which do not. torch's softmax backward, hence ``jacrev``, uses the short forms: against
-30-digit mpmath values the closed forms stay within ~1e-15 (float64) where float64 jacrev is off by
-up to 1e-10 at NormSoftmax points, and float32 closed forms stay near ``ε32·max|logit|`` where float32
-jacrev loses every digit (``tests/models/test_derivatives.py``, ``tests/proofs_check/test_symbolic.py``).
+for ``J z``), which do not. torch's own softmax backward uses the short forms (against 30-digit mpmath
+values float64 jacrev through it was off by up to 1e-10 at NormSoftmax points and by 80 % at sharp
+softmax rows; float32 lost every digit); the models now differentiate through :mod:`models.stable`,
+whose vjp/jvp avoid them as well, so ``jacrev`` and the closed forms agree to rounding
+(``tests/models/test_derivatives.py``, ``tests/models/test_stable.py``). Which kernel gets which
+formula is read from the kernel registry (``KERNELS[name].form``); a kernel without the
+``closed_form_jacobian`` capability is refused with :class:`models.KernelCapabilityError`.
 """
 
 from __future__ import annotations
