@@ -219,23 +219,15 @@ def _structured_gram(
             E = C.unsqueeze(1).expand(N, n, n, dout)
         W = E / tau  # (N, a, j, o)
         Qr = _rep(Q.reshape(T, d), dout)
-        # row softmax: Σ_j W_aj = 0, so keys/tokens enter relative to those of the row's argmax m(a)
-        # (no cancellation from a common offset); distance logits: ∂f/∂q_a = Σ_j W_aj (k_j − q_a) from
-        # explicit differences (the expanded W K − (Σ_j W_aj) q_a cancels where S_aj is large, k_j ≈ q_a)
-        m_a = Sh.argmax(-1, keepdim=True) if rowmap == "softmax" else None  # (N, a, 1)
         if "W_Q" in trainable:
-            if m_a is not None or logit == "dist":
-                ref = torch.take_along_dim(K, m_a, 1) if m_a is not None else Q  # (N, a, d)
-                g = torch.einsum("iajo,iajd->iaod", W, K.unsqueeze(1) - ref.unsqueeze(2))
+            if logit == "dist":  # ∂f/∂q_a = Σ_j W_aj (k_j − q_a), from explicit differences: the expanded
+                # W K − (Σ_j W_aj) q_a cancels where S_aj is large, i.e. k_j ≈ q_a (sharp Gaussian rows)
+                g = torch.einsum("iajo,iajd->iaod", W, K.unsqueeze(1) - Q.unsqueeze(2))
             else:
                 g = torch.einsum("iajo,ijd->iaod", W, K)
             gq.append(g.reshape(R, d))
         if "W_K" in trainable:
-            if m_a is not None and logit != "dist":
-                Xs = X.unsqueeze(1) - torch.take_along_dim(X, m_a, 1).unsqueeze(2)  # (N, a, j, D)
-                U = torch.einsum("iajo,iajD->iaoD", W, Xs).reshape(R, D)
-            else:
-                U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
+            U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
             if logit != "dist":
                 add_hadamard("W_K", gram(U, 0), gram(Qr, 1))
                 continue
