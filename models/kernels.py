@@ -125,14 +125,14 @@ def gaussian(
         return stable_gaussian_kernel(Q, K, t, normalize=True)
     S = stable_gaussian_kernel(Q, K, t, normalize=False)
     if on_underflow != "ignore" and not is_transformed(S):
-        with torch.no_grad():
-            logS = gaussian_log_kernel(Q.detach(), K.detach(), t)
-        floor = math.log(torch.finfo(logS.dtype).tiny)
-        n_under = int((logS < floor).sum())
+        # exp is monotone: S < tiny exactly where the log kernel lies below log(tiny) (subnormal or 0)
+        tiny = torch.finfo(S.dtype).tiny
+        floor = math.log(tiny)
+        n_under = int((S.detach() < tiny).sum())
         if n_under:
             msg = (
-                f"gaussian kernel: {n_under} of {logS.numel()} entries underflow to 0 in "
-                f"{logS.dtype} (log value below {floor:.1f}); their gradients vanish. "
+                f"gaussian kernel: {n_under} of {S.numel()} entries underflow to 0 in "
+                f"{S.dtype} (log value below {floor:.1f}); their gradients vanish. "
                 "Use normalize=True, a larger tau, float64, or a smaller init scale."
             )
             if on_underflow == "raise":
