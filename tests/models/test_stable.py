@@ -284,3 +284,48 @@ def test_softmax_vjp_and_jvp_match_mpmath_on_random_rows(n, scale, seed):
         return
     tol = 8 * torch.finfo(F64).eps * (1 + float((x - x.max()).abs().max()))
     assert rel(vjp, ref) <= tol and rel(jvp, ref) <= tol, (rel(vjp, ref), rel(jvp, ref), tol)
+
+
+def _prompt_hessian_mp(pt: PromptTokenModel, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Exact Hessian of the [I25] prompt loss ``(1/2N) Σ_i (u_iᵀ softmax(K_i p/τ) − y_i)²`` (nested duals)."""
+    import mpmath
+
+    D, N = pt.D, X.shape[0]
+    with mpmath.workdps(R.DPS):
+        K = [R._mat(Xi @ pt.W) for Xi in X.double()]
+        u = [[mpmath.mpf(float(t)) for t in (Xi @ pt.v).tolist()] for Xi in X.double()]
+        yy = [mpmath.mpf(float(t)) for t in y.tolist()]
+        p0 = [mpmath.mpf(float(t)) for t in pt.p.detach().tolist()]
+        tau = mpmath.mpf(pt.tau)
+        Hm = torch.zeros(D, D, dtype=F64)
+        for a in range(D):
+            for b in range(a, D):
+                p = [R.Dual(R.Dual(v, 0), R.Dual(1 if i == a else 0, 0)) for i, v in enumerate(p0)]
+                p[b] = p[b] + R.Dual(R.Dual(0, 1), 0)
+                f = 0
+                for i in range(N):
+                    n = len(u[i])
+                    s = R._softmax_row([R._sum(K[i][j][c] * p[c] for c in range(D)) / tau for j in range(n)])
+                    r = R._sum(u[i][j] * s[j] for j in range(len(u[i]))) - yy[i]
+                    f = r * r + f
+                Hm[a, b] = Hm[b, a] = float(R._part(f / (2 * N), "b", "b"))
+    return Hm
+
+
+def test_prompt_model_hessian_matches_mpmath_at_sparse_attention(monkeypatch):
+    """[I25] at small τ (sparse attention): the loss Hessian through the stable softmax is exact to rounding;
+    through torch's softmax it is off by a factor 100 at this point."""
+    import models.prompt
+
+    ds = synthetic_regression(N=3, n=4, D=3, seed=2)
+    pt = PromptTokenModel(3, tau=0.01, p_scale=3.0, seed=2)
+    y = ds.y.reshape(3, 4)[:, 0]
+    assert float(pt.attention(ds.X).detach().max(-1).values.min()) > 1 - 1e-12  # every row nearly one-hot
+    ref = _prompt_hessian_mp(pt, ds.X, y)
+
+    def hessian():
+        return spectral.HessianOperator(lambda p: pt.loss(p, ds.X, y), pt.params()).to_dense()
+
+    assert rel(hessian(), ref) <= TOL, rel(hessian(), ref)
+    monkeypatch.setattr(models.prompt, "stable_softmax", lambda x, dim=-1: torch.softmax(x, dim))
+    assert rel(hessian(), ref) > 1.0
