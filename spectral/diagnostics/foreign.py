@@ -47,7 +47,7 @@ import torch
 from attncond.models import AdaptedModel, ForwardADUnsupported
 from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.hessian import hessian_extremes
-from attncond.spectral.diagnostics.report import DiagnosticRow, Diagnostics
+from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics
 from attncond.spectral.diagnostics.softmax_jacobian import softmax_jacobian_spectrum
 from attncond.spectral.estimate import extreme_singular_values
 from attncond.spectral.operators import JacobianOperator
