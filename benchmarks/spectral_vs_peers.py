@@ -92,6 +92,7 @@ def mem_available() -> int:
 
 def build(size: str):
     import torch
+
     from attncond.models.attention import MultiHeadAttention
     from attncond.models.data import synthetic_regression
     from attncond.spectral import JacobianOperator
@@ -116,9 +117,10 @@ def plain(built: tuple):
 
 def run_method(method: str, built: tuple) -> dict:
     """Run one method once on a built workload; returns values and products."""
-    import attncond.spectral as spectral
     import numpy as np
     import torch
+
+    import attncond.spectral as spectral
 
     model, data, params, J = built
     J.reset_count()

@@ -18,7 +18,7 @@ Layout: ``operators/`` (products only), ``solvers/`` (algorithms and certificate
 """
 
 if __name__ == "spectral":  # imported by its short name from a checkout: alias attncond.spectral
-    from attncond._alias import alias_package
+    from attncond.aliasing import alias_package
 
     alias_package(__name__)
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral import policy
 from attncond.spectral.operators.base import LinearOp, ScaleState
 from attncond.spectral.operators.explicit import DenseOp, autoscaled
@@ -196,9 +197,9 @@ def unscale_svd(res: SVDResult | EigResult, scale: ScaleState) -> Any:
     info = dict(res.info)
     info["scale_exponent"] = e
     if any(k in info for k in _GRAM_INFO):
-        info["scale_note"] = "gram_* entries are of the scaled operator 2^scale_exponent * A (squares may overflow)"
-    kw: dict[str, Any] = {"largest": _unscale_block(res.largest, e), "smallest": _unscale_block(res.smallest, e),
-                          "info": info}
+        info["scale_note"] = "gram_* entries are of the scaled operator 2^scale_exponent * A"
+    kw: dict[str, Any] = {"largest": _unscale_block(res.largest, e),
+                          "smallest": _unscale_block(res.smallest, e), "info": info}
     if isinstance(res, SVDResult) and res.spectrum is not None:
         kw["spectrum"] = _unscale(res.spectrum, e)
     return dataclasses.replace(res, **kw)
@@ -356,9 +357,9 @@ def _dense_eig(Sd: torch.Tensor, ends: str, tol: float, t0: float) -> EigResult:
     for e, cols in (("largest", W[:, -1:]), ("smallest", W[:, :1])):
         if ends in ("both", e):
             c = certify_eigvecs(dop, cols, end=e, lam_max_hint=lmax)
-            ok = c["rho"] <= np.maximum(tol * np.abs(c["values"]), c["delta"])
+            ok = c.rho <= np.maximum(tol * np.abs(c.values), c.delta)
             conv &= bool(ok.all())
-            blocks[e] = EigenBlock(e, c["values"], c["lower"], c["upper"], c["rho"], ok, c["Y"])
+            blocks[e] = EigenBlock(e, c.values, c.lower, c.upper, c.rho, ok, c.Y)
     return EigResult(method="dense", shape=tuple(Sd.shape), largest=blocks.get("largest"),
                      smallest=blocks.get("smallest"), converged=conv, iterations=1, matvecs=dop.n_products,
                      seconds=time.perf_counter() - t0,

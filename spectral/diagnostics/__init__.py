@@ -16,6 +16,7 @@ from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper
 from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
 from attncond.spectral.diagnostics.pl import PLConstant, pl_constant
 from attncond.spectral.diagnostics.report import DiagnosticRow, Diagnostics, diagnose
+from attncond.spectral.diagnostics.rows import ROWS, RowSpec
 from attncond.spectral.diagnostics.softmax_jacobian import (
     SoftmaxJacobianSpectrum,
     softmax_jacobian,
@@ -30,5 +31,6 @@ __all__ = [
     "AttentionStats", "DiagnosticRow", "Diagnostics", "NTKGram",
     "beta_paper", "pl_constant", "attention_output_matrix", "softmax_jacobian",
     "softmax_jacobian_spectrum", "hessian_extremes", "attention_entropy", "attention_sparsity",
-    "attention_stats", "diagnose", "gram_extremes", "B0", "B0_gram", "ntk_gram", "closed_form_kernel",
+    "attention_stats", "diagnose", "ROWS", "RowSpec", "gram_extremes", "B0", "B0_gram", "ntk_gram",
+    "closed_form_kernel",
 ]

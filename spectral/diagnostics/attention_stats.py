@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from attncond.models._checks import check_positive_float
+
+from attncond.models.checks import check_positive_float
 from attncond.spectral.results import record_to_dict
 
 

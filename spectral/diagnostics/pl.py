@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from attncond.models import MultiHeadAttention
-from attncond.spectral.diagnostics.b0 import beta_paper, sigma_dout
+from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
 from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.psd import gram_extremes
@@ -64,6 +65,7 @@ def pl_constant(
     eig_method: str = "auto",
     value_block: bool | None = None,
     tol: float = 1e-10,
+    beta: BetaPaper | None = None,
 ) -> PLConstant:
     r"""``μ = λ_min(J Jᵀ)``, ``J = ∂ vec(model(X))/∂θ_M`` (MATH.md §4, "Exact PL constant").
 
@@ -76,7 +78,8 @@ def pl_constant(
     paper's ``β`` are reported with whether each holds.
 
     ``value_block``: also compute ``λ_min(J_V J_Vᵀ)`` (default: for the joint value map only,
-    where ``λ_min(J_VJ_Vᵀ) = σ²_min(W^O)σ²_min(B0ᵀ)`` is exact).
+    where ``λ_min(J_VJ_Vᵀ) = σ²_min(W^O)σ²_min(B0ᵀ)`` is exact). ``beta``: a
+    :func:`~attncond.spectral.diagnostics.beta_paper` of the same ``(model, X)`` to reuse.
     """
     if value_block is not None and not isinstance(value_block, bool):
         raise TypeError(f"value_block must be a bool or None, got {value_block!r}")
@@ -96,25 +99,25 @@ def pl_constant(
         notes.append(f"p={ng.n_params} < m={m} outputs: J Jᵀ is singular by rank, μ = 0")
     if ng.reason:
         notes.append(ng.reason)
-    corrected = beta = vb_mu = None
+    corrected = beta_value = vb_mu = None
     holds: dict[str, bool | None] = {"corrected_bound": None, "beta_paper": None}
     vp = getattr(model, "value_param", None)
     if isinstance(model, MultiHeadAttention):
-        bp = beta_paper(model, X)
-        beta = bp.value
+        bp = beta if beta is not None else beta_paper(model, X, tol=tol)
+        beta_value = bp.value
         if bp.reason:
             notes.append(bp.reason)
         if "W_V" in ng.trainable:
             if vp == "per_head":
                 d = model.d
-                so = min(sigma_dout(model.W_O[h * d:(h + 1) * d]) for h in range(model.H))
+                so = min(_sigma_dout(model.W_O[h * d:(h + 1) * d], tol) for h in range(model.H))
             else:
-                so = sigma_dout(model.W_O)
+                so = bp.sigma_min_WO
             corrected = so**2 * bp.sigma_min_B0T**2
             holds["corrected_bound"] = bool(corrected <= mu + zero_thr)
         else:
             notes.append("W_V is not trained: the corrected bound (from J_V J_Vᵀ) does not apply")
-        holds["beta_paper"] = bool(beta <= mu + zero_thr)
+        holds["beta_paper"] = bool(beta_value <= mu + zero_thr)
         if value_block or (value_block is None and vp == "joint" and "W_V" in ng.trainable):
             gv = ntk_gram(model, X, ("W_V",)).gram
             vb_mu = gram_extremes(gv, eig_method, tol=tol).lambda_min
@@ -125,7 +128,12 @@ def pl_constant(
         mu=mu, mu_interval=tuple(ex.lambda_min_interval), lambda_max=ex.lambda_max,
         numerically_zero=bool(mu <= zero_thr), attainable_accuracy=attainable, zero_threshold=zero_thr,
         n_outputs=m, n_params=ng.n_params, rank_limited=rank_limited, route=ng.route,
-        eig_method=ex.method, corrected_bound=corrected, beta_paper=beta, holds=holds,
+        eig_method=ex.method, corrected_bound=corrected, beta_paper=beta_value, holds=holds,
         value_param=vp, value_block_mu=vb_mu, seconds=time.perf_counter() - t0, notes=tuple(notes),
         gram=ng,
     )
+
+
+def _sigma_dout(W: torch.Tensor, tol: float) -> float:
+    est = sigma_dout(W, tol=tol)
+    return 0.0 if est is None else est.sigma_min

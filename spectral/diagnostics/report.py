@@ -38,21 +38,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from attncond.models import AttentionBlock, MultiHeadAttention
-from attncond.models._checks import check_positive_float
+
+from attncond.models import AttentionBlock, MultiHeadAttention, get_kernel
+from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.attention_stats import AttentionStats, attention_stats
-from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper
+from attncond.spectral.diagnostics.b0 import BetaPaper, b0_conditioning, beta_paper
 from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
 from attncond.spectral.diagnostics.pl import PLConstant, pl_constant
+from attncond.spectral.diagnostics.rows import row_order, row_spec
 from attncond.spectral.diagnostics.softmax_jacobian import SoftmaxJacobianSpectrum, softmax_jacobian_spectrum
-from attncond.spectral.diagnostics.structured import B0
 from attncond.spectral.diagnostics.z import ZConditioning, attention_output_matrix
-from attncond.spectral.estimate import extreme_singular_values
 from attncond.spectral.results import SpectralEstimate, format_value, record_to_dict, to_jsonable
 
 _NAN = float("nan")
 
-ROW_STOCHASTIC = ("softmax", "temperature", "normsoftmax", "normsoftmax_std")
 
 # --------------------------------------------------------------------------- diagnose
 @dataclass(frozen=True, repr=False)
@@ -73,8 +72,16 @@ class DiagnosticRow:
         v = format_value(self.value) if self.defined else "undefined"
         return f"DiagnosticRow({self.key}: {v}" + (f", note={self.note!r})" if self.note else ")")
 
-def _undef(key: str, label: str, reason: str) -> DiagnosticRow:
-    return DiagnosticRow(key, label, None, None, False, reason)
+def _row(key: str, value: Any, interval: tuple[float, float] | None = None, note: str | None = None,
+         **label_ctx: Any) -> DiagnosticRow:
+    """A defined row; its label comes from :data:`ROWS` (an unknown key is an error)."""
+    return DiagnosticRow(key, row_spec(key).make_label(**label_ctx), value, interval, True, note)
+
+
+def _undef(key: str, reason: str, **label_ctx: Any) -> DiagnosticRow:
+    """A row that does not apply or could not be computed, with the reason."""
+    return DiagnosticRow(key, row_spec(key).make_label(**label_ctx), None, None, False, reason)
+
 
 @dataclass(frozen=True, repr=False)
 class Diagnostics:
@@ -130,23 +137,38 @@ class Diagnostics:
     def __str__(self) -> str:
         return self.table()
 
-def _safe(rows: list[DiagnosticRow], keys: Sequence[tuple[str, str]], fn: Callable[[], Any]) -> Any:
+def _safe(rows: list[DiagnosticRow], keys: Sequence[str], fn: Callable[[], Any]) -> Any:
     """Run ``fn``; on a ``ValueError``/``RuntimeError``/``ArithmeticError`` mark ``keys`` undefined."""
     try:
         return fn()
     except (ValueError, RuntimeError, ArithmeticError, torch.linalg.LinAlgError) as exc:
-        rows.extend(_undef(k, lab, f"{type(exc).__name__}: {exc}") for k, lab in keys)
+        rows.extend(_undef(k, f"{type(exc).__name__}: {exc}") for k in keys)
         return None
 
-def _est_rows(prefix: str, name: str, est: SpectralEstimate) -> list[DiagnosticRow]:
-    note = est.reason
+
+def _est_rows(prefix: str, est: SpectralEstimate) -> list[DiagnosticRow]:
     return [
-        DiagnosticRow(f"{prefix}.sigma_max", f"σ_max({name})", est.sigma_max, est.sigma_max_interval),
-        DiagnosticRow(f"{prefix}.sigma_min", f"σ_min({name})", est.sigma_min, est.sigma_min_interval,
-                      note=note),
-        DiagnosticRow(f"{prefix}.kappa", f"κ({name})", est.cond, est.cond_interval,
-                      note="singular to working precision" if est.rank_deficient else None),
+        _row(f"{prefix}.sigma_max", est.sigma_max, est.sigma_max_interval),
+        _row(f"{prefix}.sigma_min", est.sigma_min, est.sigma_min_interval, note=est.reason),
+        _row(f"{prefix}.kappa", est.cond, est.cond_interval,
+             note="singular to working precision" if est.rank_deficient else None),
     ]
+
+
+@dataclass
+class _Report:
+    """The rows and typed sub-results :func:`diagnose` collects (working state, then frozen)."""
+
+    rows: list[DiagnosticRow] = field(default_factory=list)
+    spectra: dict[str, np.ndarray] = field(default_factory=dict)
+    b0: SpectralEstimate | None = None
+    beta: BetaPaper | None = None
+    pl: PLConstant | None = None
+    z: dict[str, ZConditioning] = field(default_factory=dict)
+    softmax: SoftmaxJacobianSpectrum | None = None
+    attention: AttentionStats | None = None
+    hessian: HessianExtremes | None = None
+
 
 def diagnose(
     model: Any,
@@ -162,15 +184,37 @@ def diagnose(
 ) -> Diagnostics:
     """All diagnostics of MATH.md §4 that apply to ``model`` at inputs ``X`` (targets ``y``).
 
-    [S24] :class:`models.MultiHeadAttention`: ``B0`` (certified σ's and κ), ``β``, ``μ`` with the
-    corrected bound and which bound holds, softmax-Jacobian spectrum, attention statistics and
-    (with ``y``) Hessian extremes. [Q25] :class:`models.AttentionBlock`: ``Z`` with and/or
-    without residual (``residual``: ``"both"``, ``"on"``, ``"off"``), the Weyl bound, ``μ`` of the
-    block output by batched VJPs, softmax-Jacobian spectrum and attention statistics.
-    A diagnostic that is undefined for the model (``B0`` of a block, ``κ`` of a singular matrix,
-    the softmax Jacobian of a Gaussian kernel) becomes a row with ``defined=False`` and the
-    reason; it never aborts the report. ``hessian=None`` means "when ``y`` is given".
-    ``spectra`` keeps full singular-value/eigenvalue arrays for plotting.
+    Parameters
+    ----------
+    model : attncond.models.MultiHeadAttention or attncond.models.AttentionBlock
+        [S24] model: ``B0`` (certified σ's and κ), ``β``, ``μ`` with the corrected bound and which
+        bound holds, softmax-Jacobian spectrum, attention statistics and (with ``y``) Hessian
+        extremes. [Q25] block: ``Z`` with and/or without residual, the Weyl bound, ``μ`` of the
+        block output, softmax-Jacobian spectrum and attention statistics.
+    X, y : inputs ``(N, n, D)`` and optional targets.
+    trainable : parameters ``J`` is taken with respect to (default: the model's).
+    residual : {"both", "on", "off"}
+        Which ``Z`` of a block.
+    hessian : bool or None
+        Hessian extremes; ``None`` means "when ``y`` is given".
+    sparsity_eps : float
+        Threshold of the sparsity row.
+    tol : float
+        Relative tolerance of every certified estimate.
+    spectra : bool
+        Keep full singular-value/eigenvalue arrays for plotting.
+
+    Returns
+    -------
+    Diagnostics
+        Rows in :data:`ROWS` order. A diagnostic that is undefined for the model (``B0`` of a
+        block, ``κ`` of a singular matrix, the softmax Jacobian of a Gaussian kernel) is a row
+        with ``defined=False`` and the reason; it never aborts the report.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Unsupported model, unknown ``residual``, invalid ``hessian``/``sparsity_eps``, bad inputs.
     """
     if not isinstance(model, (MultiHeadAttention, AttentionBlock)):
         raise TypeError(f"model must be a models.MultiHeadAttention or models.AttentionBlock, got "
@@ -180,9 +224,48 @@ def diagnose(
     if hessian is not None and not isinstance(hessian, bool):
         raise TypeError(f"hessian must be a bool or None, got {hessian!r}")
     check_positive_float("sparsity_eps", sparsity_eps)
+    do_h = (y is not None) if hessian is None else hessian
+    if do_h and y is None:
+        raise ValueError("hessian=True needs targets y")
     t0 = time.perf_counter()
     Xt = model.check_inputs(X)
     is_mh = isinstance(model, MultiHeadAttention)
+    rep = _Report()
+    if is_mh:
+        _b0_rows(rep, model, Xt, tol, spectra)
+    else:
+        mh_only = "defined for the [S24] MultiHeadAttention only (the model is an AttentionBlock)"
+        rep.rows += [_undef("b0.kappa", mh_only), _undef("beta_paper", mh_only)]
+    _pl_rows(rep, model, Xt, trainable, tol, is_mh)
+    if is_mh:
+        rep.rows.append(_undef("z.kappa", "Z is the [Q25] AttentionBlock output; the model is the "
+                               "[S24] MultiHeadAttention"))
+    else:
+        _z_rows(rep, model, Xt, residual, tol, spectra)
+    _attention_rows(rep, model, Xt, sparsity_eps, spectra)
+    if do_h:
+        _hessian_rows(rep, model, Xt, y, trainable, is_mh)
+    else:
+        rep.rows.append(_undef("hessian.lambda_max", "no targets y given"))
+    rows = sorted(rep.rows, key=lambda r: row_order(r.key))
+    return Diagnostics(
+        model=type(model).__name__, config=_config(model, Xt, trainable, is_mh), rows=tuple(rows), b0=rep.b0,
+        beta=rep.beta, pl=rep.pl, z=rep.z, softmax=rep.softmax, attention=rep.attention, hessian=rep.hessian,
+        spectra=rep.spectra, seconds=time.perf_counter() - t0,
+    )
+
+
+def _spectrum(est: SpectralEstimate, M: torch.Tensor | None = None) -> np.ndarray:
+    """All singular values for plotting: the dense route's own, else one ``svdvals`` of ``M``."""
+    spec = getattr(est.details, "spectrum", None)
+    if spec is not None:
+        return np.asarray(spec)
+    if M is None:
+        return np.array([est.sigma_max, est.sigma_min])
+    return torch.linalg.svdvals(M).cpu().numpy()
+
+
+def _config(model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None, is_mh: bool) -> dict[str, Any]:
     N, n, D = Xt.shape
     cfg: dict[str, Any] = {"kernel": model.kernel_name, "N": N, "n": n, "D": D, "d": model.d,
                            "regime": model.regime}
@@ -191,129 +274,112 @@ def diagnose(
                    trainable=list(trainable or model.trainable))
     else:
         cfg.update(residual_model=model.residual, ffn=model.ffn)
-    rows: list[DiagnosticRow] = []
-    spec: dict[str, np.ndarray] = {}
-    b0_est = beta = pl = sj = att = hes = None
-    zs: dict[str, ZConditioning] = {}
-    mh_only = "defined for the [S24] MultiHeadAttention only (the model is an AttentionBlock)"
-    # ---- B0 and beta
-    if is_mh:
-        def _b0() -> SpectralEstimate:
-            B = B0(model, Xt)
-            if spectra:
-                spec["B0"] = torch.linalg.svdvals(B).cpu().numpy()
-            return extreme_singular_values(B, tol=tol)
+    return cfg
 
-        b0_est = _safe(rows, [("b0.kappa", "κ(B0)")], _b0)
-        if b0_est is not None:
-            rows.extend(_est_rows("b0", "B0", b0_est))
-            if model.H * D < N * n:
-                rows.append(DiagnosticRow("b0.full_row_rank", "B0 full row rank possible (HD ≥ Nn)", False,
-                                          note=f"HD={model.H * D} < Nn={N * n}"))
-        beta = _safe(rows, [("beta_paper", "β_paper = σ²min(W_O)σ²min(B0ᵀ)")], lambda: beta_paper(model, Xt))
-        if beta is not None:
-            rows.append(DiagnosticRow("beta_paper", "β_paper = σ²min(W_O)σ²min(B0ᵀ)", beta.value,
-                                      note=beta.reason))
+
+def _b0_rows(rep: _Report, model: MultiHeadAttention, Xt: torch.Tensor, tol: float, spectra: bool) -> None:
+    """``B0`` (certified σ's and κ) and the paper's ``β`` ([S24] Thm. 1)."""
+    N, n, D = Xt.shape
+
+    rep.b0 = _safe(rep.rows, ["b0.kappa"], lambda: b0_conditioning(model, Xt, tol=tol))
+    if rep.b0 is not None:
+        if spectra:
+            rep.spectra["B0"] = _spectrum(rep.b0)
+        rep.rows.extend(_est_rows("b0", rep.b0))
+        if model.H * D < N * n:
+            rep.rows.append(_row("b0.full_row_rank", False, note=f"HD={model.H * D} < Nn={N * n}"))
+    if rep.b0 is not None:
+        rep.beta = _safe(rep.rows, ["beta_paper"], lambda: beta_paper(model, Xt, b0=rep.b0, tol=tol))
+    if rep.beta is not None:
+        rep.rows.append(_row("beta_paper", rep.beta.value, rep.beta.interval, note=rep.beta.reason))
+
+
+def _pl_rows(rep: _Report, model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None, tol: float,
+             is_mh: bool) -> None:
+    """``μ = λ_min(JJᵀ)`` and, for the [S24] model, the bounds next to it."""
+    pl = rep.pl = _safe(rep.rows, ["pl.mu"], lambda: pl_constant(model, Xt, trainable, tol=tol, beta=rep.beta))
+    if pl is None:
+        return
+    rep.rows.append(_row("pl.mu", pl.mu, pl.mu_interval,
+                         note=("numerically zero; " if pl.numerically_zero else "")
+                         + f"route={pl.route}, {pl.eig_method}, m={pl.n_outputs}, p={pl.n_params}"))
+    if not is_mh:
+        return
+    if pl.corrected_bound is None:
+        rep.rows.append(_undef("pl.corrected_bound", "W_V is not trained: the bound does not apply"))
     else:
-        rows += [_undef("b0.kappa", "κ(B0)", mh_only), _undef("beta_paper", "β_paper", mh_only)]
-    # ---- PL constant
-    pl = _safe(rows, [("pl.mu", "μ = λmin(JJᵀ)")], lambda: pl_constant(model, Xt, trainable, tol=tol))
-    if pl is not None:
-        rows.append(DiagnosticRow("pl.mu", "μ = λmin(JJᵀ)", pl.mu, pl.mu_interval,
-                                  note=("numerically zero; " if pl.numerically_zero else "")
-                                  + f"route={pl.route}, {pl.eig_method}, m={pl.n_outputs}, p={pl.n_params}"))
-        if is_mh:
-            if pl.corrected_bound is None:
-                rows.append(_undef("pl.corrected_bound", "corrected bound min_h‖W_O,h‖²σ²min(B0ᵀ)",
-                                   "W_V is not trained: the bound does not apply"))
-            else:
-                rows.append(DiagnosticRow("pl.corrected_bound", "corrected bound min_h‖W_O,h‖²σ²min(B0ᵀ)",
-                                          pl.corrected_bound))
-                rows.append(DiagnosticRow("pl.corrected_holds", "corrected bound ≤ μ",
-                                          pl.holds["corrected_bound"]))
-            rows.append(DiagnosticRow("pl.beta_holds", "β_paper ≤ μ", pl.holds["beta_paper"],
-                                      note=None if pl.holds["beta_paper"] else "the paper's β fails here"))
-            if pl.value_block_mu is not None:
-                rows.append(DiagnosticRow("pl.value_block_mu", "λmin(J_V J_Vᵀ)", pl.value_block_mu,
-                                          note="= σ²min(W_O)σ²min(B0ᵀ) exactly for the joint value map"))
-    # ---- Z of [Q25]
-    if is_mh:
-        rows.append(_undef("z.kappa", "κ(Z)", "Z is the [Q25] AttentionBlock output; the model is the "
-                           "[S24] MultiHeadAttention"))
-    else:
-        wanted = {"both": (True, False), "on": (True,), "off": (False,)}[residual]
-        for r in wanted:
-            tag = "res" if r else "plain"
-            name = "Z res" if r else "Z plain"
-            z = _safe(rows, [(f"z.{tag}.kappa", f"κ({name})")],
-                      lambda r=r: attention_output_matrix(model, Xt, r, tol=tol))
-            if z is None:
-                continue
-            zs[tag] = z
-            if spectra and z.Z is not None:
-                spec[f"Z_{tag}"] = torch.linalg.svdvals(z.Z).cpu().numpy()
-            rows.extend(_est_rows(f"z.{tag}", name, z.estimate))
-            if r:
-                rows.append(DiagnosticRow("z.weyl_bound", "Weyl: σmin(X) − ‖AXW_V‖ ≤ σmin(Z res)", z.weyl_bound,
-                                          note=("holds" if z.weyl_holds else "VIOLATED")
-                                          + ("; vacuous (negative)" if z.weyl_bound < 0 else "")))
-    # ---- attention: softmax Jacobian spectrum, entropy, sparsity
+        rep.rows.append(_row("pl.corrected_bound", pl.corrected_bound))
+        rep.rows.append(_row("pl.corrected_holds", pl.holds["corrected_bound"]))
+    rep.rows.append(_row("pl.beta_holds", pl.holds["beta_paper"],
+                         note=None if pl.holds["beta_paper"] else "the paper's β fails here"))
+    if pl.value_block_mu is not None:
+        rep.rows.append(_row("pl.value_block_mu", pl.value_block_mu,
+                             note="= σ²min(W_O)σ²min(B0ᵀ) exactly for the joint value map"))
+
+
+def _z_rows(rep: _Report, model: AttentionBlock, Xt: torch.Tensor, residual: str, tol: float,
+            spectra: bool) -> None:
+    """``Z`` of [Q25] with and/or without residual, and the Weyl bound."""
+    wanted = {"both": (True, False), "on": (True,), "off": (False,)}[residual]
+    for r in wanted:
+        tag = "res" if r else "plain"
+        z = _safe(rep.rows, [f"z.{tag}.kappa"], lambda r=r: attention_output_matrix(model, Xt, r, tol=tol))
+        if z is None:
+            continue
+        rep.z[tag] = z
+        if spectra and z.Z is not None:
+            rep.spectra[f"Z_{tag}"] = _spectrum(z.estimate, z.Z)
+        rep.rows.extend(_est_rows(f"z.{tag}", z.estimate))
+        if r:
+            rep.rows.append(_row("z.weyl_bound", z.weyl_bound, note=("holds" if z.weyl_holds else "VIOLATED")
+                                 + ("; vacuous (negative)" if z.weyl_bound < 0 else "")))
+
+
+def _attention_rows(rep: _Report, model: Any, Xt: torch.Tensor, sparsity_eps: float, spectra: bool) -> None:
+    """Softmax-Jacobian spectrum (row-stochastic kernels only), entropy and sparsity."""
     S = model.attention(Xt).detach()
     kname = model.kernel_name
     gauss_norm = kname == "gaussian" and bool(model.kernel_options.get("normalize", False))
-    if kname in ROW_STOCHASTIC or gauss_norm:
+    row_stochastic = get_kernel(kname).row_stochastic or gauss_norm  # the KERNELS registry decides
+    if row_stochastic:
         rows4 = S if S.ndim == 4 else S.unsqueeze(1)
-        sj = _safe(rows, [("softmaxJ.kappa_median", "κ(J(s)) on 1⊥, median over rows")],
-                   lambda: softmax_jacobian_spectrum(rows4))
+        sj = rep.softmax = _safe(rep.rows, ["softmaxJ.kappa_median"], lambda: softmax_jacobian_spectrum(rows4))
         if sj is not None:
-            rows.append(DiagnosticRow("softmaxJ.kappa_median", "κ(J(s)) on 1⊥, median over rows",
-                                      sj.kappa_median))
-            rows.append(DiagnosticRow("softmaxJ.kappa_max", "κ(J(s)) on 1⊥, max over rows", sj.kappa_max,
-                                      note=f"{sj.n_singular} rows singular on 1⊥" if sj.n_singular else None))
+            rep.rows.append(_row("softmaxJ.kappa_median", sj.kappa_median))
+            rep.rows.append(_row("softmaxJ.kappa_max", sj.kappa_max,
+                                 note=f"{sj.n_singular} rows singular on 1⊥" if sj.n_singular else None))
             if spectra:
-                spec["softmaxJ"] = np.sort(sj.eigenvalues_perp.reshape(-1))
+                rep.spectra["softmaxJ"] = np.sort(sj.eigenvalues_perp.reshape(-1))
     else:
-        rows.append(_undef("softmaxJ.kappa_median", "κ(J(s)) on 1⊥",
-                           f"kernel {kname!r} is not a row softmax: no softmax Jacobian"))
-    normalize = kname not in ROW_STOCHASTIC and not gauss_norm
-    att = _safe(rows, [("attn.entropy", "attention entropy / log n (mean over heads)")],
-                lambda: attention_stats(S, sparsity_eps, normalize=normalize))
+        rep.rows.append(_undef("softmaxJ.kappa_median", f"kernel {kname!r} is not a row softmax: no softmax "
+                               "Jacobian"))
+    normalize = not row_stochastic
+    att = rep.attention = _safe(rep.rows, ["attn.entropy"],
+                                lambda: attention_stats(S, sparsity_eps, normalize=normalize))
     if att is not None:
         note = "rows normalised to sum 1" if normalize else None
-        rows.append(DiagnosticRow("attn.entropy", "attention entropy / log n (mean over heads)",
-                                  float(att.normalized_entropy.mean()), note=note))
-        rows.append(DiagnosticRow("attn.sparsity", f"fraction of coefficients ≤ {sparsity_eps:g}",
-                                  float(att.sparsity.mean()), note=note))
-    # ---- Hessian
-    do_h = (y is not None) if hessian is None else hessian
-    if do_h and y is None:
-        raise ValueError("hessian=True needs targets y")
-    if do_h:
-        yt = torch.as_tensor(y, dtype=Xt.dtype, device=Xt.device)
-        params = {k: getattr(model, k).detach() for k in (trainable or model.trainable)}
-        hes = _safe(rows, [("hessian.lambda_max", "Hessian λ_max")],
-                    lambda: hessian_extremes(lambda p: model.loss(p, Xt, yt), params))
-        if hes is not None:
-            rows.append(DiagnosticRow("hessian.lambda_max", "Hessian λ_max", hes.lambda_max))
-            rows.append(DiagnosticRow("hessian.lambda_min", "Hessian λ_min", hes.lambda_min,
-                                      note="indefinite" if hes.indefinite else None))
-            if hes.smallest_nonzero is None:
-                rows.append(_undef("hessian.smallest_nonzero", "Hessian non-zero λ nearest 0",
-                                   hes.reason or ""))
-            else:
-                rows.append(DiagnosticRow("hessian.smallest_nonzero", "Hessian non-zero λ nearest 0",
-                                          hes.smallest_nonzero))
-            note = hes.method
-            tr = tuple(trainable or model.trainable)
-            if is_mh and model.value_param == "per_head" and "W_V" in tr and "W_O" not in tr \
-                    and model.d > model.d_out:
-                flat = model.H * model.D * (model.d - model.d_out)
-                note += f"; {flat} = H·D·(d−d_out) are flat: W_V,h acts only via W_V,h W_O,h"
-            rows.append(DiagnosticRow("hessian.null_dim", "Hessian null-space dimension seen",
-                                      hes.null_dim_seen, note=note))
+        rep.rows.append(_row("attn.entropy", float(att.normalized_entropy.mean()), note=note))
+        rep.rows.append(_row("attn.sparsity", float(att.sparsity.mean()), note=note, eps=sparsity_eps))
+
+
+def _hessian_rows(rep: _Report, model: Any, Xt: torch.Tensor, y: Any, trainable: Sequence[str] | None,
+                  is_mh: bool) -> None:
+    """Extreme Hessian eigenvalues of the model's loss at ``(X, y)``."""
+    yt = torch.as_tensor(y, dtype=Xt.dtype, device=Xt.device)
+    tr = tuple(trainable or model.trainable)
+    params = {k: getattr(model, k).detach() for k in tr}
+    hes = rep.hessian = _safe(rep.rows, ["hessian.lambda_max"],
+                              lambda: hessian_extremes(lambda p: model.loss(p, Xt, yt), params))
+    if hes is None:
+        return
+    rep.rows.append(_row("hessian.lambda_max", hes.lambda_max))
+    rep.rows.append(_row("hessian.lambda_min", hes.lambda_min, note="indefinite" if hes.indefinite else None))
+    if hes.smallest_nonzero is None:
+        rep.rows.append(_undef("hessian.smallest_nonzero", hes.reason or ""))
     else:
-        rows.append(_undef("hessian.lambda_max", "Hessian λ_max", "no targets y given"))
-    return Diagnostics(
-        model=type(model).__name__, config=cfg, rows=tuple(rows), b0=b0_est, beta=beta, pl=pl, z=zs,
-        softmax=sj, attention=att, hessian=hes, spectra=spec, seconds=time.perf_counter() - t0,
-    )
+        rep.rows.append(_row("hessian.smallest_nonzero", hes.smallest_nonzero))
+    note = hes.method
+    if is_mh and model.value_param == "per_head" and "W_V" in tr and "W_O" not in tr and model.d > model.d_out:
+        flat = model.H * model.D * (model.d - model.d_out)
+        note += f"; {flat} = H·D·(d−d_out) are flat: W_V,h acts only via W_V,h W_O,h"
+    rep.rows.append(_row("hessian.null_dim", hes.null_dim_seen, note=note))

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from attncond.models._checks import check_positive_float
+
+from attncond.models.checks import check_positive_float
 from attncond.spectral.results import record_repr, to_jsonable
 
 try:  # the shared implementation, if present
@@ -147,7 +148,8 @@ def _secular_roots(d: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             tn = tau - F / dF
         ok = np.isfinite(tn) & (tn > a) & (tn < b)
-        same_sign = (np.sign(a) == np.sign(b)) & (a != 0) & (np.maximum(np.abs(a), np.abs(b)) > 4 * np.minimum(np.abs(a), np.abs(b)))
+        aa, ab = np.abs(a), np.abs(b)
+        same_sign = (np.sign(a) == np.sign(b)) & (a != 0) & (np.maximum(aa, ab) > 4 * np.minimum(aa, ab))
         bis = np.where(same_sign, np.sign(a) * np.sqrt(np.abs(a)) * np.sqrt(np.abs(b)), 0.5 * (a + b))
         tn = np.where(ok, tn, bis)
         at_root = np.abs(F) <= 4 * n * np.finfo(np.float64).eps * Fs  # F is rounding noise: τ is a root

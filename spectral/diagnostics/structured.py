@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from attncond.models import AttentionBlock, MultiHeadAttention
-from attncond.models._checks import check_subset
+from attncond.models.checks import check_subset
 from attncond.spectral.operators.autodiff import JacobianOperator, jacobian_gram
 from attncond.spectral.operators.gram import gram_matrix as symmetric_gram
 from attncond.spectral.results import to_jsonable

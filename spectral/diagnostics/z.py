@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from attncond.models import AttentionBlock
 from attncond.spectral.diagnostics.structured import attention_output_matrix as z_matrix
 from attncond.spectral.estimate import extreme_singular_values

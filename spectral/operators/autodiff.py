@@ -14,10 +14,12 @@ All act on the parameters flattened in dict order, ``θ = [vec(p_1); vec(p_2); �
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+
 from attncond.spectral.operators.base import LinearOp, same_device
 from attncond.spectral.operators.explicit import as_operator
 from attncond.spectral.operators.gram import gram_matrix
@@ -233,11 +235,12 @@ class JacobianOperator(_VmapMixin, LinearOp):
         names = self._flat.names
         for j in probes:
             y = self._single(self._primals, *(x.narrow(d, j, 1).squeeze(d) for x in self._inputs)).detach()
-            if y.shape != ref[j].shape or float((y - ref[j]).abs().max()) > tol:
+            diff = float((y - ref[j]).abs().max()) if y.shape == ref[j].shape else math.inf
+            if diff > tol:
                 raise ValueError(
-                    f"sample_dim={d}: fn on sample {j} alone does not reproduce row block {j} of fn on the batch "
-                    f"(max difference {float((y - ref[j]).abs().max()) if y.shape == ref[j].shape else 'shape'}, "
-                    f"tolerance {tol:.3g}); fn does not act independently per sample along this dimension")
+                    f"sample_dim={d}: fn on sample {j} alone does not reproduce row block {j} of fn on the "
+                    f"batch (max difference {diff:.3g}, tolerance {tol:.3g}); fn does not act independently "
+                    "per sample along this dimension")
             if N < 2:
                 continue
             pert = []
@@ -253,7 +256,8 @@ class JacobianOperator(_VmapMixin, LinearOp):
             if float(others.abs().max()) > tol:
                 raise ValueError(
                     f"sample_dim={d}: perturbing sample {j} changes the output of other samples (max change "
-                    f"{float(others.abs().max()):.3g} > tolerance {tol:.3g}); fn couples samples along this dimension")
+                    f"{float(others.abs().max()):.3g} > tolerance {tol:.3g}); fn couples samples along this "
+                    "dimension")
 
     def _single(self, ts: tuple[torch.Tensor, ...], *xs: torch.Tensor) -> torch.Tensor:
         """Single-sample function ``θ ↦ vec(fn(θ, x_i))`` (``x_i`` re-expanded to a batch of 1)."""
@@ -273,7 +277,7 @@ class JacobianOperator(_VmapMixin, LinearOp):
         )(self._primals, *xs)
         rows = (b - a) * (self.shape[0] // (self.n_samples or 1))
         block = torch.cat([t.reshape(rows, -1) for t in jac], dim=1).detach()
-        return self.scale_output(block, 1.0, f"operator {self.name}: per-sample Jacobian rows of samples {a}..{b - 1}")
+        return self.scale_output(block, 1.0, f"operator {self.name}: per-sample Jacobian rows {a}..{b - 1}")
 
     def _require_samples(self, what: str) -> int:
         if self.sample_dim is None or self.n_samples is None or self.sample_chunk is None:

@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
+
 from attncond.spectral.operators.base import (
     FLOAT_DTYPES,
     AdjointOp,

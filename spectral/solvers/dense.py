@@ -15,10 +15,17 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.operators.explicit import DenseOp
 from attncond.spectral.results import SVDResult
-from attncond.spectral.solvers.certify import assemble_result, certify_small_side, rounding_allowance
+from attncond.spectral.solvers.certify import (
+    CertifiedEnds,
+    SolveRun,
+    assemble_result,
+    certify_small_side,
+    rounding_allowance,
+)
 from attncond.spectral.solvers.validate import prepare
 
 WHICH = ("both", "largest", "smallest")
@@ -53,7 +60,7 @@ def svd_of_tall(
     tol: float,
     sigma: torch.Tensor | None = None,
     V: torch.Tensor | None = None,
-) -> dict[str, Any]:
+) -> CertifiedEnds:
     """Dense SVD of a tall matrix and certification of the ``k`` extreme triplets."""
     M, N = T.shape
     Uf = None
@@ -64,11 +71,11 @@ def svd_of_tall(
     smax = float(spec[0]) if spec.size else 0.0
     delta = rounding_allowance((M, N), T.dtype, smax)
     top = DenseOp(T)
-    ex = {}
+    largest = smallest = None
     if which in ("both", "largest"):
         # Kato–Temple needs a certified bound on the neighbour of the extreme value only
         gap = float(spec[1]) + delta if N > 1 else None
-        ex["largest"] = certify_small_side(
+        largest = certify_small_side(
             top,
             V[:, :k],
             end="largest",
@@ -79,7 +86,7 @@ def svd_of_tall(
     if which in ("both", "smallest"):
         idx = list(range(N - 1, N - 1 - k, -1))
         gap = max(float(spec[N - 2]) - delta, 0.0) if N > 1 else None
-        ex["smallest"] = certify_small_side(
+        smallest = certify_small_side(
             top,
             V[:, idx],
             end="smallest",
@@ -87,15 +94,7 @@ def svd_of_tall(
             gap_bound=gap,
             U=None if Uf is None else Uf[:, idx],
         )
-    return {
-        "explicit": ex,
-        "smax": smax,
-        "spectrum": spec,
-        "steps": 0,
-        "cycles": 1,
-        "ell": N,
-        "products": top.n_products,
-    }
+    return CertifiedEnds(largest, smallest, smax, subspace=N, spectrum=spec, dense_products=top.n_products)
 
 def dense_svd(
     A: Any,
@@ -116,23 +115,18 @@ def dense_svd(
     """
     t0 = time.perf_counter()
     op, k, tol, _ = prepare(A, k=k, which=which, which_choices=WHICH, tol=tol, device=device, dtype=dtype)
+    return solve_dense(op, k, which, tol, t0=t0)
+
+
+def solve_dense(op: LinearOp, k: int, which: str, tol: float, *, t0: float | None = None) -> SVDResult:
+    """:func:`dense_svd` on an operator already validated by :func:`prepare` (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     start = op.n_products
     T, swap = dense_tall_factor(op)
     out = svd_of_tall(T, k, which, tol)
-    res = assemble_result(
-        op,
-        out,
-        which=which,
-        tol=tol,
-        swap=swap,
-        start=start,
-        t0=t0,
-        method="dense",
-        iterations=1,
-        max_steps=None,
-        info={"dense_products": out["products"]},
-    )
-    return _with_spectrum(res, out["spectrum"])
+    res = assemble_result(op, out, SolveRun("dense", tol, swap, start, t0),
+                          info={"dense_products": out.dense_products})
+    return _with_spectrum(res, out.spectrum)
 
 def _with_spectrum(res: SVDResult, spec: np.ndarray) -> SVDResult:
     import dataclasses

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.certify import (
     Certified,
+    CertifiedEnds,
+    SolveRun,
     assemble_result,
     certify_small_side,
     meets_tol,
@@ -40,10 +44,32 @@ CHECK_MIN_EXTRA = 8
 #: σ_min-only thick restarts keep largest Ritz vectors too only with a basis this large
 TOP_KEEP_MIN_ELL = 48
 
+@dataclass(frozen=True)
+class _Ritz:
+    """SVD ``B = U_b diag(S_b) V_bᵀ`` of one projected matrix and the cheap stopping test."""
+
+    Ub: torch.Tensor
+    Sb: torch.Tensor
+    Vb: torch.Tensor
+    smax: float
+    idx_l: list[int]
+    idx_s: list[int]
+    ok: bool
+
+
+@dataclass(frozen=True)
+class _CoreRun:
+    """One :func:`_gkl_core` run: its certified ends and whether it met ``tol``."""
+
+    certs: CertifiedEnds
+    converged: bool
+    harmonic_restarts: int = 0
+
+
 def _ritz(
     B: torch.Tensor, fnorm: float, k: int, want_l: bool, want_s: bool, tol: float,
     shape: tuple[int, int], smax: float,
-) -> dict[str, Any]:
+) -> _Ritz:
     """SVD of the projected ``B`` and the cheap test ``‖r‖·|e_jᵀ u_i|/√2 ≤ max(tol·σ_i, δ)`` for
     every wanted Ritz value (``δ`` from ``smax`` raised to ``σ_1(B)``). The same test serves
     the in-cycle checks and the end of a cycle."""
@@ -56,7 +82,7 @@ def _ritz(
     est = fnorm * Ub[-1, wanted].abs() / math.sqrt(2.0)
     delta = rounding_allowance(shape, B.dtype, smax)
     ok = bool((est <= torch.clamp(tol * Sb[wanted], min=delta)).all())
-    return {"Ub": Ub, "Sb": Sb, "Vb": Vbh.T, "smax": smax, "idx_l": idx_l, "idx_s": idx_s, "ok": ok}
+    return _Ritz(Ub, Sb, Vbh.T, smax, idx_l, idx_s, ok)
 
 def _gkl_core(
     T: LinearOp,
@@ -69,7 +95,7 @@ def _gkl_core(
     ncv: int | None,
     full: bool,
     harmonic: bool = False,
-) -> dict[str, Any]:
+) -> _CoreRun:
     """One GKL run on the tall ``T``; ``harmonic=True`` (only with ``which="smallest"``)
     restarts with harmonic Ritz vectors (see :func:`_harmonic_restart`)."""
     if harmonic and which != "smallest":
@@ -103,7 +129,7 @@ def _gkl_core(
     min_check = min(ell, nwant + CHECK_MIN_EXTRA)
     while True:
         cur = ell  # columns in use this cycle (< ell after an early in-cycle stop)
-        ritz: dict[str, Any] | None = None
+        ritz: _Ritz | None = None
         for j in range(j0, ell):
             P[:, j] = p
             q_raw = T.matvec(p)
@@ -133,14 +159,14 @@ def _gkl_core(
                     B[j, j + 1] = beta
                 if j + 1 >= min_check and (j + 1 - j0) % CHECK_EVERY == 0:
                     rz = _ritz(B[: j + 1, : j + 1], fnorm, k, want_l, want_s, tol, (M, N), smax)
-                    if rz["ok"]:
+                    if rz.ok:
                         cur, ritz = j + 1, rz
                         break
         cycles += 1
         if ritz is None:
             ritz = _ritz(B[:cur, :cur], fnorm, k, want_l, want_s, tol, (M, N), smax)
-        Ub, Sb, Vb, smax = ritz["Ub"], ritz["Sb"], ritz["Vb"], ritz["smax"]
-        idx_l, idx_s, ok = ritz["idx_l"], ritz["idx_s"], ritz["ok"]
+        Ub, Sb, Vb, smax = ritz.Ub, ritz.Sb, ritz.Vb, ritz.smax
+        idx_l, idx_s, ok = ritz.idx_l, ritz.idx_s, ritz.ok
         out_of_steps = steps >= max_steps
         if ok or out_of_steps or cur == N:
             Pc, Qc = P[:, :cur], Q[:, :cur]
@@ -203,15 +229,9 @@ def _gkl_core(
         else:
             p = random_orthonormal(P[:, :kk], gen)
         j0 = kk
-    return {
-        "explicit": explicit,
-        "converged": converged,
-        "steps": steps,
-        "cycles": cycles,
-        "smax": smax,
-        "ell": ell,
-        "harmonic_restarts": harmonic_cycles,
-    }
+    certs = CertifiedEnds(explicit.get("largest"), explicit.get("smallest"), smax, steps=steps, cycles=cycles,
+                          subspace=ell)
+    return _CoreRun(certs, converged, harmonic_cycles)
 
 def _harmonic_restart(
     P: torch.Tensor,
@@ -377,6 +397,15 @@ def golub_kahan_lanczos(
     )
     check_choice("reorth", reorth, ("full", "selective"))
     check_choice("restart", restart, RESTARTS)
+    return solve_gkl(op, k, which, tol, maxiter, reorth=reorth, restart=restart, v0=v0, seed=seed, ncv=ncv,
+                     t0=t0)
+
+
+def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, *, reorth: str = "full",
+              restart: str = "thick", v0: torch.Tensor | None = None, seed: int = 0, ncv: int | None = None,
+              t0: float | None = None) -> SVDResult:
+    """:func:`golub_kahan_lanczos` on an operator already validated by :func:`prepare` (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     m, n = op.shape
     swap = m < n
     T = op.adjoint() if swap else op
@@ -398,6 +427,7 @@ def golub_kahan_lanczos(
     max_steps = maxiter if maxiter is not None else 2000
     full = reorth == "full"
     mode = _resolve_restart(restart, which)
+    split: dict[str, int] | None = None
     if mode == "harmonic" and which == "smallest":
         out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full, harmonic=True)
     elif mode == "harmonic" and which == "both":
@@ -405,36 +435,20 @@ def golub_kahan_lanczos(
         # end (harmonic) separately from the same start vector and merge
         o_l = _gkl_core(T, k, "largest", tol, max_steps, p0, gen, ncv, full)
         o_s = _gkl_core(
-            T, k, "smallest", tol, max(max_steps - o_l["steps"], 1), p0, gen, ncv, full, harmonic=True
+            T, k, "smallest", tol, max(max_steps - o_l.certs.steps, 1), p0, gen, ncv, full, harmonic=True
         )
-        out = {
-            "explicit": {**o_l["explicit"], **o_s["explicit"]},
-            "converged": o_l["converged"] and o_s["converged"],
-            "steps": o_l["steps"] + o_s["steps"],
-            "cycles": o_l["cycles"] + o_s["cycles"],
-            "smax": max(o_l["smax"], o_s["smax"]),
-            "ell": max(o_l["ell"], o_s["ell"]),
-            "harmonic_restarts": o_s["harmonic_restarts"],
-            "split": {"largest_steps": o_l["steps"], "smallest_steps": o_s["steps"]},
-        }
+        cl, cs = o_l.certs, o_s.certs
+        merged = CertifiedEnds(cl.largest, cs.smallest, max(cl.sigma_max_hint, cs.sigma_max_hint),
+                               steps=cl.steps + cs.steps, cycles=cl.cycles + cs.cycles,
+                               subspace=max(cl.subspace or 0, cs.subspace or 0))
+        out = _CoreRun(merged, o_l.converged and o_s.converged, o_s.harmonic_restarts)
+        split = {"largest_steps": cl.steps, "smallest_steps": cs.steps}
     else:
         out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full)
-    info: dict[str, Any] = {"restart": mode, "harmonic_restarts": out.get("harmonic_restarts", 0)}
-    if "split" in out:
-        info["split"] = out["split"]
-    return assemble_result(
-        op,
-        out,
-        which=which,
-        tol=tol,
-        swap=swap,
-        start=start,
-        t0=t0,
-        method="gkl",
-        iterations=out["steps"],
-        max_steps=max_steps,
-        info=info,
-    )
+    info: dict[str, Any] = {"restart": mode, "harmonic_restarts": out.harmonic_restarts}
+    if split is not None:
+        info["split"] = split
+    return assemble_result(op, out.certs, SolveRun("gkl", tol, swap, start, t0, max_steps), info)
 
 RESTARTS = ("auto", "thick", "augmented", "harmonic")
 

@@ -18,15 +18,22 @@ import time
 from typing import Any
 
 import torch
+
 from attncond.spectral import policy
 from attncond.spectral.operators.autodiff import JacobianOperator
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.operators.explicit import DenseOp
 from attncond.spectral.operators.gram import gram_matrix
 from attncond.spectral.results import SVDResult
-from attncond.spectral.solvers.certify import assemble_result, certify_small_side, meets_tol
+from attncond.spectral.solvers.certify import (
+    CertifiedEnds,
+    SolveRun,
+    assemble_result,
+    certify_small_side,
+    meets_tol,
+)
 from attncond.spectral.solvers.dense import dense_tall_factor, svd_of_tall
-from attncond.spectral.solvers.gkl import golub_kahan_lanczos
+from attncond.spectral.solvers.gkl import solve_gkl
 from attncond.spectral.solvers.psd import PSDExtremes, psd_extremes, psd_full_extremes
 
 __all__ = ["gram_route", "dense_per_sample", "is_per_sample"]
@@ -50,12 +57,12 @@ def dense_per_sample(op: JacobianOperator, ends: str, tol: float, *, label: str)
 
 def _certify_gram_ends(
     T: Any, xt: PSDExtremes, which: str, tol: float, eps: float
-) -> tuple[dict[str, Any], bool, float, float]:
+) -> tuple[CertifiedEnds, bool, float]:
     """Certify the Gram eigenvectors of :func:`psd_extremes` as Ritz vectors of the tall ``T``.
 
     ``σ = ‖T v‖`` (never ``sqrt(λ)``), with the Kato–Temple gap taken from the Gram spectrum
     (``xt.gap_max``, ``xt.gap_min``, already widened by the rounding margin ``eps_g``).
-    Returns ``(explicit, need_refine, σ_max hint, eps_g)``; ``need_refine`` is set when a value
+    Returns ``(certified ends, need_refine, eps_g)``; ``need_refine`` is set when a value
     misses ``tol`` or ``λ_min`` is below the rounding margin without a certified rank deficiency
     (``eps·κ²`` lost by squaring).
     """
@@ -63,22 +70,22 @@ def _certify_gram_ends(
     lmax = max(xt.lam_max, 0.0)
     eps_g = (10.0 * math.sqrt(M) + N) * eps * lmax  # rounding model of G and of its eigensolver
     smax = math.sqrt(lmax)
-    ex: dict[str, Any] = {}
+    largest = smallest = None
     need_refine = False
     if which in ("both", "largest"):
         gap = math.sqrt(max(xt.gap_max, 0.0)) if xt.gap_max is not None else None
-        ex["largest"] = certify_small_side(T, xt.w_max, end="largest", sigma_max_hint=smax, gap_bound=gap)
-        need_refine |= not bool(meets_tol(ex["largest"], tol).all())
+        largest = certify_small_side(T, xt.w_max, end="largest", sigma_max_hint=smax, gap_bound=gap)
+        need_refine |= not bool(meets_tol(largest, tol).all())
     if which in ("both", "smallest"):
         lo2 = xt.gap_min if xt.gap_min is not None else -1.0
         gap = math.sqrt(lo2) if lo2 > 0 else None
         c = certify_small_side(T, xt.w_min, end="smallest", sigma_max_hint=smax, gap_bound=gap)
-        ex["smallest"] = c
+        smallest = c
         rank_level = c.values[0] <= max(M, N) * eps * smax
         need_refine |= (not bool(meets_tol(c, tol).all())) or (
             xt.lam_min <= eps_g and not (rank_level and c.lower[0] <= 0)
         )
-    return ex, need_refine, smax, eps_g
+    return CertifiedEnds(largest, smallest, smax, subspace=N), need_refine, eps_g
 
 def _gram_route(op: Any, which: str, tol: float, t0: float, label: str) -> SVDResult:
     """Materialise the tall factor, ``eigh`` of its Gram, certify on ``A`` itself."""
@@ -88,8 +95,7 @@ def _gram_route(op: Any, which: str, tol: float, t0: float, label: str) -> SVDRe
     eps = torch.finfo(T.dtype).eps
     G = gram_matrix(T, "inner")
     xt = psd_full_extremes(G, (10.0 * math.sqrt(M) + N) * eps)
-    ex, need_dense, smax, eps_g = _certify_gram_ends(DenseOp(T), xt, which, tol, eps)
-    out = {"explicit": ex, "smax": smax, "steps": 0, "cycles": 1, "ell": N}
+    out, need_dense, eps_g = _certify_gram_ends(DenseOp(T), xt, which, tol, eps)
     method = label
     info: dict[str, Any] = {
         "gram_eig_min": xt.lam_min,
@@ -100,19 +106,7 @@ def _gram_route(op: Any, which: str, tol: float, t0: float, label: str) -> SVDRe
         out = svd_of_tall(T, 1, which, tol)
         method = label + "+dense"
         info["refined"] = "dense SVD of the materialised factor (Gram route not certified)"
-    res = assemble_result(
-        op,
-        out,
-        which=which,
-        tol=tol,
-        swap=swap,
-        start=start,
-        t0=t0,
-        method=method,
-        iterations=1,
-        max_steps=None,
-        info=info,
-    )
+    res = assemble_result(op, out, SolveRun(method, tol, swap, start, t0), info)
     return res
 
 def is_per_sample(op: Any) -> bool:
@@ -164,7 +158,7 @@ def _gram_route_samples(
     xt = psd_extremes(G, which, margin=(10.0 * math.sqrt(M) + N) * eps, tol=tol)
     del G
     t_eig = time.perf_counter() - te
-    ex, need_refine, smax, eps_g = _certify_gram_ends(T, xt, which, tol, eps)
+    out, need_refine, eps_g = _certify_gram_ends(T, xt, which, tol, eps)
     lmax = max(xt.lam_max, 0.0)
     info: dict[str, Any] = {
         "gram_eig_min": xt.lam_min,
@@ -177,7 +171,6 @@ def _gram_route_samples(
     }
     if xt.gap_certified_by:
         info["gap_certified_by"] = xt.gap_certified_by
-    out: dict[str, Any] = {"explicit": ex, "smax": smax, "steps": 0, "cycles": 1, "ell": N}
     method = label
     if Jd is not None:
         info["certified_on"] = "the materialised per-sample J (dense products, not counted in matvecs)"
@@ -187,7 +180,7 @@ def _gram_route_samples(
             method = label + "+dense"
             info["refined"] = "dense SVD of the per-sample Jacobian (Gram route not certified)"
         else:
-            res = golub_kahan_lanczos(op, 1, which, tol, maxiter, seed=seed)
+            res = solve_gkl(op, 1, which, tol, maxiter, seed=seed)
             info.update(res.info)
             info["refined"] = "Golub-Kahan-Lanczos (Gram route not certified, J too large to store)"
             return dataclasses.replace(
@@ -197,19 +190,7 @@ def _gram_route_samples(
                 seconds=time.perf_counter() - t0,
                 info=info,
             )
-    return assemble_result(
-        op,
-        out,
-        which=which,
-        tol=tol,
-        swap=swap,
-        start=start,
-        t0=t0,
-        method=method,
-        iterations=1,
-        max_steps=None,
-        info=info,
-    )
+    return assemble_result(op, out, SolveRun(method, tol, swap, start, t0), info)
 
 def _dense_samples(op: JacobianOperator, which: str, tol: float, t0: float, label: str) -> SVDResult:
     """Dense SVD of the Jacobian materialised by per-sample ``jacrev`` under ``vmap``."""
@@ -218,18 +199,7 @@ def _dense_samples(op: JacobianOperator, which: str, tol: float, t0: float, labe
     swap = m < p
     Jd = op.jacobian_matrix()
     out = svd_of_tall(Jd.T.contiguous() if swap else Jd, 1, which, tol)
-    res = assemble_result(
-        op,
-        out,
-        which=which,
-        tol=tol,
-        swap=swap,
-        start=start,
-        t0=t0,
-        method=label,
-        iterations=1,
-        max_steps=None,
-        info={"materialisation": "per-sample jacrev under vmap"},
-    )
-    return dataclasses.replace(res, spectrum=out["spectrum"])
+    res = assemble_result(op, out, SolveRun(label, tol, swap, start, t0),
+                          {"materialisation": "per-sample jacrev under vmap"})
+    return dataclasses.replace(res, spectrum=out.spectrum)
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.spectral import policy
 from attncond.spectral.operators.explicit import DenseOp
 from attncond.spectral.results import record_repr, record_to_dict
-from attncond.spectral.solvers.certify import certify_eigvecs
+from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
 
 __all__ = ["PSDExtremes", "GramExtremes", "psd_extremes", "gram_extremes", "one_eigenvalue_below"]
@@ -255,8 +256,8 @@ def gram_extremes(G: torch.Tensor, method: str = "auto", *, tol: float = 1e-10, 
     cmax = certify_eigvecs(Gop, px.w_max, end="largest", lam_max_hint=lmax_hint)
     lo_min, hi_min = _kato_temple(cmin, px.gap_min, "smallest")
     lo_max, hi_max = _kato_temple(cmax, px.gap_max, "largest")
-    tmin, tmax = float(cmin["values"][0]), float(cmax["values"][0])
-    delta = float(cmax["delta"])
+    tmin, tmax = float(cmin.values[0]), float(cmax.values[0])
+    delta = cmax.delta
     ok = (max(tmin - lo_min, hi_min - tmin) <= tol * abs(tmin) + 2 * delta
           and max(tmax - lo_max, hi_max - tmax) <= tol * abs(tmax) + 2 * delta)
     name = "dense" if px.solver.startswith("eigh") else "cholesky-lanczos"
@@ -265,15 +266,15 @@ def gram_extremes(G: torch.Tensor, method: str = "auto", *, tol: float = 1e-10, 
     return GramExtremes(tmin, (lo_min, hi_min), tmax, (lo_max, hi_max), name, bool(ok), px.matvecs + 2, px)
 
 
-def _kato_temple(c: dict[str, Any], gap: float | None, end: str) -> tuple[float, float]:
+def _kato_temple(c: EigCertificate, gap: float | None, end: str) -> tuple[float, float]:
     """Bauer–Fike interval of ``c``, tightened on the far side by Kato–Temple when ``gap`` is certified.
 
     For the smallest eigenvalue with ``λ_2 ≥ gap > θ``: ``λ_1 ≥ θ − ρ²/(gap − θ)``; for the
     largest with ``λ_{N−1} ≤ gap < θ``: ``λ_N ≤ θ + ρ²/(θ − gap)`` (Rayleigh quotient ``θ``,
     residual ``ρ``); the rounding ``δ`` is added back.
     """
-    th, lo, hi = float(c["values"][0]), float(c["lower"][0]), float(c["upper"][0])
-    rho, delta = float(c["rho"][0]), float(c["delta"])
+    th, lo, hi = float(c.values[0]), float(c.lower[0]), float(c.upper[0])
+    rho, delta = float(c.rho[0]), c.delta
     if gap is not None:
         if end == "smallest" and gap > th:
             lo = max(lo, th - rho * rho / (gap - th) - delta)

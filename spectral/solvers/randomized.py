@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SingularBlock, SVDResult
 from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
 from attncond.spectral.solvers.validate import make_generator, prepare
@@ -58,6 +60,13 @@ def randomized_svd(
     if int(oversample) < 0 or int(n_power) < 0:
         raise ValueError("oversample and n_power must be >= 0")
     op, k, tol, _ = prepare(A, k=k, tol=tol, device=device, dtype=dtype)
+    return solve_randomized(op, k, tol, oversample=oversample, n_power=n_power, seed=seed, which=which, t0=t0)
+
+
+def solve_randomized(op: LinearOp, k: int, tol: float, *, oversample: int = 10, n_power: int = 2, seed: int = 0,
+                     which: str = "largest", t0: float | None = None) -> SVDResult:
+    """:func:`randomized_svd` on a validated operator (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     m, n = op.shape
     swap = m < n
     T = op.adjoint() if swap else op

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse.linalg as spla
 import torch
+
+from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
 from attncond.spectral.solvers.validate import prepare
@@ -51,6 +53,13 @@ def _svds(
         device=device,
         dtype=dtype,
     )
+    return solve_svds(op, k, which, tol, maxiter, seed, solver, peer_tol, t0=t0)
+
+
+def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, seed: int, solver: str,
+               peer_tol: float | None = None, *, t0: float | None = None) -> SVDResult:
+    """``scipy.sparse.linalg.svds(solver=solver)`` on a validated operator, certified (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     m, n = op.shape
     swap = m < n
     T = op.adjoint() if swap else op
@@ -88,7 +97,8 @@ def _svds(
         c = certify_small_side(T, V, end=end, sigma_max_hint=smax_hint, U=Ul)
         conv = meets_tol(c, tol)
         if bool(np.isnan(c.values).any()):
-            reasons.append(f"{solver} ({end}) returned a zero or non-finite singular vector (sigma={raw[end]}); "
+            reasons.append(f"{solver} ({end}) returned a zero or non-finite singular vector "
+                           f"(sigma={raw[end]}); "
                            "a zero vector certifies nothing, so the result is not trusted")
         agree = _raw_agrees(np.asarray(raw[end]), c, tol)
         if not bool(agree.all()) and not bool(np.isnan(c.values).any()):

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+
 from attncond.spectral.operators.base import LinearOp, same_device
 from attncond.spectral.operators.explicit import as_operator
 
