@@ -200,6 +200,8 @@ def unscale_svd(res: SVDResult | EigResult, scale: ScaleState) -> Any:
         info["scale_note"] = "gram_* entries are of the scaled operator 2^scale_exponent * A"
     kw: dict[str, Any] = {"largest": _unscale_block(res.largest, e),
                           "smallest": _unscale_block(res.smallest, e), "info": info}
+    if res.reason:
+        kw["reason"] = f"{res.reason} (numbers above are of the operator scaled by 2^{e})"
     if isinstance(res, SVDResult) and res.spectrum is not None:
         kw["spectrum"] = _unscale(res.spectrum, e)
     return dataclasses.replace(res, **kw)

@@ -155,7 +155,7 @@ class CallableOp(LinearOp):
         if t.numel() != n:
             raise OperatorOutputError(
                 f"{where}: the callable returned {t.numel()} entries (shape {tuple(t.shape)}); the declared "
-                f"shape {self.shape} needs {n} = {'x'.join(map(str, shape))}")
+                f"shape {self.shape} needs {tuple(shape)} ({n} entries)")
         return t.to(device=self.device, dtype=self.dtype).reshape(shape)
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
