@@ -270,6 +270,10 @@ def eigen_extremes(
     ``‖Sy − θy‖`` of ``θ`` (Bauer–Fike for symmetric matrices); Courant–Fischer gives
     ``λ_max ≥ θ_max`` and ``λ_min ≤ θ_min``. ``method``: ``"auto"`` (dense ``eigh`` when
     ``n ≤ AUTO.eigen_dense_max_side`` (2000), else Lanczos), ``"dense"`` or ``"lanczos"``.
+
+    A non-symmetric ``S`` is refused (``ValueError``) by the probe of :func:`check_symmetric`
+    (two products for an implicit ``S``, counted in ``matvecs``). ``S`` is scaled by a power of two
+    first and the results scaled back exactly (see :func:`unscale_svd`).
     """
     t0 = time.perf_counter()
     ends = _which_to_ends(which)

@@ -378,7 +378,7 @@ def _hessian_rows(rep: _Report, model: Any, Xt: torch.Tensor, y: Any, trainable:
         rep.rows.append(_undef("hessian.smallest_nonzero", hes.reason or ""))
     else:
         rep.rows.append(_row("hessian.smallest_nonzero", hes.smallest_nonzero))
-    note = hes.method
+    note = hes.method if hes.null_dim_exact else f"{hes.method}; a lower bound (Lanczos sees one copy of 0)"
     if is_mh and model.value_param == "per_head" and "W_V" in tr and "W_O" not in tr and model.d > model.d_out:
         flat = model.H * model.D * (model.d - model.d_out)
         note += f"; {flat} = H·D·(d−d_out) are flat: W_V,h acts only via W_V,h W_O,h"

@@ -366,7 +366,8 @@ def test_operator_that_starts_returning_nan_names_operator_and_product():
 
 def test_wrong_output_length_and_meta_and_cuda_are_clear_errors():
     B = torch.randn(30, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(OperatorOutputError, match=r"returned 29 entries.*declared shape \(30, 20\) needs \(30,\)"):
+    msg = r"returned 29 entries.*declared shape \(30, 20\) needs \(30,\)"
+    with pytest.raises(OperatorOutputError, match=msg):
         spectral.extreme_singular_values((lambda x: (B @ x)[:-1], lambda y: B.T @ y, (30, 20)), method="gkl")
     with pytest.raises(ValueError, match="meta tensor"):
         spectral.extreme_singular_values(torch.empty(4, 3, device="meta"))
@@ -393,3 +394,22 @@ def test_subclass_returning_wrong_shape_is_caught_by_the_guard():
     with pytest.raises(OperatorOutputError, match=r"returned shape \(3,\)"):
         Bad((5, 4), torch.float64, "cpu").matvec(torch.ones(4, dtype=torch.float64))
     warnings.simplefilter("default")
+
+
+def test_scaled_copy_shares_the_users_product_counter():
+    op = spectral.as_operator(np.ldexp(A, -1000))
+    e = spectral.extreme_singular_values(op, method="gkl")
+    assert e.details.info["scale_exponent"] == 998 and op.n_products == e.matvecs > 0
+    At = torch.from_numpy(np.ldexp(A, 900))
+    mf = spectral.as_operator((lambda x: At @ x, lambda y: At.T @ y, A.shape))
+    e = spectral.extreme_singular_values(mf, method="gkl")
+    assert e.details.info["scale_exponent"] < 0 and mf.n_products == e.matvecs and mf._scaling.exp == 0
+
+
+def test_zero_attention_output_says_it_underflowed():
+    from attncond.models import AttentionBlock
+
+    blk = AttentionBlock(2, 2, residual=False, ffn=False, kernel="gaussian", regime="sharp", init_scale=3.0, seed=0)
+    X = torch.randn(1, 3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 4.0
+    z = attention_output_matrix(blk, X, residual=False)
+    assert z.sigma_max == 0.0 and "identically zero" in z.reason
