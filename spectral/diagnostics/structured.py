@@ -14,7 +14,7 @@ Nothing here materialises an autograd Jacobian of a :class:`models.MultiHeadAtte
 
 Output ordering everywhere: ``vec(model(X))`` row-major, i.e. index ``(i, a, o)`` with the
 output channel ``o`` fastest, then the token ``a``, then the sample ``i`` — the order of
-:class:`spectral.jacobian.JacobianOperator`.
+:class:`spectral.operators.autodiff.JacobianOperator`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     Xt = model.check_inputs(X)
     N, n, _ = Xt.shape
     with torch.no_grad():
-        return model._weighted_inputs(Xt).reshape(N * n, model.H * model.D)
+        return model.weighted_inputs(Xt).reshape(N * n, model.H * model.D)
 
 def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     """``B0 B0ᵀ ∈ R^{Nn×Nn}`` (symmetrised), whose ``λ_min`` is ``σ²_min(B0ᵀ)``."""
@@ -90,7 +90,7 @@ class NTKGram:
 
     ``gram``: ``(m, m)`` tensor, ``m = N·n·d_out``, outputs ordered ``(i, a, o)``.
     ``route``: ``"structured"`` (closed form, no Jacobian) or ``"vjp"`` (batched VJPs
-    through :func:`spectral.jacobian.jacobian_gram`; ``reason`` says why).
+    through :func:`spectral.operators.autodiff.jacobian_gram`; ``reason`` says why).
     ``parts``: per-weight-group contributions ``J_W J_Wᵀ`` when requested.
     """
 
@@ -116,7 +116,7 @@ class NTKGram:
              f"trainable={self.trainable}, n_params={self.n_params}, seconds={self.seconds:.3g}")
         return s + (f", reason={self.reason!r})" if self.reason else ")")
 
-#: factors at least this wide get BLAS syrk (spectral.gram) in the closed-form Gram
+#: factors at least this wide get BLAS syrk (spectral.operators.gram) in the closed-form Gram
 SYRK_MIN_COLS = 2048
 
 def _tau(model: MultiHeadAttention) -> float:
@@ -163,14 +163,14 @@ def _structured_gram(
         else:  # one fused pass over G instead of a product pass and an add pass
             G.addcmul_(A, B)
 
-    S = model._attention(X)  # (N, H, n, n)
+    S = model.attention(X)  # (N, H, n, n)
 
     bufs: dict[int, torch.Tensor] = {}  # R×R GEMM outputs, reused (fresh ones page-fault)
 
     def gram(A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
         # BLAS syrk (half the flops) only for very wide factors; for these (≤ H·D columns) a
         # GEMM, because mirroring syrk's triangle costs about what it saves (1024×128: 11.5 ms
-        # vs 14.7 ms; 8192×64: slower), see spectral.gram; G is symmetrised at the end. ``slot``
+        # vs 14.7 ms; 8192×64: slower), see spectral.operators.gram; G is symmetrised at the end. ``slot``
         # writes the GEMM into buffer ``slot``, allocated on first use.
         if A.shape[1] >= SYRK_MIN_COLS:
             return symmetric_gram(A)
@@ -184,10 +184,10 @@ def _structured_gram(
     if "W_Q" in trainable:
         XX = _kron_last(gram(Xt), torch.ones(dout, dout, dtype=dt, device=dev))
     if "W_V" in trainable and model.value_param == "joint":
-        B = model._weighted_inputs(X).reshape(T, H * D)
+        B = model.weighted_inputs(X).reshape(T, H * D)
         add("W_V", _kron_last(gram(B), model.W_O.T @ model.W_O))
     if "W_O" in trainable:
-        Hc = model._heads(X).reshape(T, H * d)
+        Hc = model.heads(X).reshape(T, H * d)
         add("W_O", _kron_last(Hc @ Hc.T, torch.eye(dout, dtype=dt, device=dev)))
     if "W_V" in trainable and model.value_param == "per_head" and dout == 1:
         # Σ_h ‖W^O_h‖² B_h B_hᵀ = B̃ B̃ᵀ with B̃ = [‖W^O_1‖ B_1, …, ‖W^O_H‖ B_H]: one GEMM
@@ -347,5 +347,5 @@ def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True
         raise TypeError(f"residual must be a bool, got {residual!r}")
     Xt = block.check_inputs(X)
     with torch.no_grad():
-        Z = block._z(Xt, residual)
+        Z = block.attention_output(Xt, residual)
     return Z.reshape(-1, block.D)

@@ -3,7 +3,7 @@
 Range finder ``Y = (A Aᵀ)^q A Ω`` with a Gaussian ``Ω ∈ R^{n×(k+p)}``, re-orthonormalised
 by QR after every product (Algorithm 4.4, "subspace iteration"); then ``B = Qᵀ A`` and
 ``B = Ũ Σ Vᵀ``. The top ``k`` right vectors are certified by Rayleigh–Ritz on ``A``
-(:mod:`spectral._certify`): ``σ = ‖A v‖`` is a Courant–Fischer *lower* bound of σ_max
+(:mod:`spectral.solvers.certify`): ``σ = ‖A v‖`` is a Courant–Fischer *lower* bound of σ_max
 and the residual bound gives the upper end.
 
 Randomised range finders capture the dominant subspace; they say nothing reliable about

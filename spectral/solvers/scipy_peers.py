@@ -2,7 +2,7 @@
 
 The peers' own convergence claims are not trusted: after they return, the singular
 vectors on the small side are re-evaluated by Rayleigh–Ritz on ``A`` (``σ = ‖A v‖``) and
-given the certified residual intervals of :mod:`spectral._certify`. A wrong value (e.g.
+given the certified residual intervals of :mod:`spectral.solvers.certify`. A wrong value (e.g.
 LOBPCG far off) therefore shows up as a large residual and ``converged=False``; a raw value
 that disagrees with ``‖A v‖`` of its own vector beyond the certified interval (PROPACK's
 ``which="SM"`` returning ``0.0`` with the vector of an interior singular value) is also

@@ -409,7 +409,8 @@ def test_scaled_copy_shares_the_users_product_counter():
 def test_zero_attention_output_says_it_underflowed():
     from attncond.models import AttentionBlock
 
-    blk = AttentionBlock(2, 2, residual=False, ffn=False, kernel="gaussian", regime="sharp", init_scale=3.0, seed=0)
+    blk = AttentionBlock(2, 2, residual=False, ffn=False, kernel="gaussian", regime="sharp", init_scale=3.0,
+                         seed=0)
     X = torch.randn(1, 3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 4.0
     z = attention_output_matrix(blk, X, residual=False)
     assert z.sigma_max == 0.0 and "identically zero" in z.reason
