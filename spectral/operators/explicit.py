@@ -323,6 +323,9 @@ def autoscaled(op: LinearOp) -> tuple[LinearOp, ScaleState]:
         if e == 0:
             return op, op._scaling
         return _scaled_explicit(op, e), ScaleState(e)
+    if isinstance(op, AdjointOp):  # scale the base, so that .adjoint() of the copy is scaled as well
+        base, state = autoscaled(op.base)
+        return base.adjoint(), state
     out = copy.copy(op)
     out._scaling = ScaleState(pending=True)
     return out, out._scaling

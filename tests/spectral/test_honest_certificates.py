@@ -414,3 +414,13 @@ def test_zero_attention_output_says_it_underflowed():
     X = torch.randn(1, 3, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 4.0
     z = attention_output_matrix(blk, X, residual=False)
     assert z.sigma_max == 0.0 and "identically zero" in z.reason
+
+
+@pytest.mark.parametrize("route", ["dense", "gram", "gkl", "arpack"])
+def test_scaled_adjoint_of_a_matrix_free_operator_stays_consistent(route):
+    At = torch.from_numpy(np.ldexp(A, -1000))
+    wide = spectral.as_operator((lambda x: At @ x, lambda y: At.T @ y, A.shape)).T  # 5 x 8, AdjointOp
+    e = spectral.extreme_singular_values(wide, method=route)
+    assert e.converged and e.details.info["scale_exponent"] != 0
+    assert _contains(e.sigma_max_interval, math.ldexp(5.0, -1000)) and _contains(e.sigma_min_interval,
+                                                                                 math.ldexp(1.0, -1000))
