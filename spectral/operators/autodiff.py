@@ -247,8 +247,8 @@ class JacobianOperator(_VmapMixin, LinearOp):
             for x in self._inputs:
                 xp = x.detach().clone()
                 sl = xp.narrow(d, j, 1)
-                if xp.is_floating_point():
-                    sl += (1.0 + sl.abs()) * 0.125
+                if xp.is_floating_point():  # finite entries only (a -inf mask entry stays -inf)
+                    sl.copy_(torch.where(torch.isfinite(sl), sl + (1.0 + sl.abs()) * 0.125, sl))
                 pert.append(xp)
             with torch.no_grad():
                 yp = self._fn(dict(zip(names, self._primals, strict=True)), *pert).reshape(N, -1)
