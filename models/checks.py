@@ -101,7 +101,7 @@ def check_finite(name: str, t: torch.Tensor) -> None:
     if is_transformed(t):
         return
     if t.device.type == "meta":
-        raise ValueError(f"{name} is a meta tensor (shape only, no data): materialise it on 'cpu' or 'cuda' first")
+        raise ValueError(f"{name} is a meta tensor (shape only, no data): materialise it first")
     if not bool(torch.isfinite(t).all()):
         n_nan = int(torch.isnan(t).sum())
         n_inf = int(torch.isinf(t).sum())
