@@ -139,27 +139,29 @@ def _secular_roots(d: np.ndarray) -> np.ndarray:
     F0, dF0, _ = _secular_F(np.zeros_like(tau), dl, D, other, w_o)
     t0 = -F0 / np.where(dF0 != 0, dF0, np.inf)
     tau = np.where((t0 > a) & (t0 < b), t0, tau)
-    done = np.zeros(tau.shape, dtype=bool)
+    eps = np.finfo(np.float64).eps
+    idx = np.arange(tau.size)  # roots still iterating (converged ones drop out)
     for _ in range(SECULAR_MAXIT):
-        F, dF, Fs = _secular_F(tau, dl, D, other, w_o)
-        left = np.sign(F) == sa
-        a = np.where(left & ~done, tau, a)
-        b = np.where(~left & ~done, tau, b)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tn = tau - F / dF
-        ok = np.isfinite(tn) & (tn > a) & (tn < b)
-        aa, ab = np.abs(a), np.abs(b)
-        same_sign = (np.sign(a) == np.sign(b)) & (a != 0) & (np.maximum(aa, ab) > 4 * np.minimum(aa, ab))
-        bis = np.where(same_sign, np.sign(a) * np.sqrt(np.abs(a)) * np.sqrt(np.abs(b)), 0.5 * (a + b))
-        tn = np.where(ok, tn, bis)
-        at_root = np.abs(F) <= 4 * n * np.finfo(np.float64).eps * Fs  # F is rounding noise: τ is a root
-        tn = np.where(at_root, tau, tn)
-        conv = (np.abs(tn - tau) <= 2 * np.finfo(np.float64).eps * np.abs(tn)) | at_root | (
-            np.nextafter(a, b) >= b)
-        tau = np.where(done, tau, tn)
-        done |= conv
-        if done.all():
+        if idx.size == 0:
             break
+        t = tau[idx]
+        F, dF, Fs = _secular_F(t, dl[idx], D[idx], other[idx], w_o[idx])
+        left = np.sign(F) == sa[idx]
+        ai = np.where(left, t, a[idx])
+        bi = np.where(left, b[idx], t)
+        a[idx], b[idx] = ai, bi
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tn = t - F / dF
+        ok = np.isfinite(tn) & (tn > ai) & (tn < bi)
+        aa, ab = np.abs(ai), np.abs(bi)
+        geo = (np.sign(ai) == np.sign(bi)) & (ai != 0) & (np.maximum(aa, ab) > 4 * np.minimum(aa, ab))
+        bis = np.where(geo, np.sign(ai) * np.sqrt(aa) * np.sqrt(ab), 0.5 * (ai + bi))
+        tn = np.where(ok, tn, bis)
+        at_root = np.abs(F) <= 4 * n * eps * Fs  # F is rounding noise: t is a root
+        tn = np.where(at_root, t, tn)
+        conv = (np.abs(tn - t) <= 2 * eps * np.abs(tn)) | at_root | (np.nextafter(ai, bi) >= bi)
+        tau[idx] = tn
+        idx = idx[~conv]
     lam[ri, ki] = o + tau
     return lam
 
