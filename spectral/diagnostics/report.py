@@ -209,6 +209,7 @@ def diagnose(
     if hessian is not None and not isinstance(hessian, bool):
         raise TypeError(f"hessian must be a bool or None, got {hessian!r}")
     check_positive_float("sparsity_eps", sparsity_eps)
+    tol = check_positive_float("tol", tol)
     do_h = (y is not None) if hessian is None else hessian
     if do_h and y is None:
         raise ValueError("hessian=True needs targets y")

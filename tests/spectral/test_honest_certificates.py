@@ -424,3 +424,17 @@ def test_scaled_adjoint_of_a_matrix_free_operator_stays_consistent(route):
     assert e.converged and e.details.info["scale_exponent"] != 0
     assert _contains(e.sigma_max_interval, math.ldexp(5.0, -1000)) and _contains(e.sigma_min_interval,
                                                                                  math.ldexp(1.0, -1000))
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_diagnostics_tolerances_validated(bad):
+    from attncond.models import MultiHeadAttention, synthetic_regression
+    from attncond.spectral.diagnostics import diagnose
+    from attncond.spectral.solvers.psd import gram_extremes
+
+    with pytest.raises(ValueError, match="tol must be a finite"):
+        gram_extremes(torch.eye(3, dtype=torch.float64), tol=bad)
+    m = MultiHeadAttention(4, 2, 2, seed=0)
+    d = synthetic_regression(N=3, n=3, D=4, seed=0)
+    with pytest.raises(ValueError, match="tol must be a finite"):
+        diagnose(m, d.X, d.y, tol=bad)
