@@ -119,6 +119,13 @@ def extreme_singular_values(
     ``cond=inf``, ``rank_deficient=True`` and a ``reason``. A solver that misses ``tol``
     returns ``converged=False`` and a ``reason``.
 
+    Scale: ``A`` is solved as ``2^e A`` (:func:`attncond.spectral.operators.explicit.autoscaled`;
+    ``e = 0`` while the norm stays in ``[2^-256, 2^256]``) and every value, bound and residual is
+    divided back exactly (:func:`unscale_svd`, ``details.info["scale_exponent"]``), so ``A·2^k``
+    gives exactly ``2^k`` times the result for ``A`` while the numbers stay normal. A singular value
+    above the float range raises ``OverflowError``; a product that returns NaN/inf, the wrong shape
+    or a lower precision raises :class:`attncond.spectral.operators.base.OperatorOutputError`.
+
     Parameters
     ----------
     A : anything :func:`spectral.operators.as_operator` accepts (including
