@@ -318,11 +318,14 @@ def autoscaled(op: LinearOp) -> tuple[LinearOp, ScaleState]:
     :class:`OperatorOutputError`. The copy shares ``op``'s product counter. Singular values of the
     copy are ``2^e`` times those of ``op``; divide exactly by ``2^e`` (``np.ldexp``).
     """
-    if op.is_explicit and isinstance(op, (DenseOp, SparseOp, AdjointOp)):
+    stored = (DenseOp, SparseOp)
+    if isinstance(op, stored) or (isinstance(op, AdjointOp) and isinstance(op.base, stored)):
         e = scale_exponent(max_abs_entry(op))
         if e == 0:
-            return op, op._scaling
+            return op, ScaleState()
         return _scaled_explicit(op, e), ScaleState(e)
+    if op.is_explicit and not isinstance(op, AdjointOp):
+        return op, ScaleState()  # a custom explicit operator: its to_dense() may bypass the products
     if isinstance(op, AdjointOp):  # scale the base, so that .adjoint() of the copy is scaled as well
         base, state = autoscaled(op.base)
         return base.adjoint(), state

@@ -438,3 +438,10 @@ def test_diagnostics_tolerances_validated(bad):
     d = synthetic_regression(N=3, n=3, D=4, seed=0)
     with pytest.raises(ValueError, match="tol must be a finite"):
         diagnose(m, d.X, d.y, tol=bad)
+
+
+def test_explicit_adjoint_is_scaled_exactly():
+    op = spectral.as_operator(np.ldexp(A, 1000)).T  # AdjointOp of a DenseOp
+    b = spectral.extreme_singular_values(spectral.as_operator(A).T, method="gkl")
+    e = spectral.extreme_singular_values(op, method="gkl")
+    assert e.converged and e.sigma_min == math.ldexp(b.sigma_min, 1000) and op.n_products == e.matvecs
