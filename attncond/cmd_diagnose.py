@@ -214,7 +214,7 @@ def build_models(cfg: dict[str, Any], kernel: str) -> tuple[MultiHeadAttention, 
     """The [S24] model and the [Q25] block (no FFN) for one kernel, same seed and regime."""
     common = {"kernel": kernel, "tau": cfg["tau"], "regime": cfg["regime"], "init_scale": cfg["init_scale"],
               "dtype": cfg["dtype"], "device": cfg["device"], "seed": cfg["seed"]}
-    if kernel == "gaussian":
+    if "on_underflow" in get_kernel(kernel).options:  # the registry says which kernels can underflow
         common["kernel_options"] = {"on_underflow": "ignore"}
     mh = MultiHeadAttention(cfg["D"], cfg["d"], cfg["H"], value_param=cfg["value_param"],
                             trainable=tuple(cfg["trainable"]), **common)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attncond.models import AttentionBlock, MultiHeadAttention, get_kernel
+from attncond.models import AttentionBlock, MultiHeadAttention, kernel_variant
 from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.attention_stats import AttentionStats, attention_stats
 from attncond.spectral.diagnostics.b0 import BetaPaper, b0_conditioning, beta_paper
@@ -335,8 +335,7 @@ def _attention_rows(rows: list[DiagnosticRow], spec: dict[str, np.ndarray], mode
     """Softmax-Jacobian spectrum (row-stochastic kernels only), entropy and sparsity."""
     S = model.attention(Xt).detach()
     kname = model.kernel_name
-    gauss_norm = kname == "gaussian" and bool(model.kernel_options.get("normalize", False))
-    row_stochastic = get_kernel(kname).row_stochastic or gauss_norm  # the KERNELS registry decides
+    row_stochastic = kernel_variant(kname, model.kernel_options).row_stochastic  # the KERNELS registry decides
     sj = None
     if row_stochastic:
         rows4 = S if S.ndim == 4 else S.unsqueeze(1)
