@@ -202,6 +202,35 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
             "mu_lam": float(lam[-1]), "mu_iv": (max(float(lam[-1]) - eg, 0.0), float(lam[-1]) + eg), **info}
 
 
+def unused_params(model: AdaptedModel, params: Mapping[str, torch.Tensor], inputs: tuple) -> list[str]:
+    """Names in ``params`` the output does not depend on (outside its autograd graph)."""
+    leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+    with torch.enable_grad():
+        out = model.functional(leaves, *inputs)
+        if not out.requires_grad:
+            return list(params)
+        grads = torch.autograd.grad(out.sum(), list(leaves.values()), allow_unused=True)
+    return [k for k, g in zip(leaves, grads, strict=True) if g is None]
+
+
+def _zero_jacobian(model: AdaptedModel, params: Mapping[str, torch.Tensor], inputs: tuple,
+                   t0: float) -> JacobianConditioning:
+    """``J = 0``: the output does not depend on any selected parameter; ``μ = 0`` with that reason."""
+    with torch.no_grad():
+        m = int(model.functional(dict(params), *inputs).numel())
+    p = int(sum(v.numel() for v in params.values()))
+    k = min(m, p)
+    return JacobianConditioning(
+        shape=(m, p), sigma_max=0.0, sigma_max_interval=(0.0, 0.0), sigma_min=0.0,
+        sigma_min_interval=(0.0, 0.0),
+        kappa=math.inf, kappa_interval=(math.inf, math.inf), mu=0.0, mu_interval=(0.0, 0.0), null_dim=k,
+        sigma_min_nonzero=None, sigma_min_nonzero_interval=None, kappa_nonzero=None, zero_tol=0.0,
+        eps=float(torch.finfo(next(iter(params.values())).dtype).eps), rank_limited=p < m, per_sample=False,
+        per_sample_reason="not needed: J = 0", route="none (J = 0 structurally)", converged=True,
+        reason=f"J = 0: the output does not depend on the selected parameters {list(params)}",
+        seconds=time.perf_counter() - t0, singular_values=np.zeros(k))
+
+
 def jacobian_conditioning(
     model: AdaptedModel,
     params: Mapping[str, torch.Tensor] | None = None,
@@ -227,6 +256,10 @@ def jacobian_conditioning(
     t0 = time.perf_counter()
     params = model.params() if params is None else dict(params)
     inputs = model.inputs if inputs is None else model.check_inputs(inputs)
+    unused = unused_params(model, params, inputs)
+    if len(unused) == len(params):
+        return _zero_jacobian(model, params, inputs, t0)
+    params = {k: v for k, v in params.items() if k not in unused}
     op, ps_reason = _operator(model, params, inputs, per_sample)
     m, p = op.shape
     dense = method == "dense" or (method in ("auto", "certified") and m * p <= AUTO.dense_max_entries)
@@ -264,6 +297,10 @@ def jacobian_conditioning(
     if smax == 0.0:
         reason = (reason + "; " if reason else "") + (
             "J = 0: the output does not depend on the selected parameters")
+    if unused:
+        reason = (reason + "; " if reason else "") + (
+            f"the output does not depend on {unused}: their zero columns of J are left out (J Jᵀ and μ "
+            "are unchanged)")
     snz = r["smin_nz"]
     return JacobianConditioning(
         shape=(m, p), sigma_max=float(smax), sigma_max_interval=tuple(smax_iv), sigma_min=float(smin),

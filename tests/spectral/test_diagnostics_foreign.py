@@ -155,6 +155,12 @@ def test_output_independent_of_params_gives_mu_zero_with_reason():
     jc = d.foreign.jacobian
     assert jc.mu == 0.0 and jc.sigma_max == 0.0
     assert "does not depend on the selected parameters" in jc.reason
+    assert jc.route.startswith("none") and jc.null_dim == min(jc.shape)
+    # partly unused: the zero columns are left out, J Jᵀ (and so μ) is that of the used ones
+    m2 = adapt(a.module, a.inputs[0], params=["attn.in_proj_weight", "unused.weight"])
+    part = jacobian_conditioning(m2)
+    ref = jacobian_conditioning(adapt(a.module, a.inputs[0], params="attn.in_proj_weight"))
+    assert "unused.weight" in part.reason and part.mu == ref.mu and part.sigma_max == ref.sigma_max
 
 
 def test_float32_per_sample_route():
