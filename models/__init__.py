@@ -12,9 +12,11 @@ from .attention import MultiHeadAttention
 from .block import ACTIVATIONS, AttentionBlock, Stack
 from .data import (
     Dataset,
+    Pathfinder,
     TwoStepDigits,
     digits_two_step,
     patchify,
+    pathfinder,
     synthetic_regression,
     teacher_student,
 )
@@ -38,8 +40,8 @@ from .prompt import PromptTokenModel
 
 __all__ = [
     "ACTIVATIONS", "AttentionBlock", "Dataset", "KERNELS", "Kernel", "KernelUnderflowWarning",
-    "MultiHeadAttention", "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits",
+    "MultiHeadAttention", "Pathfinder", "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits",
     "digits_two_step", "gaussian", "gaussian_log_kernel", "get_kernel", "heat_treatment",
-    "linear", "logits", "normsoftmax", "normsoftmax_std", "patchify", "regime_scale",
+    "linear", "logits", "normsoftmax", "normsoftmax_std", "patchify", "pathfinder", "regime_scale",
     "softmax", "synthetic_regression", "teacher_student", "temperature",
 ]
