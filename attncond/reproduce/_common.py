@@ -156,9 +156,9 @@ class PairedTest:
         a_better = self.wins_a > self.wins_b if self.wins_a != self.wins_b else self.median_diff < 0
         return "held" if a_better == claim_a_better else "finding"
 
-    def statement(self, a: str = "a", b: str = "b") -> str:
+    def statement(self, a: str = "a", b: str = "b", better: str = "better") -> str:
         s = (f"Wilcoxon signed-rank (two-sided, exact) p = {self.p:.3g}, n = {self.n} paired seeds "
-             f"({a} better on {self.wins_a}, {b} on {self.wins_b}, {self.ties} ties)")
+             f"({a} {better} on {self.wins_a}, {b} on {self.wins_b}, {self.ties} ties)")
         if self.p_floor >= self.alpha:
             s += f"; with {self.n - self.ties} untied pairs no outcome can reach p < {self.alpha:g}"
         return s
@@ -198,7 +198,10 @@ def paired_test(a: Sequence[float], b: Sequence[float], *, higher_better: bool =
 
 
 def spearman_test(x: Iterable[float], y: Iterable[float]) -> tuple[float, float, int]:
-    """Spearman ``(ρ, two-sided p, n)`` over the finite pairs (scipy); NaN ρ, p = 1 when undefined."""
+    """Spearman ``(ρ, two-sided p, n)`` over the finite pairs (scipy); NaN ρ, p = 1 when undefined.
+
+    For ``n ≤ 12`` the p-value is at least ``2/n!``, the smallest an exact permutation test allows.
+    """
     from scipy.stats import spearmanr
 
     xs, ys = np.asarray(list(x), float), np.asarray(list(y), float)
@@ -207,7 +210,10 @@ def spearman_test(x: Iterable[float], y: Iterable[float]) -> tuple[float, float,
     if n < 3 or np.ptp(xs[ok]) == 0 or np.ptp(ys[ok]) == 0:
         return math.nan, 1.0, n
     r = spearmanr(xs[ok], ys[ok])
-    return float(r.statistic), float(r.pvalue), n
+    # scipy's p comes from a t approximation, which gives p = 0 for a perfect order of 3 points; no
+    # permutation test can go below 2/n! (two-sided), so the p-value is floored there
+    p = max(float(r.pvalue), 2.0 / math.factorial(n)) if n <= 12 else float(r.pvalue)
+    return float(r.statistic), p, n
 
 
 def spearman_verdict(rho: float, p: float, positive: bool = True, alpha: float = ALPHA) -> str:
@@ -215,6 +221,21 @@ def spearman_verdict(rho: float, p: float, positive: bool = True, alpha: float =
     if math.isnan(rho) or p >= alpha:
         return "inconclusive"
     return "held" if (rho > 0) == positive else "finding"
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Two-sided exact sign test of ``wins`` against ``losses`` (ties excluded): ``binomtest(wins, n, 1/2)``."""
+    from scipy.stats import binomtest
+
+    n = int(wins) + int(losses)
+    return 1.0 if n == 0 else float(binomtest(int(wins), n, 0.5).pvalue)
+
+
+def sign_verdict(wins: int, losses: int, alpha: float = ALPHA) -> str:
+    """``held`` if the claimed side wins significantly (sign test), ``finding`` if the other side does."""
+    if sign_test_p(wins, losses) >= alpha:
+        return "inconclusive"
+    return "held" if wins > losses else "finding"
 
 
 def counterexample_verdict(failures: int, n: int) -> tuple[str, str]:

@@ -38,18 +38,24 @@ from ._common import (
     Figure,
     Finding,
     Timer,
-    paired_test,
-    rate_ci,
     check_out,
     check_seed,
     check_size,
     geo_band,
     pad,
+    paired_test,
     pyplot,
+    rate_ci,
     save,
     seeded,
 )
-from .s24_pathfinder import PATHFINDER_CONFIGS, PathfinderConfig, pathfinder_finding, plot_pathfinder, run_pathfinder
+from .s24_pathfinder import (
+    PATHFINDER_CONFIGS,
+    PathfinderConfig,
+    pathfinder_finding,
+    plot_pathfinder,
+    run_pathfinder,
+)
 
 KERNELS = ("softmax", "gaussian")
 TRAINABLE = {"QKV": ("W_Q", "W_K", "W_V"), "Q": ("W_Q",)}
