@@ -298,7 +298,10 @@ def pathfinder(
             for t, (r, c) in enumerate(path):
                 images[i, r, c] = 1.0 if (t // dash) % 2 == 0 else 0.5
         label = _rand_int(g, 2)
-        ends = (p1[0], p1[-1]) if label else (p1[0 if _rand_int(g, 2) else -1], p2[0 if _rand_int(g, 2) else -1])
+        if label:
+            ends = (p1[0], p1[-1])
+        else:
+            ends = (p1[0 if _rand_int(g, 2) else -1], p2[0 if _rand_int(g, 2) else -1])
         for k, (r, c) in enumerate(ends):
             images[i, r, c] = 2.0
             markers[i, k] = torch.tensor([r, c])

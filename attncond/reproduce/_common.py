@@ -107,8 +107,8 @@ class RateCI:
     level: float = 0.95
 
     def __str__(self) -> str:
-        return f"{self.k}/{self.n} (95% Clopper–Pearson [{self.low:.2f}, {self.high:.2f}])" \
-            if self.level == 0.95 else f"{self.k}/{self.n} ({self.level:g} CP [{self.low:.2f}, {self.high:.2f}])"
+        name = "95% Clopper–Pearson" if self.level == 0.95 else f"{self.level:g} Clopper–Pearson"
+        return f"{self.k}/{self.n} ({name} [{self.low:.2f}, {self.high:.2f}])"
 
     def to_dict(self) -> dict[str, Any]:
         return {"k": self.k, "n": self.n, "low": self.low, "high": self.high, "level": self.level}

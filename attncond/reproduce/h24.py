@@ -323,7 +323,8 @@ def _plot(cfg: H24Config, numbers: dict[str, Any], out: Path | None, figures: li
             m = np.mean([r[key] for r in sel], axis=0)
             axes[0].semilogy(steps, m, ls=ls, color=colors[v],
                              label=f"{v} {'W_Q,W_K' if key.startswith('qk') else 'W_V'}")
-        ratio = np.mean([np.asarray(r["qk_abs_grad_curve"]) / np.asarray(r["v_abs_grad_curve"]) for r in sel], axis=0)
+        ratio = np.mean([np.asarray(r["qk_abs_grad_curve"]) / np.asarray(r["v_abs_grad_curve"]) for r in sel],
+                        axis=0)
         axes[1].semilogy(steps, ratio, color=colors[v], label=f"{v} ({len(sel)} seeds)")
     axes[0].set_ylabel("mean |∂L/∂W| (minibatch; over layers and seeds)")
     axes[1].set_ylabel("ratio (W_Q,W_K) / W_V")
@@ -345,8 +346,8 @@ def _init_tests(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = {"qk_vs_v_softmax": paired_test(np.log10([r["qk"] for r in soft]), np.log10([r["v"] for r in soft])),
            "ratio_softmax": float(np.median([r["qk"] / r["v"] for r in soft]))}
     for v in ("normsoftmax", "heat"):
-        out[f"{v}_vs_softmax"] = paired_test(np.log10([r["qk"] for r in by[v]]), np.log10([r["qk"] for r in soft]),
-                                             higher_better=True)
+        out[f"{v}_vs_softmax"] = paired_test(np.log10([r["qk"] for r in by[v]]),
+                                             np.log10([r["qk"] for r in soft]), higher_better=True)
         out[f"gain_{v}"] = float(np.median([a["qk"] / b["qk"] for a, b in zip(by[v], soft, strict=True)]))
     return out
 
@@ -370,7 +371,8 @@ def _findings(cfg: H24Config, numbers: dict[str, Any]) -> list[Finding]:
         "H24", "Softmax attention gives W_Q, W_K much smaller gradients than W_V (verdict at initialisation).",
         pt.verdict(True),
         f"softmax mean |grad| W_Q,W_K / W_V at init: median ratio {it['ratio_softmax']:.2f} over "
-        f"{cfg.init_grad_seeds} seeds; over training ({cfg.seeds} seeds): {qk['softmax']:.2e} / {vv['softmax']:.2e} "
+        f"{cfg.init_grad_seeds} seeds; over training ({cfg.seeds} seeds): {qk['softmax']:.2e} / "
+        f"{vv['softmax']:.2e} "
         f"(ratio {qk['softmax'] / vv['softmax']:.2f}; the curve is in h24_grad_curves.png).", init_scale,
         cfg.init_grad_seeds, pt.statement("W_Q,W_K", "W_V", better="smaller") + " on log10 mean |grad|")]
     gain = {v: qk[v] / qk["softmax"] for v in ("normsoftmax", "heat")}
@@ -399,7 +401,8 @@ def _training_findings(cfg: H24Config, numbers: dict[str, Any], scale: str) -> l
         "H24", "Fixed models (NormSoftmax, heat treatment) reach 95% of the baseline's final accuracy in about "
         "20% of the baseline's steps.", pt.verdict(True) if learned else "inconclusive",
         "median step to 95% of baseline final accuracy (" + f"{numbers['target_accuracy_95pct']:.3f}): "
-        + ", ".join(f"{v} {per[v]['step_to_95pct_baseline_median']:g} ({fr[v]:.2f}× baseline)" for v in VARIANTS)
+        + ", ".join(f"{v} {per[v]['step_to_95pct_baseline_median']:g} ({fr[v]:.2f}× baseline)"
+                    for v in VARIANTS)
         + "." + ("" if learned else f" The baseline itself did not learn the task (final accuracy {base:.3f} < "
                  f"{cfg.learned_acc}; an indicator-blind rule scores {blind:.3f} on this test set), so this "
                  "compares reaching the blind plateau, not the claim."), scale, cfg.seeds,
@@ -417,7 +420,8 @@ def _training_findings(cfg: H24Config, numbers: dict[str, Any], scale: str) -> l
         + f" (indicator-blind ceiling {blind:.3f}); median train accuracy "
         + ", ".join(f"{v} {per[v]['final_train_accuracy_median']:.3f}" for v in VARIANTS)
         + "; median probe accuracy "
-        + ", ".join(f"{v} {per[v]['final_probe_accuracy_median']:.3f}" for v in VARIANTS) + ".", scale, cfg.seeds,
+        + ", ".join(f"{v} {per[v]['final_probe_accuracy_median']:.3f}" for v in VARIANTS) + ".", scale,
+        cfg.seeds,
         f"exact sign test (McNemar) NormSoftmax vs softmax on the seeds where exactly one learned: "
         f"{wins} vs {losses}, p = {sign_test_p(wins, losses):.3g}"))
     return out

@@ -154,7 +154,8 @@ def _one(cfg: I25Config, tau: float, attention: str, seed: int) -> dict[str, Any
     lr = 1.0 / hess["lambda_max"]
     r0 = cfg.radius * p_star["p"].norm()
     its_r = []
-    for _ in range(cfg.random_starts):  # random unit directions: the error's mass lies mostly on fast directions
+    # random unit directions: the error's mass lies mostly on fast directions
+    for _ in range(cfg.random_starts):
         delta = torch.randn(cfg.D, generator=g, dtype=torch.float64).to(p_star["p"])
         hit_r, _, _ = _gd_until(loss, p_star["p"] + r0 * delta / delta.norm(), lr, cfg.tol, cfg.random_max_iter)
         its_r.append(hit_r if hit_r is not None else math.inf)
@@ -328,12 +329,13 @@ def _findings(cfg: I25Config, numbers: dict[str, Any]) -> list[Finding]:
                        "temperature.", verdict,
                        f"largest ratio of κ(H) across τ at a fixed seed: {spread:.12g}; median iterations "
                        f"across τ: {lin_it}.", scale, cfg.seeds,
-                       f"exact identity checked per seed (tolerance 1e-6): seeds violating it {conf.removeprefix('failures ')}"))
+                       "exact identity checked per seed (tolerance 1e-6): seeds violating it "
+                       + conf.removeprefix("failures ")))
     return out
 
 
 def _iterations_finding(cfg: I25Config, numbers: dict[str, Any], scale: str) -> Finding:
-    """Verdict from random starts; the slowest-eigenvector start is reported beside it (true by construction)."""
+    """Verdict from random starts; the slowest-eigenvector start (true by construction) is reported too."""
     pt = numbers["per_tau"]
     rho_r, p_r, n_r = numbers["spearman_iterations_random_vs_kappaH"]
     rho_s, p_s, _ = numbers["spearman_iterations_slowest_vs_kappaH"]
@@ -351,10 +353,12 @@ def _iterations_finding(cfg: I25Config, numbers: dict[str, Any], scale: str) -> 
         f"({its_r}); all runs {lo_r:g}..{_iters(hi_r, cfg.random_max_iter)} against predicted "
         f"{min(preds):.3g}..{max(preds):.3g}, median observed/predicted "
         f"{numbers['median_observed_over_predicted_iterations_random']:.3g} (at τ={lo_t:g}: "
-        f"{_iters(sparse['iterations_random'], cfg.random_max_iter)} observed vs {sparse['predicted_iterations']:.3g} "
+        f"{_iters(sparse['iterations_random'], cfg.random_max_iter)} observed vs "
+        f"{sparse['predicted_iterations']:.3g} "
         "predicted: the count grows with κ but far below the bound); Spearman(iterations, κ(H)) = "
         f"{rho_r:.2f} over the softmax runs "
-        f"({numbers['spearman_iterations_random_vs_kappaH_all_runs'][0]:.2f} with the linear control). From the slowest eigenvector of ∇²L(p*) (true by construction: that start is where "
+        f"({numbers['spearman_iterations_random_vs_kappaH_all_runs'][0]:.2f} with the linear control). "
+        "From the slowest eigenvector of ∇²L(p*) (true by construction: that start is where "
         f"the κ bound is attained): {its_s}, Spearman {rho_s:.2f} (p = {p_s:.3g}), median observed/predicted "
         f"{numbers['median_observed_over_predicted_iterations']:.3f}.", scale, cfg.seeds,
         f"Spearman p = {p_r:.3g} (n = {n_r} softmax (τ, seed) runs, random starts, two-sided; capped runs "

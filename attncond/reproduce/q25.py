@@ -343,13 +343,15 @@ def _diverged_note(numbers: dict[str, Any], s0: float, seeds: int) -> str:
 def _regime_findings(cfg: Q25Config, numbers: dict[str, Any]) -> list[Finding]:
     """κ(Z_res) < κ(Z_plain) per (N, n, D) regime: sign test over (scale, seed) points, ties apart."""
     out = []
-    groups = {"N < D": [r for r in cfg.regimes if r[0] < r[2]], "N ≥ D": [r for r in cfg.regimes if r[0] >= r[2]]}
+    groups = {"N < D": [r for r in cfg.regimes if r[0] < r[2]],
+              "N ≥ D": [r for r in cfg.regimes if r[0] >= r[2]]}
     for label, regs in groups.items():
         if not regs:
             continue
         R = [numbers["regimes"][_regime_key(r)] for r in regs]
         w, lo, t, n = (sum(x[k] for x in R) for k in ("wins", "losses", "ties", "points"))
-        detail = "; ".join(f"{_regime_key(r)}: residual better {x['wins']}, worse {x['losses']}, tied {x['ties']}"
+        detail = "; ".join(f"{_regime_key(r)}: residual better {x['wins']}, worse {x['losses']}, "
+                           f"tied {x['ties']}"
                            + (" (D = 1: κ ≡ 1 for both, a tie by construction)" if r[2] == 1 else "")
                            for r, x in zip(regs, R, strict=True))
         out.append(Finding(
@@ -393,11 +395,13 @@ def _stack_finding(cfg: Q25Config, rows: list[dict[str, Any]]) -> Finding:
     fr = {res: [r["final_over_initial"] for r in rows if r["residual"] == res] for res in (True, False)}
     with np.errstate(divide="ignore"):
         pt = paired_test(np.log10(fr[True]), np.log10(fr[False]))
-    kz = {res: np.median([max(r["kappa_Z_layers"]) for r in rows if r["residual"] == res]) for res in (True, False)}
+    kz = {res: np.median([max(r["kappa_Z_layers"]) for r in rows if r["residual"] == res])
+          for res in (True, False)}
     return Finding(
         "Q25", f"Multi-layer extension: GD on a {cfg.stack_L}-layer stack converges faster with residuals "
         "(near-uniform init).", pt.verdict(True),
-        f"median f_T/f_0: residual {np.median(fr[True]):.3g}, no residual {np.median(fr[False]):.3g}; median over "
+        f"median f_T/f_0: residual {np.median(fr[True]):.3g}, no residual {np.median(fr[False]):.3g}; "
+        "median over "
         f"seeds of max_ℓ κ(Z_ℓ) at init: residual {kz[True]:.3g}, no residual {kz[False]:.3g}.",
         f"models.Stack L={cfg.stack_L}, N={cfg.N}, n={cfg.n}, D={cfg.D}, d={cfg.d}, FFN {cfg.d_ff}; init scale "
         f"{cfg.curve_scales[0]:g}; {cfg.seeds} seeds; {cfg.steps} GD steps, η = {cfg.lr_c}/max_ℓ σ²_max(Z_ℓ)",
@@ -429,8 +433,11 @@ def _rate_finding(cfg: Q25Config, numbers: dict[str, Any], scale: str) -> Findin
         verdict = "inconclusive"
     return Finding("Q25", "The observed linear rate tracks σ²_min(Z)/σ²_max(Z) (rate ∝ 1/κ²).", verdict,
                    f"Spearman ρ(rate, 1/κ²) = {rho:.2f} over all runs, "
-                   f"{numbers['spearman_rate_vs_inv_kappa2_plain_only']:.2f} within the no-residual runs; log-log "
+                   f"{numbers['spearman_rate_vs_inv_kappa2_plain_only']:.2f} within the no-residual runs; "
+                   "log-log "
                    f"slope {slope:.3f} (95% CI [{lo:.3f}, {hi:.3f}]; 1 if rate ∝ 1/κ²): the rate spans "
-                   f"{rr[0]:.2g}..{rr[1]:.2g} while 1/κ² spans {kr[0]:.2g}..{kr[1]:.2g}, so σ²_min/σ²_max orders "
+                   f"{rr[0]:.2g}..{rr[1]:.2g} while 1/κ² spans {kr[0]:.2g}..{kr[1]:.2g}, so "
+                   "σ²_min/σ²_max orders "
                    "the runs but the rate is far from proportional to it.", scale, cfg.seeds,
-                   f"Spearman p = {p:.3g} (n = {n} runs, two-sided); slope interval from least squares (t, n − 2)")
+                   f"Spearman p = {p:.3g} (n = {n} runs, two-sided); slope interval from least squares "
+                   "(t, n − 2)")

@@ -83,7 +83,8 @@ def render_markdown(results: Sequence[ExperimentResult], command: str) -> str:
         if r.notes:
             md += ["### Notes", ""] + [f"- {n}" for n in r.notes] + [""]
     md += ["## Closing note", "",
-           "Which of the papers' claims held, which did not, which the statistics leave open, and at what scale "
+           "Which of the papers' claims held, which did not, which the statistics leave open, and at what "
+           "scale "
            "(the scale of each experiment is in the findings table and in `results.json`).", ""]
     labels = {"held": "Held", "finding": "Finding (the claim did not hold)", "inconclusive": "Inconclusive"}
     for verdict, label in labels.items():

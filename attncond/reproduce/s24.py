@@ -253,7 +253,8 @@ def run(size: str = "quick", seed: int = 0, out: str | Path | None = None, *,
                              "so f* = 0; QKV targets are i.i.d. N(0,1).",
                              "Gaussian kernel unnormalised (MATH.md §2), underflow warnings silenced.",
                              "Landscape: each kernel's slice is centred on its own trained point (seed 0, "
-                             f"HD≥Nn, (W_Q, W_K, W_V), {cfg.steps} GD steps); both panels share one colour scale.",
+                             f"HD≥Nn, (W_Q, W_K, W_V), {cfg.steps} GD steps); both panels share one colour "
+                             "scale.",
                              _two_stage_note(ts)),
                             timer.seconds)
 
@@ -265,7 +266,8 @@ def _two_stage_note(ts: dict[str, Any]) -> str:
             f"jumps ×{g['jump_median']:.3g} (range ×{g['jump_min']:.3g}..×{g['jump_max']:.3g}) when the "
             "Gaussian kernel takes over the softmax weights. Compared at equal total steps, median f_T/f_0 is "
             f"{g['median_final_over_initial']:.3g} (→Gaussian) vs {s_['median_final_over_initial']:.3g} "
-            f"(→softmax); {pt.statement('→Gaussian', '→softmax')}. The old metric f_T/f_switch measured from the jumped loss and so "
+            f"(→softmax); {pt.statement('→Gaussian', '→softmax')}. The old metric f_T/f_switch measured "
+            "from the jumped loss and so "
             "credited the Gaussian with recovering from its own jump.")
 
 
@@ -342,7 +344,8 @@ def _plot(cfg: S24Config, numbers: dict[str, Any], out: Path | None, figures: li
         g, lo, hi = geo_band(numbers["two_stage"][k])
         ax.semilogy(t, g, color=c, label=k)
         ax.fill_between(t, lo, hi, color=c, alpha=0.2)
-    ax.axvline(half, color="gray", ls="--", lw=1, label="kernel switch (vertical jump = same weights, other kernel)")
+    ax.axvline(half, color="gray", ls="--", lw=1,
+               label="kernel switch (vertical jump = same weights, other kernel)")
     ax.set_xlabel("GD step t")
     ax.set_ylabel("loss f(θ_t) (log scale)")
     ax.set_title("[S24] two-stage: softmax, then softmax or Gaussian (HD≥Nn)", fontsize=9)
@@ -422,7 +425,8 @@ def _findings(cfg: S24Config, numbers: dict[str, Any]) -> list[Finding]:
         f"runs reaching f_T ≤ {GLOBAL_OPT_RTOL:g}·f_0 with HD≥Nn: softmax {reached['softmax']}/{cfg.seeds}, "
         f"Gaussian {reached['gaussian']}/{cfg.seeds}; median f_T/f_0 with HD≥Nn: softmax {over[0]:.2e}, "
         f"Gaussian {over[1]:.2e}; with HD<Nn: softmax {under[0]:.2e}, Gaussian {under[1]:.2e}.", scale,
-        2 * cfg.seeds, f"runs not reaching it {rate_ci(fails, 2 * cfg.seeds)}, runs diverging or ending above f_0: "
+        2 * cfg.seeds, f"runs not reaching it {rate_ci(fails, 2 * cfg.seeds)}, runs diverging or ending "
+        "above f_0: "
         f"{bad} (both kernels pooled)")]
     out += _thm2_findings(cfg, numbers["thm2"])
     out.append(pathfinder_finding(cfg.pathfinder, numbers["pathfinder"]))
@@ -443,9 +447,11 @@ def _thm2_findings(cfg: S24Config, th: dict[str, Any]) -> list[Finding]:
             pt = paired_test(np.log10(ratio["gaussian"]), np.log10(ratio["softmax"]))
         hit = {k: rate_ci(int((ratio[k] <= th["rtol"]).sum()), n) for k in KERNELS}
         out.append(Finding(
-            "S24", f"Theorem 2 ({b} GD steps): training W_Q only, Gaussian attention reaches the global optimum "
+            "S24", f"Theorem 2 ({b} GD steps): training W_Q only, Gaussian attention reaches the global "
+            "optimum "
             "more often and faster than softmax.", pt.verdict(claim_a_better=True),
-            f"median f_b/f_0: Gaussian {np.median(ratio['gaussian']):.2e}, softmax {np.median(ratio['softmax']):.2e}; "
+            f"median f_b/f_0: Gaussian {np.median(ratio['gaussian']):.2e}, "
+            f"softmax {np.median(ratio['softmax']):.2e}; "
             f"optimum (f_b ≤ {th['rtol']:g}·f_0, f* = 0 by construction) reached: Gaussian {hit['gaussian']}, "
             f"softmax {hit['softmax']}; {grad_txt} (HD≥Nn).",
             f"N,n,D,d,H = {cfg.over}; {n} seeds; budget {b} of the sweep {list(th['budgets'])}", n,

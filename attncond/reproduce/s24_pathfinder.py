@@ -103,7 +103,8 @@ def run_pathfinder(cfg: PathfinderConfig, seed: int, prog) -> dict[str, Any]:
     """Both kernels for ``cfg.seeds`` seeds on one generated data set (seeded by ``seed``)."""
     data = _data(cfg, seed)
     jobs = [(r, k) for r in range(cfg.seeds) for k in KERNELS]
-    runs = [train_pathfinder(cfg, k, seed + r, data) for r, k in prog(jobs, desc="S24 Pathfinder", total=len(jobs))]
+    runs = [train_pathfinder(cfg, k, seed + r, data)
+            for r, k in prog(jobs, desc="S24 Pathfinder", total=len(jobs))]
     by = {k: [r for r in runs if r["kernel"] == k] for k in KERNELS}
     loss_test = paired_test([r["tail_train_loss"] for r in by["gaussian"]],
                             [r["tail_train_loss"] for r in by["softmax"]])
@@ -113,7 +114,8 @@ def run_pathfinder(cfg: PathfinderConfig, seed: int, prog) -> dict[str, Any]:
     learned = {k: rate_ci(round(float(np.median([r["final_test_accuracy"] for r in by[k]])) * cfg.n_test),
                           cfg.n_test).low > 0.5 for k in KERNELS}
     return {"runs": runs, "positives_train": int(data["ytr"].sum()), "n_train": cfg.n_train, "learned": learned,
-            "median_tail_train_loss": {k: float(np.median([r["tail_train_loss"] for r in by[k]])) for k in KERNELS},
+            "median_tail_train_loss": {k: float(np.median([r["tail_train_loss"] for r in by[k]]))
+                                       for k in KERNELS},
             "median_final_test_accuracy": {k: float(np.median([r["final_test_accuracy"] for r in by[k]]))
                                            for k in KERNELS},
             "paired_tail_train_loss": loss_test, "paired_final_test_accuracy": acc_test}
@@ -162,7 +164,8 @@ def pathfinder_finding(cfg: PathfinderConfig, pf: dict[str, Any]) -> Finding:
     if not any(pf["learned"].values()):
         verdict = "inconclusive"
         note = (" Neither kernel's median run beats chance on the test set (95% Clopper–Pearson interval "
-                "includes 1/2): at this scale the comparison is of the chance plateau, not of learning the task.")
+                "includes 1/2): at this scale the comparison is of the chance plateau, not of learning the "
+                "task.")
     return Finding(
         "S24", "Fig. 1 (offline analogue, synthetic Pathfinder): Gaussian-kernel attention trains faster than "
         "softmax (lower training loss at equal steps).", verdict,
