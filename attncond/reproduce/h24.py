@@ -16,7 +16,9 @@ Model: :class:`models.vit.TinyViT` (pre-norm, CLS pooling), trained with AdamW o
   ``1/√d`` of our head width (i.e. the standard softmax) unless ``heat_end`` is given.
 
 Measured per run: test accuracy curve; mean ``|∂L/∂W|`` of ``W_Q``, ``W_K``, ``W_V`` per layer
-(minibatch gradients at every evaluation, averaged over the run); the first evaluated step at
+(minibatch gradients at every evaluation, averaged over the run, and as curves over training:
+``qk_abs_grad_curve``, ``v_abs_grad_curve``); at initialisation, ``init_grad_seeds`` extra seeds give the
+paired tests behind the gradient verdicts (one minibatch each, cheap); the first evaluated step at
 which the run reaches 95% of the baseline's (median) final accuracy; the accuracy of a linear
 *probe* on the detached CLS features predicting whether the indicators match.
 

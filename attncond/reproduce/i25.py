@@ -19,8 +19,10 @@ For each τ:
 * GD iterations from ``p_0 = p* + radius·‖p*‖·v_min`` with ``v_min`` the unit eigenvector of
   ``λ_min(∇²L(p*))`` (the slowest direction, where the local rate ``1 − λ_min/λ_max = 1 − 1/κ``
   applies) and ``η = 1/λ_max(∇²L(p*))``, until ``L ≤ tol·L(p_0)`` (capped at ``max_iter``);
-  on the local quadratic model this takes ``≈ κ·ln(1/tol)/2`` steps. A random start is
-  also recorded (``iterations_random``), whose error has most of its mass on fast directions.
+  on the local quadratic model this takes ``≈ κ·ln(1/tol)/2`` steps, *by construction* of that start.
+  ``random_starts`` random unit directions at the same radius are run too (``iterations_random_starts``,
+  median ``iterations_random``); their error has most of its mass on fast directions, and the
+  iterations-vs-κ verdict is taken from them (Spearman over the softmax runs).
   GD here is the plain update ``p ← p − η∇L(p)`` with the stopping rule above
   (:func:`_gd_until`; :func:`proofs_check.dynamics.gradient_descent` has no stopping rule,
   and running every capped run to ``max_iter`` would dominate the run time).

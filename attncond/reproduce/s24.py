@@ -8,12 +8,19 @@
    ``W_V``, ``W_O`` with the student and differs in ``W_Q`` (same kernel), so the global
    optimum ``f* = 0`` is known and "reached the global optimum" means ``f_T ≤ 10⁻³ f_0``.
    With ``(W_Q, W_K, W_V)`` the targets are i.i.d. ``N(0, 1)``.
-2. **Two-stage protocol:** GD with softmax for the first half of the steps, then continue
-   from the same weights with softmax or with the Gaussian kernel.
-3. **Loss landscape:** ``f(W_Q + α δ_Q, W_K + β δ_K)`` at the end of stage-1 training
-   (seed 0, ``HD ≥ Nn``), ``δ`` random Gaussian directions *filter-normalised*
-   (Li et al. 2018: each column of ``δ_h`` rescaled to the norm of the same column of
-   ``W_h``), for both kernels.
+2. **Theorem 2 budget sweep** (W_Q only, ``HD ≥ Nn``): both kernels from the same seed, ``thm2_seeds``
+   seeds, ``f_b/f_0`` after each budget ``b`` of ``thm2_budgets`` (one run of the largest budget; GD
+   is deterministic) and ``‖∇_{W_Q} f‖`` at init and at each budget; one verdict per budget from a
+   paired Wilcoxon test of ``log10(f_b/f_0)`` over seeds.
+3. **Two-stage protocol** (not a claim of [S24] in MATH.md §5, so numbers and a note, no verdict): GD with
+   softmax for the first half of the steps, then from the same weights with softmax or with the
+   Gaussian kernel. The loss *jumps* at the switch (same weights, other kernel); the curve keeps that
+   point and the runs are compared by ``f_T/f_0`` at equal total steps.
+4. **Loss landscape:** ``f(W_Q + α δ_Q, W_K + β δ_K)`` around *each kernel's own trained point*
+   (seed 0, ``HD ≥ Nn``, ``(W_Q, W_K, W_V)``, ``steps`` GD steps), ``δ`` random Gaussian directions
+   *filter-normalised* (Li et al. 2018: each column of ``δ_h`` rescaled to the norm of the same column
+   of ``W_h``); both slices on one colour scale.
+5. **Fig. 1 analogue** on a generated Pathfinder task: :mod:`.s24_pathfinder`.
 
 Step size ``η = lr_scale / (N n)`` (the loss is a sum over ``Nn`` outputs).
 """
