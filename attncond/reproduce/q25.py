@@ -295,23 +295,27 @@ def _plot(cfg: Q25Config, numbers: dict[str, Any], out: Path | None, figures: li
     save(fig, out, "q25_kappa.png", "[Q25] condition number of Z with and without the residual, against "
          "the init scale of W_Q/W_K and against n.", figures)
 
-    fig, axes = plt.subplots(1, len(cfg.curve_scales), figsize=(10, 4), sharey=True)
-    for ax, s in zip(np.atleast_1d(axes), cfg.curve_scales, strict=True):
+    fig, axes = plt.subplots(1, len(cfg.curve_scales) + 1, figsize=(14, 4), sharey=True)
+    panels = [(s, [r for r in numbers["gd_runs"] if r["scale"] == s], f"block, init scale s = {s:g}")
+              for s in cfg.curve_scales]
+    panels.append((cfg.curve_scales[0], numbers["stack"],
+                   f"{cfg.stack_L}-layer Stack, s = {cfg.curve_scales[0]:g}"))
+    for ax, (_, sel, title) in zip(np.atleast_1d(axes), panels, strict=True):
         for res, c in ((False, "tab:red"), (True, "tab:green")):
-            rows = [r["losses"] for r in numbers["gd_runs"] if r["residual"] == res and r["scale"] == s]
+            rows = [r["losses"] for r in sel if r["residual"] == res]
             g, lo, hi = geo_band(rows)
             t = np.arange(len(g))
             ax.semilogy(t, g, color=c, label=f"{'residual' if res else 'no residual'} ({len(rows)} seeds)")
             ax.fill_between(t, lo, hi, color=c, alpha=0.2)
-        ax.set_title(f"init scale s = {s:g}", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("GD step t")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     np.atleast_1d(axes)[0].set_ylabel("loss ½Σ‖F_i − Y_i‖² (log scale)")
-    fig.suptitle(f"[Q25] GD on the block (all weights, η = {cfg.lr_c}/σ²_max(Z_0))", fontsize=10)
+    fig.suptitle(f"[Q25] GD on the block and on a stack (all weights, η = {cfg.lr_c}/σ²_max(Z_0))", fontsize=10)
     fig.tight_layout()
     save(fig, out, "q25_gd_curves.png", "[Q25] GD loss of the attention+FFN block with and without the "
-         "residual, near-uniform and default init.", figures)
+         "residual, near-uniform and default init, and of the multi-layer Stack (near-uniform init).", figures)
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for res, c, mk in ((False, "tab:red", "o"), (True, "tab:green", "s")):
@@ -381,14 +385,27 @@ def _findings(cfg: Q25Config, numbers: dict[str, Any]) -> list[Finding]:
     with np.errstate(divide="ignore"):
         pt = paired_test(np.log10(fr[True]), np.log10(fr[False]))
     fin = numbers["median_final_over_initial"]
+    absf = {res: [r["losses"][-1] for r in runs if r["residual"] == res and r["scale"] == s0]
+            for res in (True, False)}
     out.append(Finding("Q25", "GD on the block converges faster with the residual (near-uniform init).",
                        pt.verdict(True),
                        f"median f_T/f_0 at s={s0:g}: residual {fin[f'residual@{s0}']:.3g}, "
-                       f"no residual {fin[f'plain@{s0}']:.3g}" + _diverged_note(numbers, s0, cfg.seeds) + ".",
+                       f"no residual {fin[f'plain@{s0}']:.3g}" + _diverged_note(numbers, s0, cfg.seeds)
+                       + _absolute_note(absf) + ".",
                        scale, cfg.seeds, pt.statement("residual", "no residual") + " on log10(f_T/f_0)"))
     out.append(_stack_finding(cfg, numbers["stack"]))
     out.append(_rate_finding(cfg, numbers, scale))
     return out
+
+
+def _absolute_note(absf: dict[bool, list[float]]) -> str:
+    """The residual starts from a larger loss (its output adds X), so f_T/f_0 flatters it; the final
+    loss itself is compared too (same data and targets per seed)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pt = paired_test(np.log10(absf[True]), np.log10(absf[False]))
+    return (f"; f_0 differs between the two (the residual output adds X), so the final loss itself: median "
+            f"{np.median(absf[True]):.3g} vs {np.median(absf[False]):.3g}, "
+            + pt.statement("residual", "no residual"))
 
 
 def _stack_finding(cfg: Q25Config, rows: list[dict[str, Any]]) -> Finding:
@@ -397,12 +414,14 @@ def _stack_finding(cfg: Q25Config, rows: list[dict[str, Any]]) -> Finding:
         pt = paired_test(np.log10(fr[True]), np.log10(fr[False]))
     kz = {res: np.median([max(r["kappa_Z_layers"]) for r in rows if r["residual"] == res])
           for res in (True, False)}
+    absf = {res: [r["losses"][-1] for r in rows if r["residual"] == res] for res in (True, False)}
     return Finding(
         "Q25", f"Multi-layer extension: GD on a {cfg.stack_L}-layer stack converges faster with residuals "
         "(near-uniform init).", pt.verdict(True),
         f"median f_T/f_0: residual {np.median(fr[True]):.3g}, no residual {np.median(fr[False]):.3g}; "
         "median over "
-        f"seeds of max_ℓ κ(Z_ℓ) at init: residual {kz[True]:.3g}, no residual {kz[False]:.3g}.",
+        f"seeds of max_ℓ κ(Z_ℓ) at init: residual {kz[True]:.3g}, no residual {kz[False]:.3g}"
+        + _absolute_note(absf) + ".",
         f"models.Stack L={cfg.stack_L}, N={cfg.N}, n={cfg.n}, D={cfg.D}, d={cfg.d}, FFN {cfg.d_ff}; init scale "
         f"{cfg.curve_scales[0]:g}; {cfg.seeds} seeds; {cfg.steps} GD steps, η = {cfg.lr_c}/max_ℓ σ²_max(Z_ℓ)",
         cfg.seeds, pt.statement("residual", "no residual") + " on log10(f_T/f_0)")
