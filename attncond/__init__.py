@@ -8,7 +8,7 @@ In a checkout the sub-packages are the top-level folders ``models/``, ``spectral
 ``proofs_check/`` beside this package; they are reached as ``attncond.models`` and so on, so
 that a user's own ``models/`` or ``spectral/`` package on ``sys.path`` never shadows them.
 The short names (``import spectral``) still work from a checkout, as aliases of the same
-module objects (see :mod:`attncond._alias`). Nothing below the CLI imports this package's
+module objects (see :mod:`attncond.aliasing`). Nothing below the CLI imports this package's
 command modules.
 """
 

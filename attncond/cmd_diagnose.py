@@ -39,7 +39,7 @@ from typing import Any
 
 from attncond.models import REGIMES, AttentionBlock, MultiHeadAttention, get_kernel, synthetic_regression
 from attncond.models.attention import PARAM_NAMES, VALUE_PARAMS
-from attncond.spectral.diagnostics import Diagnostics, diagnose
+from attncond.spectral.diagnostics import ROWS, Diagnostics, diagnose
 
 from .options import split_names
 from .progress import progress
@@ -226,18 +226,17 @@ def run_config(cfg: dict[str, Any], *, show_progress: bool = True) -> dict[str, 
     return out
 
 
-MH_KEYS = ("b0.sigma_min", "b0.kappa", "beta_paper", "pl.mu", "pl.corrected_bound", "pl.corrected_holds",
-           "pl.beta_holds", "pl.value_block_mu", "softmaxJ.kappa_median", "softmaxJ.kappa_max",
-           "attn.entropy", "attn.sparsity", "hessian.lambda_max", "hessian.lambda_min",
-           "hessian.smallest_nonzero", "hessian.null_dim")
-BLOCK_KEYS = ("z.res.sigma_min", "z.res.kappa", "z.weyl_bound", "z.plain.sigma_min", "z.plain.kappa")
+#: the comparison table's rows per model, from the one ROWS table of spectral.diagnostics
+TABLE_KEYS = {kind: tuple(r.key for r in ROWS if r.table and kind in r.applies_to) for kind in ("mh", "block")}
+NOTE_KEYS = frozenset(r.key for r in ROWS if r.table_note)
 
 
 def wide_rows(results: dict[str, dict[str, Diagnostics]]) -> list[dict[str, Any]]:
     """One row per diagnostic, one column per kernel, and a ``note`` column with reasons."""
     kernels = list(results)
     rows: list[dict[str, Any]] = []
-    for which, keys, tag in (("mh", MH_KEYS, "[S24] MH"), ("block", BLOCK_KEYS, "[Q25] block")):
+    for which, tag in (("mh", "[S24] MH"), ("block", "[Q25] block")):
+        keys = TABLE_KEYS[which]
         for key in keys:
             found = {k: {r.key: r for r in results[k][which].rows}.get(key) for k in kernels}
             if all(v is None for v in found.values()):
@@ -254,8 +253,7 @@ def wide_rows(results: dict[str, dict[str, Diagnostics]]) -> list[dict[str, Any]
                     notes[k] = str(r.note)
                 else:
                     row[k] = r.value
-                    if r.note and key in ("pl.beta_holds", "z.weyl_bound", "softmaxJ.kappa_max",
-                                          "hessian.null_dim"):
+                    if r.note and key in NOTE_KEYS:
                         notes[k] = r.note
             if len(kernels) > 1 and len(notes) == len(kernels) and len(set(notes.values())) == 1:
                 row["note"] = next(iter(notes.values()))  # the same for every kernel: say it once

@@ -11,8 +11,7 @@ from .progress import progress
 
 
 def reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import prepare_out, resolve, run_experiments, write_report
-    from .reproduce._common import check_seed
+    from .reproduce import check_seed, prepare_out, resolve, run_experiments, write_report
 
     names = resolve(args.experiments)
     size = "quick" if args.quick else args.size

@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from attncond.spectral.diagnostics.rows import sweep_columns
+
 from .cmd_diagnose import DEFAULTS, VALIDATORS, ConfigError, read_toml, where
 
 GRID_KEYS: tuple[str, ...] = ("kernel", "N", "n", "H", "D", "d", "init_scale", "seed", "regime", "value_param")
@@ -64,22 +66,17 @@ GRID_KEYS: tuple[str, ...] = ("kernel", "N", "n", "H", "D", "d", "init_scale", "
 PLOT_X_KEYS: tuple[str, ...] = ("N", "n", "H", "D", "d", "init_scale", "seed")
 PARAM_COLUMNS: tuple[str, ...] = ("kernel", "N", "n", "D", "d", "H", "init_scale", "seed", "regime",
                                   "value_param", "trainable", "residual", "dtype", "device", "hessian", "tau")
+#: metric columns and the diagnostic row each reads, from the ROWS table of spectral.diagnostics
+_METRIC_ROWS = {col: (kind, key) for col, kind, key in sweep_columns()}
+METRICS: tuple[str, ...] = tuple(_METRIC_ROWS)
+COLUMNS: tuple[str, ...] = ("kernel", "N", "n", "D", "d", "H", "init_scale", "seed", "regime",
+                                  "value_param", "trainable", "residual", "dtype", "device", "hessian", "tau")
 METRICS: tuple[str, ...] = (
     "sigma_min_B0", "kappa_B0", "beta_paper", "mu", "corrected_bound", "corrected_holds", "beta_holds",
     "sigma_min_Z_res", "kappa_Z_res", "sigma_min_Z_plain", "kappa_Z_plain", "weyl_bound",
     "softmaxJ_kappa_median", "softmaxJ_kappa_max", "entropy", "sparsity",
 )
 COLUMNS: tuple[str, ...] = ("key", *PARAM_COLUMNS, *METRICS, "status", "seconds")
-_METRIC_ROWS = {
-    "sigma_min_B0": ("mh", "b0.sigma_min"), "kappa_B0": ("mh", "b0.kappa"), "beta_paper": ("mh", "beta_paper"),
-    "mu": ("mh", "pl.mu"), "corrected_bound": ("mh", "pl.corrected_bound"),
-    "corrected_holds": ("mh", "pl.corrected_holds"), "beta_holds": ("mh", "pl.beta_holds"),
-    "sigma_min_Z_res": ("block", "z.res.sigma_min"), "kappa_Z_res": ("block", "z.res.kappa"),
-    "sigma_min_Z_plain": ("block", "z.plain.sigma_min"), "kappa_Z_plain": ("block", "z.plain.kappa"),
-    "weyl_bound": ("block", "z.weyl_bound"), "softmaxJ_kappa_median": ("mh", "softmaxJ.kappa_median"),
-    "softmaxJ_kappa_max": ("mh", "softmaxJ.kappa_max"), "entropy": ("mh", "attn.entropy"),
-    "sparsity": ("mh", "attn.sparsity"),
-}
 
 
 @dataclass(frozen=True)

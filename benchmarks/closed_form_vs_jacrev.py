@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+
 from attncond.models import MultiHeadAttention  # noqa: E402
 from attncond.models.derivatives import mh_output_jacobian  # noqa: E402
 

@@ -56,8 +56,9 @@ def cases() -> dict[str, tuple[np.ndarray, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import attncond.spectral as spectral
     import torch
+
+    import attncond.spectral as spectral
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=1)

@@ -92,6 +92,7 @@ def mem_available() -> int:
 
 def build(size: str):
     import torch
+
     from attncond.models.attention import MultiHeadAttention
     from attncond.models.data import synthetic_regression
     from attncond.spectral import JacobianOperator
@@ -116,9 +117,10 @@ def plain(built: tuple):
 
 def run_method(method: str, built: tuple) -> dict:
     """Run one method once on a built workload; returns values and products."""
-    import attncond.spectral as spectral
     import numpy as np
     import torch
+
+    import attncond.spectral as spectral
 
     model, data, params, J = built
     J.reset_count()
@@ -151,7 +153,7 @@ def run_method(method: str, built: tuple) -> dict:
         out.update(sigma_max=float(lam[-1].sqrt()), sigma_min=float(lam[0].clamp_min(0).sqrt()),
                    converged=None, note="sigma = sqrt(eigvalsh(J J^T)); not certified")
     elif method == "dense_vmap_syrk_eigvalsh":
-        from attncond.spectral.gram import gram_matrix
+        from attncond.spectral.operators.gram import gram_matrix
 
         Jd = J.jacobian_matrix()
         lam = torch.linalg.eigvalsh(gram_matrix(Jd, "outer" if Jd.shape[0] <= Jd.shape[1] else "inner"))

@@ -81,6 +81,7 @@ def footprint(route: str, size: str) -> tuple[int, str]:
 
 def build(size: str):
     import torch
+
     from attncond.models import MultiHeadAttention, synthetic_regression
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
@@ -92,9 +93,10 @@ def build(size: str):
 
 def run_route(route: str, size: str) -> dict:
     import torch
+
     from attncond.spectral.diagnostics import pl_constant
     from attncond.spectral.estimate import extreme_singular_values
-    from attncond.spectral.jacobian import JacobianOperator
+    from attncond.spectral.operators.autodiff import JacobianOperator
 
     model, X = build(size)
     params = model.params()

@@ -4,7 +4,7 @@ Imports torch only; nothing here imports ``spectral`` or ``proofs_check``.
 """
 
 if __name__ == "models":  # imported by its short name from a checkout: alias attncond.models
-    from attncond._alias import alias_package
+    from attncond.aliasing import alias_package
 
     alias_package(__name__)
 

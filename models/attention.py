@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import (
+from .checks import (
     check_choice,
     check_device,
     check_dtype,

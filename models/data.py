@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import check_device, check_dtype, check_nonneg_int, check_positive_int
+from .checks import check_device, check_dtype, check_nonneg_int, check_positive_int
 from .init import make_generator
 
 

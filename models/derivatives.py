@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ._checks import check_choice, check_finite, check_positive_float
+from .checks import check_choice, check_finite, check_positive_float
 
 __all__ = [
     "GaussianKernelJacobian",

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ._checks import check_choice, check_nonneg_int, check_positive_float
+from .checks import check_choice, check_nonneg_int, check_positive_float
 
 REGIMES: dict[str, float] = {"near_uniform": 1e-2, "default": 1.0, "sharp": 10.0}
 

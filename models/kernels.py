@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_choice, check_tau, is_transformed
+from .checks import check_choice, check_tau, is_transformed
 
 KernelFn = Callable[..., torch.Tensor]
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import (
+from .checks import (
     as_float_tensor,
     check_device,
     check_dtype,

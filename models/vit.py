@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._checks import (
+from .checks import (
     check_choice,
     check_device,
     check_dtype,

@@ -2,7 +2,7 @@
 Hypothesis strategies and gradient-descent dynamics."""
 
 if __name__ == "proofs_check":  # imported by its short name from a checkout: alias attncond.proofs_check
-    from attncond._alias import alias_package
+    from attncond.aliasing import alias_package
 
     alias_package(__name__)
 

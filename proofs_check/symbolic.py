@@ -47,12 +47,13 @@ from typing import Any
 import numpy as np
 import sympy as sp
 import torch
+from sympy.printing.pytorch import TorchPrinter
+
 from attncond.models import MultiHeadAttention
 from attncond.models import derivatives as closed
 from attncond.models.init import REGIMES, make_generator, regime_scale
 from attncond.models.kernels import gaussian as gaussian_kernel
 from attncond.models.kernels import temperature as temperature_kernel
-from sympy.printing.pytorch import TorchPrinter
 
 __all__ = [
     "DERIVATIONS",

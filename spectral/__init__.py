@@ -9,38 +9,58 @@ Solvers: :func:`golub_kahan_lanczos`, :func:`symmetric_lanczos`, :func:`randomiz
 :func:`dense_svd`, :func:`arpack_svds`, :func:`propack_svds`, :func:`lobpcg_svds`.
 Entry points: :func:`extreme_singular_values`, :func:`condition_number`,
 :func:`eigen_extremes` returning :class:`SpectralEstimate` / :class:`EigenEstimate`.
+Registry: :data:`SOLVERS` (``method=`` names), :func:`register_solver`; thresholds of
+``method="auto"``: :data:`AUTO` (:class:`AutoPolicy`).
+
+Layout: ``operators/`` (products only), ``solvers/`` (algorithms and certificates),
+``policy.py``, ``estimate.py`` (validate -> route -> solver -> estimate), ``results.py``
+(frozen records) and ``diagnostics/`` (the only part that imports ``attncond.models``).
 """
 
 if __name__ == "spectral":  # imported by its short name from a checkout: alias attncond.spectral
-    from attncond._alias import alias_package
+    from attncond.aliasing import alias_package
 
     alias_package(__name__)
 
-from .dense import dense_svd
-from .estimate import (
+from attncond.spectral.estimate import (
     EIGEN_METHODS,
     METHODS,
-    EigenEstimate,
-    SpectralEstimate,
     condition_number,
     eigen_extremes,
     extreme_singular_values,
 )
-from .gkl import golub_kahan_lanczos
-from .gram import gram_matrix
-from .jacobian import (
+from attncond.spectral.operators import (
     GaussNewtonOperator,
     GramOperator,
     HessianOperator,
     JacobianOperator,
+    LinearOp,
+    as_operator,
     flatten_params,
+    gram_matrix,
     jacobian_gram,
 )
-from .lanczos import symmetric_lanczos
-from .operators import LinearOp, as_operator
-from .randomized import randomized_svd
-from .results import EigenBlock, EigResult, SingularBlock, SVDResult
-from .scipy_backends import arpack_svds, lobpcg_svds, propack_svds
+from attncond.spectral.policy import AUTO, AutoPolicy
+from attncond.spectral.results import (
+    EigenBlock,
+    EigenEstimate,
+    EigResult,
+    SingularBlock,
+    SpectralEstimate,
+    SVDResult,
+)
+from attncond.spectral.solvers import (
+    SOLVERS,
+    Solver,
+    arpack_svds,
+    dense_svd,
+    golub_kahan_lanczos,
+    lobpcg_svds,
+    propack_svds,
+    randomized_svd,
+    register_solver,
+    symmetric_lanczos,
+)
 
 __all__ = [
     "LinearOp",
@@ -70,4 +90,9 @@ __all__ = [
     "EigenBlock",
     "METHODS",
     "EIGEN_METHODS",
+    "SOLVERS",
+    "Solver",
+    "register_solver",
+    "AUTO",
+    "AutoPolicy",
 ]

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-
-__all__ = ["SingularBlock", "SVDResult", "EigenBlock", "EigResult", "to_jsonable"]
 
 
 def to_jsonable(x: Any) -> Any:
@@ -39,10 +38,8 @@ def to_jsonable(x: Any) -> Any:
         return [to_jsonable(v) for v in x]
     return str(x)
 
-
 def _fmt(x: float) -> str:
     return "nan" if math.isnan(x) else f"{x:.6g}"
-
 
 @dataclass(frozen=True, repr=False)
 class SingularBlock:
@@ -91,7 +88,6 @@ class SingularBlock:
             for v, lo, hi, c in zip(self.values, self.lower, self.upper, self.converged, strict=True)
         )
         return f"SingularBlock({self.end}: {vals})"
-
 
 @dataclass(frozen=True, repr=False)
 class SVDResult:
@@ -161,7 +157,6 @@ class SVDResult:
             parts.append(f"reason={self.reason!r}")
         return "SVDResult(" + ", ".join(parts) + ")"
 
-
 @dataclass(frozen=True, repr=False)
 class EigenBlock:
     """Eigenpairs of a symmetric operator at one end of its spectrum.
@@ -194,7 +189,6 @@ class EigenBlock:
             for v, lo, hi, c in zip(self.values, self.lower, self.upper, self.converged, strict=True)
         )
         return f"EigenBlock({self.end}: {vals})"
-
 
 @dataclass(frozen=True, repr=False)
 class EigResult:
@@ -246,3 +240,101 @@ class EigResult:
         if self.reason:
             parts.append(f"reason={self.reason!r}")
         return "EigResult(" + ", ".join(parts) + ")"
+
+@dataclass(frozen=True, repr=False)
+class SpectralEstimate:
+    """Extreme singular values of ``A`` with certified intervals.
+
+    ``sigma_max_interval``/``sigma_min_interval`` contain a singular value of ``A``
+    (residual bounds, see :mod:`spectral._certify`); ``cond_interval`` is
+    ``[lo_max/hi_min, hi_max/lo_min]`` (``inf`` where ``lo_min ≤ 0``).
+    ``attainable_accuracy`` holds ``norm_eps = σ_max·eps`` (absolute accuracy of any
+    floating-point singular value) and ``cond_eps = κ·eps`` (relative accuracy attainable
+    for ``σ_min``); ``below_attainable`` flags a ``tol`` or a ``σ_min`` below them.
+    Quantities not requested are ``nan``.
+    """
+
+    sigma_max: float
+    sigma_max_interval: tuple[float, float]
+    sigma_min: float
+    sigma_min_interval: tuple[float, float]
+    cond: float
+    cond_interval: tuple[float, float]
+    converged: bool
+    matvecs: int
+    method: str
+    seconds: float
+    shape: tuple[int, int]
+    attainable_accuracy: dict[str, float]
+    below_attainable: bool
+    rank_deficient: bool
+    reason: str | None
+    residuals: dict[str, float]
+    details: SVDResult | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "details"}
+        return to_jsonable(out)
+
+    def __repr__(self) -> str:
+        def iv(t: tuple[float, float]) -> str:
+            return f"[{t[0]:.6g}, {t[1]:.6g}]"
+
+        s = (
+            f"SpectralEstimate(sigma_max={self.sigma_max:.10g} in {iv(self.sigma_max_interval)}, "
+            f"sigma_min={self.sigma_min:.10g} in {iv(self.sigma_min_interval)}, "
+            f"cond={self.cond:.6g} in {iv(self.cond_interval)}, converged={self.converged}, "
+            f"method={self.method!r}, matvecs={self.matvecs}, seconds={self.seconds:.3g}"
+        )
+        if self.rank_deficient:
+            s += ", rank_deficient=True"
+        if self.below_attainable:
+            s += ", below_attainable=True"
+        if self.reason:
+            s += f", reason={self.reason!r}"
+        return s + ")"
+
+@dataclass(frozen=True, repr=False)
+class EigenEstimate:
+    """Extreme eigenvalues of a symmetric operator with Bauer–Fike intervals."""
+
+    lambda_max: float
+    lambda_max_interval: tuple[float, float]
+    lambda_min: float
+    lambda_min_interval: tuple[float, float]
+    converged: bool
+    matvecs: int
+    method: str
+    seconds: float
+    shape: tuple[int, int]
+    reason: str | None
+    residuals: dict[str, float]
+    details: EigResult | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable({k: getattr(self, k) for k in self.__dataclass_fields__ if k != "details"})
+
+    def __repr__(self) -> str:
+        s = (
+            f"EigenEstimate(lambda_max={self.lambda_max:.10g} in "
+            f"[{self.lambda_max_interval[0]:.6g}, {self.lambda_max_interval[1]:.6g}], "
+            f"lambda_min={self.lambda_min:.10g} in "
+            f"[{self.lambda_min_interval[0]:.6g}, {self.lambda_min_interval[1]:.6g}], "
+            f"converged={self.converged}, method={self.method!r}, matvecs={self.matvecs}"
+        )
+        if self.reason:
+            s += f", reason={self.reason!r}"
+        return s + ")"
+
+def format_value(x: Any) -> str:
+    if x is None:
+        return "None"
+    if isinstance(x, (float, np.floating)):
+        return "nan" if math.isnan(x) else f"{x:.6g}"
+    return repr(x)
+
+def record_repr(obj: Any, keys: Sequence[str]) -> str:
+    return f"{type(obj).__name__}(" + ", ".join(f"{k}={format_value(getattr(obj, k))}" for k in keys) + ")"
+
+def record_to_dict(obj: Any, skip: Sequence[str] = ()) -> dict[str, Any]:
+    return to_jsonable({k: getattr(obj, k) for k in obj.__dataclass_fields__ if k not in skip})

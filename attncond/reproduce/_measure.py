@@ -21,7 +21,7 @@ import torch
 
 import attncond.spectral as spectral
 from attncond.models import AttentionBlock
-from attncond.spectral.structured import attention_output_matrix
+from attncond.spectral.diagnostics.structured import attention_output_matrix
 
 
 def cond(A: torch.Tensor, method: str = "dense") -> dict[str, Any]:

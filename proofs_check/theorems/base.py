@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.models import AttentionBlock, MultiHeadAttention, synthetic_regression
 
 __all__ = [

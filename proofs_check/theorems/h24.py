@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+
 from attncond.models import KernelUnderflowWarning
 
 from .base import Assumption, AttentionConfig, Conclusion, Theorem, relu_margin

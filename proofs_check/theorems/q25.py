@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
+
 from attncond.models import KernelUnderflowWarning
 from attncond.spectral import extreme_singular_values
 

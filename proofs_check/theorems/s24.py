@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from attncond.models import KernelUnderflowWarning, MultiHeadAttention
 from attncond.models.init import make_generator
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,6 +12,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import spectral
+import spectral.policy
 from models import AttentionBlock, MultiHeadAttention, synthetic_regression
 from spectral.diagnostics import (
     attention_entropy,
@@ -101,12 +104,12 @@ def test_gram_extremes_cholesky_lanczos_agrees_with_dense():
     G = A @ A.T
     lam = np.linalg.eigvalsh(G.numpy())
     fast = gram_extremes(G, "cholesky-lanczos", tol=1e-12)
-    assert fast["method"] == "cholesky-lanczos" and fast["converged"]
-    assert fast["lambda_min"] == pytest.approx(lam[0], rel=1e-9)
-    assert fast["lambda_max"] == pytest.approx(lam[-1], rel=1e-12)
-    assert fast["lambda_min_interval"][0] <= lam[0] <= fast["lambda_min_interval"][1]
+    assert fast.method == "cholesky-lanczos" and fast.converged
+    assert fast.lambda_min == pytest.approx(lam[0], rel=1e-9)
+    assert fast.lambda_max == pytest.approx(lam[-1], rel=1e-12)
+    assert fast.lambda_min_interval[0] <= lam[0] <= fast.lambda_min_interval[1]
     singular = gram_extremes(A[:, :10] @ A[:, :10].T, "cholesky-lanczos")
-    assert singular["method"] == "dense (Cholesky failed)" and abs(singular["lambda_min"]) < 1e-10
+    assert singular.method == "dense (Cholesky failed)" and abs(singular.lambda_min) < 1e-10
     with pytest.raises(ValueError, match="unknown method 'qr'"):
         gram_extremes(G, "qr")
 
@@ -296,11 +299,13 @@ def test_diagnose_rejects_bad_arguments():
         diagnose(m, X, hessian=True)
 
 
-def test_pl_constant_cholesky_lanczos_route_matches_dense_jacobian():
-    """Above DENSE_GRAM_MAX outputs ``pl_constant`` takes Cholesky + Lanczos (the route of the
+def test_pl_constant_cholesky_lanczos_route_matches_dense_jacobian(monkeypatch):
+    """Above AUTO.psd_eigh_max_side outputs ``pl_constant`` takes Cholesky + Lanczos (the route of the
     medium/large benchmark); its certified μ must match ``eigvalsh`` of a jacrev ``J Jᵀ``."""
     m = MultiHeadAttention(16, 8, 2, seed=3)
     X = _data(N=20, n=16, D=16, seed=1).X  # 320 outputs > 256, p = 768
+    small = dataclasses.replace(spectral.policy.AUTO, psd_eigh_max_side=256)
+    monkeypatch.setattr(spectral.policy, "AUTO", small)
     pl = pl_constant(m, X)
     assert pl.n_outputs == 320 and pl.eig_method == "cholesky-lanczos"
     params = {k: getattr(m, k).detach() for k in m.trainable}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,7 +12,7 @@ import torch
 from _spectral_cases import logspaced, with_spectrum
 
 import spectral
-import spectral.estimate as est_mod
+import spectral.policy as policy
 
 A = with_spectrum(30, 20, logspaced(20, 1e3), seed=0)
 
@@ -55,10 +56,10 @@ def test_bad_matrix_and_k():
 def test_auto_routes_are_recorded(monkeypatch):
     e = spectral.condition_number(A)
     assert e.method == "auto->dense" and e.converged
-    monkeypatch.setattr(est_mod, "DENSE_MAX_ENTRIES", 10)
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, dense_max_entries=10))
     e = spectral.condition_number(A)
     assert e.method == "auto->gram" and e.converged
-    monkeypatch.setattr(est_mod, "GRAM_MAX_SIDE", 5)
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, gram_max_side=5))
     e = spectral.condition_number(A)
     assert e.method == "auto->gkl" and e.converged
     s = np.linalg.svd(A, compute_uv=False)
@@ -66,7 +67,7 @@ def test_auto_routes_are_recorded(monkeypatch):
 
 
 def test_auto_gram_refines_when_squaring_fails(monkeypatch):
-    monkeypatch.setattr(est_mod, "DENSE_MAX_ENTRIES", 10)
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, dense_max_entries=10))
     B = with_spectrum(40, 25, logspaced(25, 1e9), seed=3)
     e = spectral.condition_number(B)
     assert e.method == "auto->gram+dense" and e.converged
@@ -83,7 +84,7 @@ def test_auto_on_jacobian_operator(monkeypatch):
     s = torch.linalg.svdvals(J.to_dense()).numpy()
     e = spectral.condition_number(J)
     assert e.method == "auto->dense" and e.matvecs == 24
-    monkeypatch.setattr(est_mod, "DENSE_MAX_ENTRIES", 10)
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, dense_max_entries=10))
     e = spectral.condition_number(J)
     assert e.method == "auto->gram" and e.matvecs == 24
     assert abs(e.sigma_min - s[-1]) <= 1e-10 * s[-1]

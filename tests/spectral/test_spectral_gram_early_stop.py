@@ -8,9 +8,9 @@ import torch
 from _spectral_cases import with_spectrum
 
 import spectral
-import spectral.gkl as gkl_mod
-import spectral.gram as gram_mod
-from spectral.gram import gram_matrix
+import spectral.operators.gram as gram_mod
+import spectral.solvers.gkl as gkl_mod
+from spectral.operators.gram import gram_matrix
 
 
 @pytest.mark.parametrize("route", ["syrk", "gemm"])
@@ -101,9 +101,9 @@ def test_cholesky_lanczos_gram_interval_is_tol_relative(kappa):
     true = np.linalg.eigvalsh(G.numpy())
     tol = 1e-10
     r = gram_extremes(G, "cholesky-lanczos", tol=tol)
-    assert r["method"] == "cholesky-lanczos" and r["converged"]
-    lo, hi = r["lambda_min_interval"]
+    assert r.method == "cholesky-lanczos" and r.converged
+    lo, hi = r.lambda_min_interval
     assert lo <= true[0] <= hi
     delta = 10.0 * np.sqrt(m) * np.finfo(float).eps * true[-1]
     assert hi - lo <= 2 * tol * true[0] + 2 * delta
-    assert abs(r["lambda_min"] - true[0]) <= 1e-12 * true[-1]
+    assert abs(r.lambda_min - true[0]) <= 1e-12 * true[-1]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -19,8 +20,10 @@ import torch
 from _spectral_cases import logspaced, true_extremes, with_spectrum
 
 import spectral
-import spectral.estimate as est_mod
-import spectral.gkl as gkl_mod
+import spectral.policy as policy
+import spectral.solvers.gkl as gkl_mod
+import spectral.solvers.gram_route as gram_route_mod
+import spectral.solvers.psd as psd_mod
 from models import MultiHeadAttention, synthetic_regression
 
 EPS = np.finfo(np.float64).eps
@@ -232,14 +235,14 @@ def test_auto_routes_for_per_sample_jacobians(monkeypatch):
     e = spectral.extreme_singular_values(J)
     assert e.method == "auto->dense[per-sample]" and e.converged
     assert abs(e.sigma_max - s[0]) <= 1e-12 * s[0] and abs(e.sigma_min - s[-1]) <= 1e-10 * s[-1]
-    monkeypatch.setattr(est_mod, "DENSE_MAX_ENTRIES", 10)
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, dense_max_entries=10))
     e = spectral.extreme_singular_values(J)
     assert e.method.startswith("auto->gram[per-sample]") and e.converged
     assert e.sigma_min_interval[0] <= s[-1] <= e.sigma_min_interval[1]
     assert abs(e.sigma_min - s[-1]) <= 1e-9 * s[-1]
     # the Gram route cannot certify and J does not fit: refined by Golub–Kahan
-    monkeypatch.setattr(est_mod, "GRAM_MAX_BYTES", 64)
-    monkeypatch.setattr(est_mod, "meets_tol", lambda c, tol: np.zeros(len(c.values), dtype=bool))
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, gram_max_bytes=64))
+    monkeypatch.setattr(gram_route_mod, "meets_tol", lambda c, tol: np.zeros(len(c.values), dtype=bool))
     e = spectral.extreme_singular_values(J)
     assert e.method == "auto->gram[per-sample]+gkl" and e.converged
     assert abs(e.sigma_min - s[-1]) <= 1e-9 * s[-1]
@@ -253,8 +256,8 @@ def test_gram_route_extreme_eigenpairs_without_full_eigh(monkeypatch):
     model, X = _mh(N=8)
     J = spectral.JacobianOperator(model.functional, model.params(), (X,), sample_dim=0)
     s = torch.linalg.svdvals(J.jacobian_matrix()).numpy()
-    monkeypatch.setattr(est_mod, "DENSE_MAX_ENTRIES", 10)
-    monkeypatch.setattr(est_mod, "GRAM_EIGH_MAX_SIDE", 4)
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, dense_max_entries=10))
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, psd_eigh_max_side=4))
     e = spectral.extreme_singular_values(J)
     assert e.method == "auto->gram[per-sample]" and e.converged, e.reason
     assert "shift-invert" in e.details.info["gram_eigen_solver"] and "gap_certified_by" in e.details.info
@@ -273,7 +276,7 @@ def test_gap_certificate_never_lies(seed):
     w_rough = W[:, 0] + 1e-3 * rng.standard_normal(40)
     for w in (W[:, 0], w_rough, W[:, 5]):
         for mu in (lam[0] + 0.5 * (lam[1] - lam[0]), lam[1] + 1e-6, 0.5 * (lam[1] + lam[2])):
-            claimed = est_mod._one_eigenvalue_below(G, w, float(mu), float(lam[-1]))
+            claimed = psd_mod.one_eigenvalue_below(G, w, float(mu), float(lam[-1]))
             assert not claimed or lam[1] >= mu
     # and with the true eigenvector and μ just below λ_2 it succeeds
-    assert est_mod._one_eigenvalue_below(G, W[:, 0], float(lam[1] - 1e-6 * (lam[1] - lam[0])), float(lam[-1]))
+    assert psd_mod.one_eigenvalue_below(G, W[:, 0], float(lam[1] - 1e-6 * (lam[1] - lam[0])), float(lam[-1]))

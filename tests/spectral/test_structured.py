@@ -1,4 +1,4 @@
-"""Closed-form B0, NTK Gram and Z (spectral.structured) against independent dense computations."""
+"""Closed-form B0, NTK Gram and Z (spectral.diagnostics.structured) against independent dense computations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models import AttentionBlock, MultiHeadAttention, synthetic_regression
-from spectral.structured import B0, B0_gram, attention_output_matrix, closed_form_kernel, ntk_gram
+from spectral.diagnostics.structured import B0, B0_gram, attention_output_matrix, closed_form_kernel, ntk_gram
 
 
 def _jacrev_gram(model, X, trainable):

@@ -17,56 +17,41 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._validate import check_choice, make_generator, prepare
-from .gkl import _orth, _random_orth
-from .operators import LinearOp
-from .results import EigenBlock, EigResult
-
-__all__ = ["symmetric_lanczos", "certify_eigvecs"]
+from attncond.spectral.results import EigenBlock, EigResult
+from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
+from attncond.spectral.solvers.orth import orthogonalize, random_orthonormal
+from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
 
 WHICH = ("both", "largest", "smallest", "both_magnitude")
 
-
-def certify_eigvecs(
-    S: LinearOp, Y: torch.Tensor, *, end: str, lam_max_hint: float
-) -> dict[str, np.ndarray | torch.Tensor | float]:
-    """Rayleigh quotients ``θ_i = y_iᵀ S y_i`` and Bauer–Fike intervals (``k`` products)."""
-    Y = Y / torch.linalg.vector_norm(Y, dim=0)
-    SY = S.matmat(Y)
-    theta = (Y * SY).sum(0)
-    R = SY - Y * theta
-    rho = torch.linalg.vector_norm(R, dim=0).detach().cpu().double().numpy()
-    th = theta.detach().cpu().double().numpy()
-    n = S.shape[0]
-    scale = max(float(lam_max_hint), float(np.abs(th).max(initial=0.0)))
-    delta = 10.0 * math.sqrt(n) * torch.finfo(S.dtype).eps * scale
-    lower = th - rho - delta
-    upper = th + rho + delta
-    if th.size:
-        if end == "largest":
-            lower[0] = max(lower[0], th[0] - delta)
-        elif end == "smallest":
-            upper[0] = min(upper[0], th[0] + delta)
-    return {"values": th, "lower": lower, "upper": upper, "rho": rho, "Y": Y, "delta": delta}
+def _block(c: EigCertificate, end: str, tol: float) -> EigenBlock:
+    conv = c.rho <= np.maximum(tol * np.abs(c.values), c.delta)
+    return EigenBlock(end, c.values, c.lower, c.upper, c.rho, conv, c.Y)
 
 
-def _block(c: dict[str, Any], end: str, tol: float) -> EigenBlock:
-    th, rho, delta = c["values"], c["rho"], c["delta"]
-    conv = rho <= np.maximum(tol * np.abs(th), delta)
-    return EigenBlock(end, th, c["lower"], c["upper"], rho, conv, c["Y"])
+@dataclass(frozen=True)
+class _Ritz:
+    """Ritz pairs of one projected matrix and whether the cheap stopping test passed."""
 
+    theta: torch.Tensor
+    W: torch.Tensor
+    lmax: float
+    groups: dict[str, list[int]]
+    order: list[int]
+    wanted: list[int]
+    ok: bool
 
 #: in-cycle convergence checks start once the basis holds ``nwant + MIN_CHECK_EXTRA`` vectors
 MIN_CHECK_EXTRA = 8
 
-
 def _ritz(T: torch.Tensor, fnorm: float, which: str, k: int, tol: float, lmax: float, n: int,
-          eps: float) -> dict[str, Any]:
+          eps: float) -> _Ritz:
     """Ritz pairs of the projected ``T`` and the cheap test ``‖f‖·|e_jᵀ w_i| ≤ max(tol·|θ_i|, δ)``
     for every wanted one, ``δ = 10·√n·eps·lmax`` with ``lmax`` raised to ``max|θ|``.
 
@@ -90,9 +75,7 @@ def _ritz(T: torch.Tensor, fnorm: float, which: str, k: int, tol: float, lmax: f
             groups["smallest"] = list(range(k))
     wanted = [i for g in groups.values() for i in g]
     ok = bool((est[wanted] <= torch.clamp(tol * theta[wanted].abs(), min=delta)).all())
-    return {"theta": theta, "W": W, "lmax": lmax, "groups": groups, "order": order, "wanted": wanted,
-            "ok": ok}
-
+    return _Ritz(theta, W, lmax, groups, order, wanted, ok)
 
 def symmetric_lanczos(
     S: Any,
@@ -157,15 +140,15 @@ def symmetric_lanczos(
     j0, steps, cycles, lmax = 0, 0, 0, 0.0
     f = torch.zeros(n, dtype=dt, device=dev)
     fnorm = 0.0
-    certs: dict[str, dict[str, Any]] = {}
+    certs: dict[str, EigCertificate] = {}
     converged = False
     while True:
         cur = ell  # columns of Qb in use this cycle (< ell after an early in-cycle stop)
-        ritz: dict[str, Any] | None = None
+        ritz: _Ritz | None = None
         for j in range(j0, ell):
             Qb[:, j] = q
             w_raw = op.matvec(q)
-            w, c = _orth(Qb[:, : j + 1], w_raw, full)
+            w, c = orthogonalize(Qb[:, : j + 1], w_raw, full)
             Tm[: j + 1, j] = c
             Tm[j, : j + 1] = c
             beta = torch.linalg.vector_norm(w)
@@ -175,20 +158,20 @@ def symmetric_lanczos(
             f = w
             if j + 1 < ell:
                 if fnorm <= 100 * eps * max(float(torch.linalg.vector_norm(w_raw)), lmax):
-                    q = _random_orth(Qb[:, : j + 1], gen)
+                    q = random_orthonormal(Qb[:, : j + 1], gen)
                     fnorm = 0.0
                 else:
                     q = w / beta
                 if j + 1 >= min_check:
                     r = _ritz(Tm[: j + 1, : j + 1], fnorm, which, k, tol, lmax, n, eps)
-                    if r["ok"]:
+                    if r.ok:
                         cur, ritz = j + 1, r
                         break
         cycles += 1
         if ritz is None:
             ritz = _ritz(Tm[:cur, :cur], fnorm, which, k, tol, lmax, n, eps)
-        theta, W, lmax = ritz["theta"], ritz["W"], ritz["lmax"]
-        groups, order, wanted, ok = ritz["groups"], ritz["order"], ritz["wanted"], ritz["ok"]
+        theta, W, lmax = ritz.theta, ritz.W, ritz.lmax
+        groups, order, wanted, ok = ritz.groups, ritz.order, ritz.wanted, ritz.ok
         done = steps >= max_steps or cur == n
         if ok or done:
             certs = {
@@ -200,10 +183,7 @@ def symmetric_lanczos(
                 )
                 for end, idx in groups.items()
             }
-            converged = all(
-                bool((c["rho"] <= np.maximum(tol * np.abs(c["values"]), c["delta"])).all())
-                for c in certs.values()
-            )
+            converged = all(c.meets(tol) for c in certs.values())
             if converged or done:
                 break
         # thick restart
@@ -223,15 +203,15 @@ def symmetric_lanczos(
         Tm.zero_()
         Tm[range(kk), range(kk)] = theta[keep_l]
         if fnorm > 0:
-            q, _ = _orth(Qb[:, :kk], f / fnorm, True)
+            q, _ = orthogonalize(Qb[:, :kk], f / fnorm, True)
             q = q / torch.linalg.vector_norm(q)
         else:
-            q = _random_orth(Qb[:, :kk], gen)
+            q = random_orthonormal(Qb[:, :kk], gen)
         j0 = kk
     blocks = {end: _block(c, end, tol) for end, c in certs.items()}
     reason = None
     if not converged:
-        worst = max(float(np.max(c["rho"])) for c in certs.values())
+        worst = max(float(np.max(c.rho)) for c in certs.values())
         reason = f"not converged after {steps} steps: residual {worst:.3g} > tol*|theta| (tol={tol:g})"
     return EigResult(
         method="lanczos",

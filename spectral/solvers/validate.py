@@ -8,9 +8,8 @@ from typing import Any
 
 import torch
 
-from .operators import LinearOp, as_operator, same_device
-
-__all__ = ["check_tol", "check_k", "check_choice", "check_maxiter", "prepare", "make_generator"]
+from attncond.spectral.operators.base import LinearOp, same_device
+from attncond.spectral.operators.explicit import as_operator
 
 
 def check_tol(tol: Any) -> float:
@@ -23,13 +22,11 @@ def check_tol(tol: Any) -> float:
         raise ValueError(f"tol must be a finite float > 0, got {tol!r}")
     return t
 
-
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"unknown {name} {value!r}; known: {', '.join(map(repr, choices))}")
     return value
-
 
 def check_maxiter(maxiter: Any) -> int | None:
     if maxiter is None:
@@ -37,7 +34,6 @@ def check_maxiter(maxiter: Any) -> int | None:
     if isinstance(maxiter, bool) or int(maxiter) != maxiter or int(maxiter) < 1:
         raise ValueError(f"maxiter must be a positive integer or None, got {maxiter!r}")
     return int(maxiter)
-
 
 def check_k(k: Any, shape: tuple[int, int]) -> int:
     """``1 ≤ k ≤ min(m, n)``."""
@@ -53,12 +49,10 @@ def check_k(k: Any, shape: tuple[int, int]) -> int:
         raise ValueError(f"k must satisfy 1 <= k <= min(m, n) = {lim} for shape {shape}, got {k}")
     return k
 
-
 def make_generator(seed: int | None) -> torch.Generator:
     g = torch.Generator(device="cpu")
     g.manual_seed(0 if seed is None else int(seed))
     return g
-
 
 def prepare(
     A: Any,

@@ -14,67 +14,62 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from ._certify import (
+from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.results import SVDResult
+from attncond.spectral.solvers.certify import (
     Certified,
-    block_from,
-    certified_error,
+    CertifiedEnds,
+    SolveRun,
+    assemble_result,
     certify_small_side,
     meets_tol,
     rounding_allowance,
 )
-from ._validate import check_choice, make_generator, prepare
-from .operators import LinearOp
-from .results import SVDResult
-
-__all__ = ["golub_kahan_lanczos"]
+from attncond.spectral.solvers.orth import orthogonalize, random_orthonormal
+from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
 
 WHICH = ("both", "largest", "smallest")
-
-
-def _orth(X: torch.Tensor, w: torch.Tensor, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classical Gram–Schmidt of ``w`` against the orthonormal columns of ``X``.
-
-    ``full=True``: always two passes (CGS2, "twice is enough"); otherwise the second pass
-    runs only when the first removed more than a factor √2 of the norm (DGKS/Kahan–Parlett
-    criterion). Returns the orthogonalised vector and the summed coefficients ``Xᵀw``.
-    """
-    if X.shape[1] == 0:
-        return w, w.new_zeros(0)
-    n0 = torch.linalg.vector_norm(w)
-    c = X.T @ w
-    w = w - X @ c
-    if full or torch.linalg.vector_norm(w) < n0 / math.sqrt(2.0):
-        c2 = X.T @ w
-        w = w - X @ c2
-        c = c + c2
-    return w, c
-
-
-def _random_orth(X: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    w = torch.randn(X.shape[0], generator=gen, dtype=torch.float64).to(X.dtype).to(X.device)
-    for _ in range(3):
-        if X.shape[1]:
-            w = w - X @ (X.T @ w)
-    return w / torch.linalg.vector_norm(w)
-
 
 #: in-cycle convergence tests: every ``CHECK_EVERY`` steps once the basis holds
 #: ``n_wanted + CHECK_MIN_EXTRA`` vectors (an SVD of the small ``B``; products dominate)
 CHECK_EVERY = 4
+
 CHECK_MIN_EXTRA = 8
+
 #: σ_min-only thick restarts keep largest Ritz vectors too only with a basis this large
 TOP_KEEP_MIN_ELL = 48
+
+@dataclass(frozen=True)
+class _Ritz:
+    """SVD ``B = U_b diag(S_b) V_bᵀ`` of one projected matrix and the cheap stopping test."""
+
+    Ub: torch.Tensor
+    Sb: torch.Tensor
+    Vb: torch.Tensor
+    smax: float
+    idx_l: list[int]
+    idx_s: list[int]
+    ok: bool
+
+
+@dataclass(frozen=True)
+class _CoreRun:
+    """One :func:`_gkl_core` run: its certified ends and whether it met ``tol``."""
+
+    certs: CertifiedEnds
+    converged: bool
+    harmonic_restarts: int = 0
 
 
 def _ritz(
     B: torch.Tensor, fnorm: float, k: int, want_l: bool, want_s: bool, tol: float,
     shape: tuple[int, int], smax: float,
-) -> dict[str, Any]:
+) -> _Ritz:
     """SVD of the projected ``B`` and the cheap test ``‖r‖·|e_jᵀ u_i|/√2 ≤ max(tol·σ_i, δ)`` for
     every wanted Ritz value (``δ`` from ``smax`` raised to ``σ_1(B)``). The same test serves
     the in-cycle checks and the end of a cycle."""
@@ -87,8 +82,7 @@ def _ritz(
     est = fnorm * Ub[-1, wanted].abs() / math.sqrt(2.0)
     delta = rounding_allowance(shape, B.dtype, smax)
     ok = bool((est <= torch.clamp(tol * Sb[wanted], min=delta)).all())
-    return {"Ub": Ub, "Sb": Sb, "Vb": Vbh.T, "smax": smax, "idx_l": idx_l, "idx_s": idx_s, "ok": ok}
-
+    return _Ritz(Ub, Sb, Vbh.T, smax, idx_l, idx_s, ok)
 
 def _gkl_core(
     T: LinearOp,
@@ -101,7 +95,7 @@ def _gkl_core(
     ncv: int | None,
     full: bool,
     harmonic: bool = False,
-) -> dict[str, Any]:
+) -> _CoreRun:
     """One GKL run on the tall ``T``; ``harmonic=True`` (only with ``which="smallest"``)
     restarts with harmonic Ritz vectors (see :func:`_harmonic_restart`)."""
     if harmonic and which != "smallest":
@@ -135,29 +129,29 @@ def _gkl_core(
     min_check = min(ell, nwant + CHECK_MIN_EXTRA)
     while True:
         cur = ell  # columns in use this cycle (< ell after an early in-cycle stop)
-        ritz: dict[str, Any] | None = None
+        ritz: _Ritz | None = None
         for j in range(j0, ell):
             P[:, j] = p
             q_raw = T.matvec(p)
-            q, c = _orth(Q[:, :j], q_raw, full)
+            q, c = orthogonalize(Q[:, :j], q_raw, full)
             B[:j, j] = c
             alpha = torch.linalg.vector_norm(q)
             raw = float(torch.linalg.vector_norm(q_raw))
             if float(alpha) <= 100 * eps * max(raw, smax):
-                q = _random_orth(Q[:, :j], gen)
+                q = random_orthonormal(Q[:, :j], gen)
             else:
                 q = q / alpha
             B[j, j] = alpha
             Q[:, j] = q
             r_raw = T.rmatvec(q)
-            r, _ = _orth(P[:, : j + 1], r_raw, full)
+            r, _ = orthogonalize(P[:, : j + 1], r_raw, full)
             beta = torch.linalg.vector_norm(r)
             fnorm = float(beta)
             steps += 1
             smax = max(smax, float(alpha), fnorm)
             if j + 1 < ell:
                 if fnorm <= 100 * eps * max(float(torch.linalg.vector_norm(r_raw)), smax):
-                    p = _random_orth(P[:, : j + 1], gen)
+                    p = random_orthonormal(P[:, : j + 1], gen)
                     B[j, j + 1] = 0.0
                     fnorm = 0.0
                 else:
@@ -165,14 +159,14 @@ def _gkl_core(
                     B[j, j + 1] = beta
                 if j + 1 >= min_check and (j + 1 - j0) % CHECK_EVERY == 0:
                     rz = _ritz(B[: j + 1, : j + 1], fnorm, k, want_l, want_s, tol, (M, N), smax)
-                    if rz["ok"]:
+                    if rz.ok:
                         cur, ritz = j + 1, rz
                         break
         cycles += 1
         if ritz is None:
             ritz = _ritz(B[:cur, :cur], fnorm, k, want_l, want_s, tol, (M, N), smax)
-        Ub, Sb, Vb, smax = ritz["Ub"], ritz["Sb"], ritz["Vb"], ritz["smax"]
-        idx_l, idx_s, ok = ritz["idx_l"], ritz["idx_s"], ritz["ok"]
+        Ub, Sb, Vb, smax = ritz.Ub, ritz.Sb, ritz.Vb, ritz.smax
+        idx_l, idx_s, ok = ritz.idx_l, ritz.idx_s, ritz.ok
         out_of_steps = steps >= max_steps
         if ok or out_of_steps or cur == N:
             Pc, Qc = P[:, :cur], Q[:, :cur]
@@ -230,21 +224,14 @@ def _gkl_core(
         B[range(kk), range(kk)] = Sb[keep]
         if fnorm > 0:
             p = r / fnorm
-            p, _ = _orth(P[:, :kk], p, True)
+            p, _ = orthogonalize(P[:, :kk], p, True)
             p = p / torch.linalg.vector_norm(p)
         else:
-            p = _random_orth(P[:, :kk], gen)
+            p = random_orthonormal(P[:, :kk], gen)
         j0 = kk
-    return {
-        "explicit": explicit,
-        "converged": converged,
-        "steps": steps,
-        "cycles": cycles,
-        "smax": smax,
-        "ell": ell,
-        "harmonic_restarts": harmonic_cycles,
-    }
-
+    certs = CertifiedEnds(explicit.get("largest"), explicit.get("smallest"), smax, steps=steps, cycles=cycles,
+                          subspace=ell)
+    return _CoreRun(certs, converged, harmonic_cycles)
 
 def _harmonic_restart(
     P: torch.Tensor,
@@ -309,10 +296,10 @@ def _harmonic_restart(
         g = P @ Ug[:-1, 0] + Ug[-1, 0] * p_next
     else:  # invariant subspace: any new direction
         g = p_next
-    g, _ = _orth(Pn, g, True)
+    g, _ = orthogonalize(Pn, g, True)
     ng = torch.linalg.vector_norm(g)
     if float(ng) <= 1e3 * torch.finfo(B.dtype).eps:
-        g = _random_orth(Pn, gen)
+        g = random_orthonormal(Pn, gen)
     else:
         g = g / ng
     Q[:, :kk] = Q @ QR_
@@ -322,7 +309,6 @@ def _harmonic_restart(
     B.zero_()
     B[:kk, :kk] = R
     return kk
-
 
 def golub_kahan_lanczos(
     A: Any,
@@ -432,6 +418,7 @@ def golub_kahan_lanczos(
     max_steps = maxiter if maxiter is not None else 2000
     full = reorth == "full"
     mode = _resolve_restart(restart, which)
+    split: dict[str, int] | None = None
     if mode == "harmonic" and which == "smallest":
         out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full, harmonic=True)
     elif mode == "harmonic" and which == "both":
@@ -439,40 +426,22 @@ def golub_kahan_lanczos(
         # end (harmonic) separately from the same start vector and merge
         o_l = _gkl_core(T, k, "largest", tol, max_steps, p0, gen, ncv, full)
         o_s = _gkl_core(
-            T, k, "smallest", tol, max(max_steps - o_l["steps"], 1), p0, gen, ncv, full, harmonic=True
+            T, k, "smallest", tol, max(max_steps - o_l.certs.steps, 1), p0, gen, ncv, full, harmonic=True
         )
-        out = {
-            "explicit": {**o_l["explicit"], **o_s["explicit"]},
-            "converged": o_l["converged"] and o_s["converged"],
-            "steps": o_l["steps"] + o_s["steps"],
-            "cycles": o_l["cycles"] + o_s["cycles"],
-            "smax": max(o_l["smax"], o_s["smax"]),
-            "ell": max(o_l["ell"], o_s["ell"]),
-            "harmonic_restarts": o_s["harmonic_restarts"],
-            "split": {"largest_steps": o_l["steps"], "smallest_steps": o_s["steps"]},
-        }
+        cl, cs = o_l.certs, o_s.certs
+        merged = CertifiedEnds(cl.largest, cs.smallest, max(cl.sigma_max_hint, cs.sigma_max_hint),
+                               steps=cl.steps + cs.steps, cycles=cl.cycles + cs.cycles,
+                               subspace=max(cl.subspace or 0, cs.subspace or 0))
+        out = _CoreRun(merged, o_l.converged and o_s.converged, o_s.harmonic_restarts)
+        split = {"largest_steps": cl.steps, "smallest_steps": cs.steps}
     else:
         out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full)
-    info: dict[str, Any] = {"restart": mode, "harmonic_restarts": out.get("harmonic_restarts", 0)}
-    if "split" in out:
-        info["split"] = out["split"]
-    return _assemble(
-        op,
-        out,
-        which=which,
-        tol=tol,
-        swap=swap,
-        start=start,
-        t0=t0,
-        method="gkl",
-        iterations=out["steps"],
-        max_steps=max_steps,
-        info=info,
-    )
-
+    info: dict[str, Any] = {"restart": mode, "harmonic_restarts": out.harmonic_restarts}
+    if split is not None:
+        info["split"] = split
+    return assemble_result(op, out.certs, SolveRun("gkl", tol, swap, start, t0, max_steps), info)
 
 RESTARTS = ("auto", "thick", "augmented", "harmonic")
-
 
 def _resolve_restart(restart: str, which: str) -> str:
     """``"auto"`` → the restart measured best for ``which`` (see :func:`golub_kahan_lanczos`)."""
@@ -481,7 +450,6 @@ def _resolve_restart(restart: str, which: str) -> str:
     if restart == "auto":
         return AUTO_RESTART[which]
     return restart
-
 
 # largest tolerated rank-one defect of the harmonic residual, in units of eps·max(σ'_1, β)
 HARMONIC_DEFECT = 10.0
@@ -493,72 +461,3 @@ HARMONIC_DEFECT = 10.0
 # deficiency (502 and 334 products thick); at 90×60, ncv=16 they saved 3–5 % (1150 vs 1186,
 # 340 vs 358 products). Below the 10 % bar, so "auto" is thick everywhere
 AUTO_RESTART = {"largest": "thick", "smallest": "thick", "both": "thick"}
-
-
-def _assemble(
-    op: LinearOp,
-    out: dict[str, Any],
-    *,
-    which: str,
-    tol: float,
-    swap: bool,
-    start: int,
-    t0: float,
-    method: str,
-    iterations: int,
-    max_steps: int | None,
-    info: dict[str, Any] | None = None,
-) -> SVDResult:
-    """Build the :class:`SVDResult` from certified blocks (shared by GKL-based routes)."""
-    ex: dict[str, Certified] = out["explicit"]
-    m, n = op.shape
-    eps = torch.finfo(op.dtype).eps
-    largest = smallest = None
-    reasons: list[str] = []
-    rank_def = False
-    smax = out["smax"]
-    if "largest" in ex:
-        c = ex["largest"]
-        smax = max(smax, float(c.values[0]))
-        largest = block_from(c, end="largest", converged=meets_tol(c, tol), swap=swap)
-    if "smallest" in ex:
-        c = ex["smallest"]
-        conv = meets_tol(c, tol)
-        if c.lower[0] <= 0.0 and c.values[0] <= max(m, n) * eps * smax:
-            rank_def = True
-            c.values[0] = 0.0
-            conv[0] = True
-            reasons.append(
-                f"rank deficient: sigma_min certified in [0, {c.upper[0]:.3g}] "
-                f"<= max(m,n)*eps*sigma_max = {max(m, n) * eps * smax:.3g}"
-            )
-        smallest = block_from(c, end="smallest", converged=conv, swap=swap)
-    blocks = [b for b in (largest, smallest) if b is not None]
-    converged = all(bool(b.converged.all()) for b in blocks)
-    if not converged:
-        errs = [float(np.max(certified_error(ex[b.end]))) for b in blocks]
-        why = (
-            "maxiter reached"
-            if max_steps is not None and iterations >= max_steps
-            else ("stopping rule not met")
-        )
-        reasons.append(
-            f"not converged ({why} after {iterations} steps): certified error "
-            f"{max(errs):.3g} > tol*sigma (tol={tol:g})"
-        )
-    info = dict(info or {})
-    info.setdefault("subspace", out.get("ell"))
-    info.setdefault("restarts", max(out.get("cycles", 1) - 1, 0))
-    return SVDResult(
-        method=method,
-        shape=(m, n),
-        largest=largest,
-        smallest=smallest,
-        converged=converged,
-        iterations=int(iterations),
-        matvecs=int(op.n_products - start),
-        seconds=time.perf_counter() - t0,
-        rank_deficient=rank_def,
-        reason="; ".join(reasons) if reasons else None,
-        info=info,
-    )

@@ -21,11 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._certify import block_from, certify_small_side, meets_tol
-from ._validate import make_generator, prepare
-from .results import SingularBlock, SVDResult
-
-__all__ = ["randomized_svd"]
+from attncond.spectral.results import SingularBlock, SVDResult
+from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
+from attncond.spectral.solvers.validate import make_generator, prepare
 
 
 def randomized_svd(

@@ -19,17 +19,9 @@ from typing import Any
 
 import torch
 
-from .gram import gram_matrix
-from .operators import LinearOp, as_operator, same_device
-
-__all__ = [
-    "JacobianOperator",
-    "GramOperator",
-    "HessianOperator",
-    "GaussNewtonOperator",
-    "jacobian_gram",
-    "flatten_params",
-]
+from attncond.spectral.operators.base import LinearOp, same_device
+from attncond.spectral.operators.explicit import as_operator
+from attncond.spectral.operators.gram import gram_matrix
 
 
 def _check_params(params: Mapping[str, torch.Tensor]) -> tuple[list[str], list[torch.Tensor]]:
@@ -50,11 +42,9 @@ def _check_params(params: Mapping[str, torch.Tensor]) -> tuple[list[str], list[t
             raise ValueError(f"device mismatch: params[{k!r}] on {t.device}, others on {dev}")
     return names, tensors
 
-
 def flatten_params(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``θ = [vec(p_1); vec(p_2); …]`` in dict order."""
     return torch.cat([t.detach().reshape(-1) for t in params.values()])
-
 
 class _Flat:
     """Helpers to split a flat vector into the parameter shapes."""
@@ -71,7 +61,6 @@ class _Flat:
     def cat(self, ts: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return torch.cat([t.reshape(-1) for t in ts])
 
-
 class _VmapMixin:
     _use_vmap: bool = True
     chunk: int = 128
@@ -87,7 +76,6 @@ class _VmapMixin:
             except Exception:  # noqa: BLE001 - some functions do not support vmap
                 self._use_vmap = False
         return torch.stack([f(X[:, j]) for j in range(X.shape[1])], dim=1)
-
 
 class JacobianOperator(_VmapMixin, LinearOp):
     """``J = ∂ vec(fn(params)) / ∂θ ∈ R^{m×p}`` at the given parameters.
@@ -329,7 +317,6 @@ class JacobianOperator(_VmapMixin, LinearOp):
     def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
         return self._batched(self._rmatvec, Y)
 
-
 class GramOperator(LinearOp):
     """``J Jᵀ`` (``side="outer"``, ``m×m``) or ``Jᵀ J`` (``side="inner"``, ``p×p``).
 
@@ -360,7 +347,6 @@ class GramOperator(LinearOp):
         return self.J.rmatmat(self.J.matmat(X))
 
     _rmatmat = _matmat
-
 
 class HessianOperator(_VmapMixin, LinearOp):
     """``H = ∇²_θ L(θ)`` by forward-over-reverse: ``H x = jvp(grad L, (θ,), (x,))``.
@@ -406,7 +392,6 @@ class HessianOperator(_VmapMixin, LinearOp):
 
     _rmatmat = _matmat
 
-
 class GaussNewtonOperator(LinearOp):
     """``G = Jᵀ H_L J`` (generalised Gauss–Newton), ``J`` the Jacobian of ``fn``.
 
@@ -442,7 +427,6 @@ class GaussNewtonOperator(LinearOp):
         return self.J.rmatmat(self._mid(self.J.matmat(X)))
 
     _rmatmat = _matmat
-
 
 def jacobian_gram(
     J: Any, side: str = "outer", *, chunk: int = 256, max_bytes: int = 2 * 1024**3

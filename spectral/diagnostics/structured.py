@@ -26,22 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
 from attncond.models import AttentionBlock, MultiHeadAttention
-from attncond.models._checks import check_subset
-
-from .gram import gram_matrix as symmetric_gram
-from .jacobian import JacobianOperator, jacobian_gram
-from .results import to_jsonable
-
-__all__ = [
-    "B0",
-    "B0_gram",
-    "NTKGram",
-    "ntk_gram",
-    "closed_form_kernel",
-    "attention_output_matrix",
-    "CLOSED_FORM_KERNELS",
-]
+from attncond.models.checks import check_subset
+from attncond.spectral.operators.autodiff import JacobianOperator, jacobian_gram
+from attncond.spectral.operators.gram import gram_matrix as symmetric_gram
+from attncond.spectral.results import to_jsonable
 
 #: kernels with an implemented closed-form NTK Gram: name -> (logit type, row map).
 #: ``"dot"``: ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``.
@@ -53,7 +43,6 @@ CLOSED_FORM_KERNELS: dict[str, tuple[str, str]] = {
     "gaussian": ("dist", "exp"),  # "softmax" when kernel_options normalize=True
 }
 
-
 def _check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
     if not isinstance(model, MultiHeadAttention):
         raise TypeError(
@@ -61,7 +50,6 @@ def _check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
             f"{type(model).__name__}"
         )
     return model
-
 
 def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     r"""``B0 ∈ R^{Nn×HD}``: row ``(i, a)`` is ``[(S_i1 X_i)_a, …, (S_iH X_i)_a]`` (MATH.md §4).
@@ -75,13 +63,11 @@ def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     with torch.no_grad():
         return model._weighted_inputs(Xt).reshape(N * n, model.H * model.D)
 
-
 def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     """``B0 B0ᵀ ∈ R^{Nn×Nn}`` (symmetrised), whose ``λ_min`` is ``σ²_min(B0ᵀ)``."""
     B = B0(model, X)
     G = B @ B.T
     return 0.5 * (G + G.T)
-
 
 def closed_form_kernel(model: MultiHeadAttention) -> tuple[str, str] | None:
     """``(logit type, row map)`` of the model's kernel if a closed form exists, else ``None``."""
@@ -97,7 +83,6 @@ def closed_form_kernel(model: MultiHeadAttention) -> tuple[str, str] | None:
     if opts:  # unknown options change the kernel: no closed form claimed
         return None
     return kind
-
 
 @dataclass(frozen=True, repr=False)
 class NTKGram:
@@ -131,14 +116,11 @@ class NTKGram:
              f"trainable={self.trainable}, n_params={self.n_params}, seconds={self.seconds:.3g}")
         return s + (f", reason={self.reason!r})" if self.reason else ")")
 
-
 #: factors at least this wide get BLAS syrk (spectral.gram) in the closed-form Gram
 SYRK_MIN_COLS = 2048
 
-
 def _tau(model: MultiHeadAttention) -> float:
     return math.sqrt(model.d) if model.tau is None else float(model.tau)
-
 
 def _value_out(model: MultiHeadAttention, h: int) -> torch.Tensor:
     """``(D, d_out)`` map from a token to head ``h``'s contribution after ``W_O``."""
@@ -147,18 +129,15 @@ def _value_out(model: MultiHeadAttention, h: int) -> torch.Tensor:
         return model.W_V[h] @ model.W_O[h * d:(h + 1) * d]
     return model.W_V[h * D:(h + 1) * D] @ model.W_O
 
-
 def _kron_last(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """``A ⊗ B`` with ``B``'s index fastest (``torch.kron``), skipping the copy for 1×1 ``B``."""
     if B.shape == (1, 1):
         return A * B[0, 0]
     return torch.kron(A, B)
 
-
 def _rep(A: torch.Tensor, d_out: int) -> torch.Tensor:
     """Repeat the rows of a token-indexed ``(T, k)`` matrix ``d_out`` times (``o`` fastest)."""
     return A if d_out == 1 else A.repeat_interleave(d_out, dim=0)
-
 
 def _structured_gram(
     model: MultiHeadAttention, X: torch.Tensor, trainable: tuple[str, ...], want_parts: bool
@@ -268,7 +247,6 @@ def _structured_gram(
     G.add_(G.T.clone()).mul_(0.5)
     return G, parts
 
-
 def ntk_gram(
     model: Any,
     X: Any,
@@ -360,7 +338,6 @@ def ntk_gram(
         used = "vjp"
     return NTKGram(G, used, train, kernel, int(G.shape[0]), int(n_params),
                    time.perf_counter() - t0, reason, parts)
-
 
 def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True) -> torch.Tensor:
     """``Z = [Z_1; …; Z_N] ∈ R^{Nn×D}``, ``Z_i = A_i X_i W_V (+ X_i)`` ([Q25], MATH.md §4)."""

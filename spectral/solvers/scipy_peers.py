@@ -23,14 +23,11 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
-from ._certify import block_from, certify_small_side, meets_tol
-from ._validate import prepare
-from .results import SVDResult
-
-__all__ = ["arpack_svds", "propack_svds", "lobpcg_svds"]
+from attncond.spectral.results import SVDResult
+from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
+from attncond.spectral.solvers.validate import prepare
 
 WHICH = ("both", "largest", "smallest")
-
 
 def _svds(
     A: Any,
@@ -120,7 +117,6 @@ def _svds(
         info={"raw_values": raw},
     )
 
-
 def _raw_agrees(raw: np.ndarray, c: Any, tol: float) -> np.ndarray:
     """``|s_raw,i − ‖A v_i‖| ≤ max(tol·σ_i, η_i) + δ`` for every returned triplet.
 
@@ -132,7 +128,6 @@ def _raw_agrees(raw: np.ndarray, c: Any, tol: float) -> np.ndarray:
     slack = np.maximum(tol * c.values, c.eta) + c.delta
     return np.abs(raw - c.values) <= slack
 
-
 _DOC = """Singular triplets by ``scipy.sparse.linalg.svds(solver={solver!r})``.
 
     ``which="largest"`` uses ``svds(which="LM")``, ``"smallest"`` ``svds(which="SM")``
@@ -141,7 +136,6 @@ _DOC = """Singular triplets by ``scipy.sparse.linalg.svds(solver={solver!r})``.
     passed to svds. Stopping rule: the peer's. Products are counted through
     :meth:`LinearOp.to_scipy` and include our ``2k`` certification products.
     """
-
 
 def arpack_svds(
     A: Any,
@@ -157,7 +151,6 @@ def arpack_svds(
 ) -> SVDResult:
     return _svds(A, k, which, tol, maxiter, seed, "arpack", device, dtype, peer_tol)
 
-
 def propack_svds(
     A: Any,
     k: int = 1,
@@ -171,7 +164,6 @@ def propack_svds(
     peer_tol: float | None = None,
 ) -> SVDResult:
     return _svds(A, k, which, tol, maxiter, seed, "propack", device, dtype, peer_tol)
-
 
 def lobpcg_svds(
     A: Any,
@@ -187,7 +179,8 @@ def lobpcg_svds(
 ) -> SVDResult:
     return _svds(A, k, which, tol, maxiter, seed, "lobpcg", device, dtype, peer_tol)
 
-
 arpack_svds.__doc__ = _DOC.format(solver="arpack")
+
 propack_svds.__doc__ = _DOC.format(solver="propack")
+
 lobpcg_svds.__doc__ = _DOC.format(solver="lobpcg")

@@ -36,23 +36,17 @@ product ``A v``; not a rigorous interval-arithmetic bound).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from .operators import LinearOp
-from .results import SingularBlock
-
-__all__ = [
-    "rounding_allowance",
-    "certify_small_side",
-    "Certified",
-    "block_from",
-    "meets_tol",
-    "certified_error",
-]
+from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.results import SingularBlock, SVDResult
 
 
 def rounding_allowance(shape: tuple[int, int], dtype: torch.dtype, sigma_max: float) -> float:
@@ -60,9 +54,15 @@ def rounding_allowance(shape: tuple[int, int], dtype: torch.dtype, sigma_max: fl
     eps = torch.finfo(dtype).eps
     return 10.0 * math.sqrt(max(shape)) * eps * float(sigma_max)
 
-
-@dataclass
+@dataclass(frozen=True)
 class Certified:
+    """Certified Ritz triplets at one end of a tall operator (inputs to :class:`SingularBlock`).
+
+    ``values`` are ``σ_i = ‖A v_i‖``; ``[lower_i, upper_i]`` contains a singular value (residual
+    bound ``eta_i`` plus the rounding allowance ``delta``, Courant–Fischer and Kato–Temple where
+    ``gap_certified``); ``U``/``V`` are the left/right vectors of the tall orientation.
+    """
+
     values: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
@@ -72,7 +72,6 @@ class Certified:
     U: torch.Tensor  # (M, k) left vectors of the tall operator
     V: torch.Tensor  # (N, k) right vectors of the tall operator
     delta: float = 0.0  # rounding allowance included in lower/upper
-
 
 def certify_small_side(
     op_tall: LinearOp,
@@ -157,7 +156,6 @@ def certify_small_side(
                 kt[i] = eta[i] ** 2 / g
     return Certified(values, lower, upper, eta, kt, gap_cert, U, V, delta)
 
-
 def block_from(
     c: Certified,
     *,
@@ -181,11 +179,9 @@ def block_from(
         right=right,
     )
 
-
 def certified_error(c: Certified) -> np.ndarray:
     """Largest distance from ``σ_i`` to an end of its interval, less the rounding allowance."""
     return np.maximum(c.upper - c.values, c.values - c.lower) - c.delta
-
 
 def meets_tol(c: Certified, tol: float) -> np.ndarray:
     """Stopping rule: ``certified_error_i ≤ max(tol·σ_i, δ)``.
@@ -194,3 +190,137 @@ def meets_tol(c: Certified, tol: float) -> np.ndarray:
     below it the residual is rounding noise and further iterations cannot help.
     """
     return certified_error(c) <= np.maximum(tol * c.values, c.delta)
+
+@dataclass(frozen=True)
+class CertifiedEnds:
+    """What a solver hands to :func:`assemble_result`: the certified ends and its run counters.
+
+    ``sigma_max_hint`` is the largest singular value seen (it scales the rank-deficiency test);
+    ``steps`` the Lanczos steps (or 1 for a direct method), ``cycles`` the restart cycles,
+    ``subspace`` the basis size, ``spectrum`` the full singular values when a direct method had them,
+    ``dense_products`` the certification products spent on a materialised copy.
+    """
+
+    largest: Certified | None
+    smallest: Certified | None
+    sigma_max_hint: float
+    steps: int = 1
+    cycles: int = 1
+    subspace: int | None = None
+    spectrum: np.ndarray | None = field(default=None, compare=False)
+    dense_products: int = 0  # products with a materialised copy (not counted in matvecs)
+
+    def ends(self) -> dict[str, Certified]:
+        """``{"largest": …, "smallest": …}`` for the ends that were computed."""
+        return {e: c for e, c in (("largest", self.largest), ("smallest", self.smallest)) if c is not None}
+
+
+@dataclass(frozen=True)
+class SolveRun:
+    """Bookkeeping of one solver call: its label, tolerance, orientation and counters at start."""
+
+    method: str
+    tol: float
+    swap: bool
+    start_products: int
+    t0: float
+    max_steps: int | None = None
+
+
+def assemble_result(op: LinearOp, certs: CertifiedEnds, run: SolveRun,
+                    info: dict[str, Any] | None = None) -> SVDResult:
+    """Build the :class:`SVDResult` from certified ends (shared by every certified route).
+
+    Stopping rule (:func:`meets_tol`) per value; a ``σ_min`` whose interval contains 0 and
+    that is at most ``max(m,n)·eps·σ_max`` is reported as exactly ``0`` with
+    ``rank_deficient=True``. ``info`` is free-form solver detail copied into the result.
+    """
+    m, n = op.shape
+    eps = torch.finfo(op.dtype).eps
+    largest = smallest = None
+    reasons: list[str] = []
+    rank_def = False
+    smax = certs.sigma_max_hint
+    ex = certs.ends()
+    if certs.largest is not None:
+        c = certs.largest
+        smax = max(smax, float(c.values[0]))
+        largest = block_from(c, end="largest", converged=meets_tol(c, run.tol), swap=run.swap)
+    if certs.smallest is not None:
+        c = certs.smallest
+        conv = meets_tol(c, run.tol)
+        level = max(m, n) * eps * smax
+        if c.lower[0] <= 0.0 and c.values[0] <= level:
+            rank_def = True
+            vals = c.values.copy()
+            vals[0] = 0.0
+            c = dataclasses.replace(c, values=vals)
+            conv[0] = True
+            reasons.append(f"rank deficient: sigma_min certified in [0, {c.upper[0]:.3g}] "
+                           f"<= max(m,n)*eps*sigma_max = {level:.3g}")
+        smallest = block_from(c, end="smallest", converged=conv, swap=run.swap)
+    blocks = [b for b in (largest, smallest) if b is not None]
+    converged = all(bool(b.converged.all()) for b in blocks)
+    if not converged:
+        errs = [float(np.max(certified_error(ex[b.end]))) for b in blocks]
+        out_of_steps = run.max_steps is not None and certs.steps >= run.max_steps
+        why = "maxiter reached" if out_of_steps else "stopping rule not met"
+        reasons.append(f"not converged ({why} after {certs.steps} steps): certified error "
+                       f"{max(errs):.3g} > tol*sigma (tol={run.tol:g})")
+    info = dict(info or {})
+    info.setdefault("subspace", certs.subspace)
+    info.setdefault("restarts", max(certs.cycles - 1, 0))
+    return SVDResult(
+        method=run.method,
+        shape=(m, n),
+        largest=largest,
+        smallest=smallest,
+        converged=converged,
+        iterations=int(certs.steps),
+        matvecs=int(op.n_products - run.start_products),
+        seconds=time.perf_counter() - run.t0,
+        rank_deficient=rank_def,
+        reason="; ".join(reasons) if reasons else None,
+        info=info,
+    )
+
+
+@dataclass(frozen=True)
+class EigCertificate:
+    """Rayleigh quotients ``values`` of unit vectors ``Y`` with Bauer–Fike intervals.
+
+    ``rho`` are the residual norms ``‖S y − θ y‖``, ``delta`` the rounding allowance added to
+    every bound (``10√n·eps·max(|λ|_max hint, |θ|)``).
+    """
+
+    values: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    rho: np.ndarray
+    Y: torch.Tensor
+    delta: float
+
+    def meets(self, tol: float) -> bool:
+        """Eigenvalue stopping rule: every ``ρ_i ≤ max(tol·|θ_i|, δ)``."""
+        return bool((self.rho <= np.maximum(tol * np.abs(self.values), self.delta)).all())
+
+
+def certify_eigvecs(S: LinearOp, Y: torch.Tensor, *, end: str, lam_max_hint: float) -> EigCertificate:
+    """Rayleigh quotients ``θ_i = y_iᵀ S y_i`` and Bauer–Fike intervals (``k`` products)."""
+    Y = Y / torch.linalg.vector_norm(Y, dim=0)
+    SY = S.matmat(Y)
+    theta = (Y * SY).sum(0)
+    R = SY - Y * theta
+    rho = torch.linalg.vector_norm(R, dim=0).detach().cpu().double().numpy()
+    th = theta.detach().cpu().double().numpy()
+    n = S.shape[0]
+    scale = max(float(lam_max_hint), float(np.abs(th).max(initial=0.0)))
+    delta = 10.0 * math.sqrt(n) * torch.finfo(S.dtype).eps * scale
+    lower = th - rho - delta
+    upper = th + rho + delta
+    if th.size:
+        if end == "largest":
+            lower[0] = max(lower[0], th[0] - delta)
+        elif end == "smallest":
+            upper[0] = min(upper[0], th[0] + delta)
+    return EigCertificate(th, lower, upper, rho, Y, float(delta))

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["gram_matrix"]
-
 _SYRK = {torch.float64: "dsyrk", torch.float32: "ssyrk"}
+
 _MIRROR_BLOCK = 1024
+
 #: syrk only when the summed dimension is at least this: for thin factors mirroring the
 #: triangle (a memory pass) costs about what syrk saves — measured on the CI machine at
 #: 8192×64, syrk 0.4–1.3 s + mirror 0.5–1.5 s vs GEMM 0.45–0.74 s; at 1024×12,288 syrk wins
 #: (0.52–0.64 s vs 1.13 s)
 SYRK_MIN_INNER = 1024
-
 
 def _mirror_upper(G: torch.Tensor) -> torch.Tensor:
     """Copy the upper triangle of the C-contiguous square ``G`` onto its lower one, in place.
@@ -41,7 +40,6 @@ def _mirror_upper(G: torch.Tensor) -> torch.Tensor:
         D = G[i:j, i:j]
         D.copy_(torch.triu(D) + torch.triu(D, 1).T)
     return G
-
 
 def gram_matrix(A: torch.Tensor, side: str = "outer") -> torch.Tensor:
     """``A Aᵀ`` (``side="outer"``) or ``Aᵀ A`` (``side="inner"``), exactly symmetric.

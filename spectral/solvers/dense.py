@@ -16,16 +16,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._certify import certify_small_side, rounding_allowance
-from ._validate import prepare
-from .gkl import _assemble
-from .operators import DenseOp, LinearOp
-from .results import SVDResult
-
-__all__ = ["dense_svd", "dense_tall_factor", "svd_of_tall"]
+from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.operators.explicit import DenseOp
+from attncond.spectral.results import SVDResult
+from attncond.spectral.solvers.certify import (
+    CertifiedEnds,
+    SolveRun,
+    assemble_result,
+    certify_small_side,
+    rounding_allowance,
+)
+from attncond.spectral.solvers.validate import prepare
 
 WHICH = ("both", "largest", "smallest")
-
 
 def dense_tall_factor(op: LinearOp, *, chunk: int | None = None) -> tuple[torch.Tensor, bool]:
     """Materialise ``A`` in its tall orientation with ``min(m, n)`` products.
@@ -50,7 +53,6 @@ def dense_tall_factor(op: LinearOp, *, chunk: int | None = None) -> tuple[torch.
         cols.append(apply(E))
     return torch.cat(cols, dim=1), swap
 
-
 def svd_of_tall(
     T: torch.Tensor,
     k: int,
@@ -58,7 +60,7 @@ def svd_of_tall(
     tol: float,
     sigma: torch.Tensor | None = None,
     V: torch.Tensor | None = None,
-) -> dict[str, Any]:
+) -> CertifiedEnds:
     """Dense SVD of a tall matrix and certification of the ``k`` extreme triplets."""
     M, N = T.shape
     Uf = None
@@ -69,11 +71,11 @@ def svd_of_tall(
     smax = float(spec[0]) if spec.size else 0.0
     delta = rounding_allowance((M, N), T.dtype, smax)
     top = DenseOp(T)
-    ex = {}
+    largest = smallest = None
     if which in ("both", "largest"):
         # Kato–Temple needs a certified bound on the neighbour of the extreme value only
         gap = float(spec[1]) + delta if N > 1 else None
-        ex["largest"] = certify_small_side(
+        largest = certify_small_side(
             top,
             V[:, :k],
             end="largest",
@@ -84,7 +86,7 @@ def svd_of_tall(
     if which in ("both", "smallest"):
         idx = list(range(N - 1, N - 1 - k, -1))
         gap = max(float(spec[N - 2]) - delta, 0.0) if N > 1 else None
-        ex["smallest"] = certify_small_side(
+        smallest = certify_small_side(
             top,
             V[:, idx],
             end="smallest",
@@ -92,16 +94,7 @@ def svd_of_tall(
             gap_bound=gap,
             U=None if Uf is None else Uf[:, idx],
         )
-    return {
-        "explicit": ex,
-        "smax": smax,
-        "spectrum": spec,
-        "steps": 0,
-        "cycles": 1,
-        "ell": N,
-        "products": top.n_products,
-    }
-
+    return CertifiedEnds(largest, smallest, smax, subspace=N, spectrum=spec, dense_products=top.n_products)
 
 def dense_svd(
     A: Any,
@@ -125,21 +118,9 @@ def dense_svd(
     start = op.n_products
     T, swap = dense_tall_factor(op)
     out = svd_of_tall(T, k, which, tol)
-    res = _assemble(
-        op,
-        out,
-        which=which,
-        tol=tol,
-        swap=swap,
-        start=start,
-        t0=t0,
-        method="dense",
-        iterations=1,
-        max_steps=None,
-        info={"dense_products": out["products"]},
-    )
-    return _with_spectrum(res, out["spectrum"])
-
+    res = assemble_result(op, out, SolveRun("dense", tol, swap, start, t0),
+                          info={"dense_products": out.dense_products})
+    return _with_spectrum(res, out.spectrum)
 
 def _with_spectrum(res: SVDResult, spec: np.ndarray) -> SVDResult:
     import dataclasses

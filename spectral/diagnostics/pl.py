@@ -1,0 +1,139 @@
+"""The exact PL constant ``μ = λ_min(J Jᵀ)`` next to the papers' bounds (MATH.md §4; [S24] Thm. 1)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from attncond.models import MultiHeadAttention
+from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
+from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram
+from attncond.spectral.results import record_repr, record_to_dict
+from attncond.spectral.solvers.psd import gram_extremes
+
+
+@dataclass(frozen=True, repr=False)
+class PLConstant:
+    """Exact PL constant ``μ = λ_min(J Jᵀ)`` with the bounds of MATH.md §4 side by side.
+
+    ``mu_interval`` is a Bauer–Fike interval on the computed Gram; ``numerically_zero`` when
+    ``μ ≤ zero_threshold``. ``corrected_bound = min_h σ²_min(W^O_h) σ²_min(B0ᵀ)`` (per-head
+    value maps) or ``σ²_min(W^O) σ²_min(B0ᵀ)`` (joint), defined when ``W_V`` is trained;
+    ``beta_paper`` is the paper's ``β``. ``holds`` maps each bound to ``bound ≤ μ`` (up to
+    ``zero_threshold``) or ``None`` when undefined. ``value_block_mu = λ_min(J_V J_Vᵀ)`` is
+    computed for the joint value map (where it equals ``σ²_min(W^O) σ²_min(B0ᵀ)`` exactly).
+    """
+
+    mu: float
+    mu_interval: tuple[float, float]
+    lambda_max: float
+    numerically_zero: bool
+    attainable_accuracy: float
+    zero_threshold: float
+    n_outputs: int
+    n_params: int
+    rank_limited: bool
+    route: str
+    eig_method: str
+    corrected_bound: float | None
+    beta_paper: float | None
+    holds: dict[str, bool | None]
+    value_param: str | None
+    value_block_mu: float | None
+    seconds: float
+    notes: tuple[str, ...] = ()
+    gram: NTKGram | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = record_to_dict(self, skip=("gram",))
+        out["gram"] = None if self.gram is None else self.gram.to_dict()
+        return out
+
+    def __repr__(self) -> str:
+        return record_repr(self, ("mu", "mu_interval", "lambda_max", "numerically_zero", "corrected_bound",
+                            "beta_paper", "holds", "route", "eig_method", "n_outputs", "n_params"))
+
+def pl_constant(
+    model: Any,
+    X: Any,
+    trainable: Sequence[str] | None = None,
+    *,
+    eig_method: str = "auto",
+    value_block: bool | None = None,
+    tol: float = 1e-10,
+    beta: BetaPaper | None = None,
+) -> PLConstant:
+    r"""``μ = λ_min(J Jᵀ)``, ``J = ∂ vec(model(X))/∂θ_M`` (MATH.md §4, "Exact PL constant").
+
+    The Gram is the closed form of :func:`spectral.structured.ntk_gram` (batched VJPs when no
+    closed form exists; the route is recorded). Its eigenvalue *is* ``μ`` (a squared quantity,
+    so nothing is lost by squaring); the accuracy attainable is ``‖G‖·eps``.
+    ``μ > 0`` needs ``p ≥ N·n·d_out`` (``rank_limited`` otherwise). For a
+    :class:`models.MultiHeadAttention` the corrected bound
+    ``J Jᵀ ⪰ J_V J_Vᵀ = Σ_h (B_hB_hᵀ)⊗(W^{O}_hᵀW^O_h) ⪰ min_h σ²_min(W^O_h) B0B0ᵀ`` and the
+    paper's ``β`` are reported with whether each holds.
+
+    ``value_block``: also compute ``λ_min(J_V J_Vᵀ)`` (default: for the joint value map only,
+    where ``λ_min(J_VJ_Vᵀ) = σ²_min(W^O)σ²_min(B0ᵀ)`` is exact). ``beta``: a
+    :func:`~attncond.spectral.diagnostics.beta_paper` of the same ``(model, X)`` to reuse.
+    """
+    if value_block is not None and not isinstance(value_block, bool):
+        raise TypeError(f"value_block must be a bool or None, got {value_block!r}")
+    t0 = time.perf_counter()
+    ng = ntk_gram(model, X, trainable)
+    G = ng.gram
+    ex = gram_extremes(G, eig_method, tol=tol)
+    m = G.shape[0]
+    eps = torch.finfo(G.dtype).eps
+    gnorm = max(abs(ex.lambda_max), 0.0)
+    attainable = gnorm * eps
+    zero_thr = m * eps * gnorm
+    mu = ex.lambda_min
+    notes: list[str] = []
+    rank_limited = ng.n_params < m
+    if rank_limited:
+        notes.append(f"p={ng.n_params} < m={m} outputs: J Jᵀ is singular by rank, μ = 0")
+    if ng.reason:
+        notes.append(ng.reason)
+    corrected = beta_value = vb_mu = None
+    holds: dict[str, bool | None] = {"corrected_bound": None, "beta_paper": None}
+    vp = getattr(model, "value_param", None)
+    if isinstance(model, MultiHeadAttention):
+        bp = beta if beta is not None else beta_paper(model, X, tol=tol)
+        beta_value = bp.value
+        if bp.reason:
+            notes.append(bp.reason)
+        if "W_V" in ng.trainable:
+            if vp == "per_head":
+                d = model.d
+                so = min(_sigma_dout(model.W_O[h * d:(h + 1) * d], tol) for h in range(model.H))
+            else:
+                so = bp.sigma_min_WO
+            corrected = so**2 * bp.sigma_min_B0T**2
+            holds["corrected_bound"] = bool(corrected <= mu + zero_thr)
+        else:
+            notes.append("W_V is not trained: the corrected bound (from J_V J_Vᵀ) does not apply")
+        holds["beta_paper"] = bool(beta_value <= mu + zero_thr)
+        if value_block or (value_block is None and vp == "joint" and "W_V" in ng.trainable):
+            gv = ntk_gram(model, X, ("W_V",)).gram
+            vb_mu = gram_extremes(gv, eig_method, tol=tol).lambda_min
+    else:
+        notes.append(f"B0, β and the corrected bound are defined for the [S24] MultiHeadAttention, "
+                     f"not {type(model).__name__}")
+    return PLConstant(
+        mu=mu, mu_interval=tuple(ex.lambda_min_interval), lambda_max=ex.lambda_max,
+        numerically_zero=bool(mu <= zero_thr), attainable_accuracy=attainable, zero_threshold=zero_thr,
+        n_outputs=m, n_params=ng.n_params, rank_limited=rank_limited, route=ng.route,
+        eig_method=ex.method, corrected_bound=corrected, beta_paper=beta_value, holds=holds,
+        value_param=vp, value_block_mu=vb_mu, seconds=time.perf_counter() - t0, notes=tuple(notes),
+        gram=ng,
+    )
+
+
+def _sigma_dout(W: torch.Tensor, tol: float) -> float:
+    est = sigma_dout(W, tol=tol)
+    return 0.0 if est is None else est.sigma_min

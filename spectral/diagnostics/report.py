@@ -1,0 +1,385 @@
+r"""Conditioning diagnostics of the attention models (MATH.md §4, §5 claims 1, 3, 6).
+
+=====================================  ==========================================================
+function                               quantity
+=====================================  ==========================================================
+:func:`beta_paper`                     ``β = σ²_min(W^O) σ²_min(B0ᵀ)`` ([S24] Thm. 1, reconstructed)
+:func:`pl_constant`                    ``μ = λ_min(J Jᵀ)`` exactly (structured NTK Gram), the
+                                       corrected bound ``min_h σ²_min(W^O_h) σ²_min(B0ᵀ)``, ``β``,
+                                       and which of the two bounds holds on the instance
+:func:`attention_output_matrix`        ``κ(Z)``, ``σ_min``, ``σ_max`` of ``Z`` ([Q25]) with certified
+                                       intervals, and Weyl's ``σ_min(Z^res) ≥ σ_min(X) − ‖AXW_V‖``
+:func:`softmax_jacobian`               ``J(s) = diag(s) − s sᵀ`` (batched)
+:func:`softmax_jacobian_spectrum`      eigenvalues of ``J(s)`` and ``κ = λ_n/λ_2`` on ``1^⊥``
+:func:`hessian_extremes`               extreme Hessian eigenvalues by Lanczos on HVPs; smallest
+                                       non-zero eigenvalue and the null-space dimension seen
+:func:`attention_entropy`,             mean row entropy and fraction of coefficients ``≤ ε`` per head
+:func:`attention_sparsity`
+:func:`diagnose`                       all that apply to a model, as a :class:`Diagnostics`
+=====================================  ==========================================================
+
+Reconstructed/explicit choices (all switchable by argument):
+
+* ``σ²_min(B0ᵀ)`` is ``λ_min(B0 B0ᵀ)``, i.e. the ``Nn``-th singular value squared: it is 0
+  whenever ``HD < Nn`` (``B0`` cannot have full row rank).
+* For ``d_out > 1`` the corrected bound uses ``σ_min(W^O_h)`` (the ``d_out``-th singular value
+  of the ``d × d_out`` block); for ``d_out = 1`` that is ``‖W^O_h‖`` as in MATH.md.
+* ``μ`` is "numerically zero" when ``μ ≤ zero_threshold = m·eps·‖G‖`` (``m`` the Gram size):
+  the backward-error level of a symmetric eigensolver. ``attainable_accuracy = ‖G‖·eps``.
+* A bound "holds" when ``bound ≤ μ + zero_threshold``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from attncond.models import AttentionBlock, MultiHeadAttention, get_kernel
+from attncond.models.checks import check_positive_float
+from attncond.spectral.diagnostics.attention_stats import AttentionStats, attention_stats
+from attncond.spectral.diagnostics.b0 import BetaPaper, b0_conditioning, beta_paper
+from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
+from attncond.spectral.diagnostics.pl import PLConstant, pl_constant
+from attncond.spectral.diagnostics.rows import row_order, row_spec
+from attncond.spectral.diagnostics.softmax_jacobian import SoftmaxJacobianSpectrum, softmax_jacobian_spectrum
+from attncond.spectral.diagnostics.z import ZConditioning, attention_output_matrix
+from attncond.spectral.results import SpectralEstimate, format_value, record_to_dict, to_jsonable
+
+_NAN = float("nan")
+
+
+# --------------------------------------------------------------------------- diagnose
+@dataclass(frozen=True, repr=False)
+class DiagnosticRow:
+    """One line of a :class:`Diagnostics` report; ``defined=False`` rows carry the reason."""
+
+    key: str
+    label: str
+    value: float | int | bool | None
+    interval: tuple[float, float] | None = None
+    defined: bool = True
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return record_to_dict(self)
+
+    def __repr__(self) -> str:
+        v = format_value(self.value) if self.defined else "undefined"
+        return f"DiagnosticRow({self.key}: {v}" + (f", note={self.note!r})" if self.note else ")")
+
+def _row(key: str, value: Any, interval: tuple[float, float] | None = None, note: str | None = None,
+         **label_ctx: Any) -> DiagnosticRow:
+    """A defined row; its label comes from :data:`ROWS` (an unknown key is an error)."""
+    return DiagnosticRow(key, row_spec(key).make_label(**label_ctx), value, interval, True, note)
+
+
+def _undef(key: str, reason: str, **label_ctx: Any) -> DiagnosticRow:
+    """A row that does not apply or could not be computed, with the reason."""
+    return DiagnosticRow(key, row_spec(key).make_label(**label_ctx), None, None, False, reason)
+
+
+@dataclass(frozen=True, repr=False)
+class Diagnostics:
+    """Everything :func:`diagnose` computed for one model, plus the typed sub-results."""
+
+    model: str
+    config: dict[str, Any]
+    rows: tuple[DiagnosticRow, ...]
+    b0: SpectralEstimate | None = None
+    beta: BetaPaper | None = None
+    pl: PLConstant | None = None
+    z: dict[str, ZConditioning] = field(default_factory=dict)
+    softmax: SoftmaxJacobianSpectrum | None = None
+    attention: AttentionStats | None = None
+    hessian: HessianExtremes | None = None
+    spectra: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+    seconds: float = 0.0
+
+    def row(self, key: str) -> DiagnosticRow:
+        for r in self.rows:
+            if r.key == key:
+                return r
+        raise KeyError(f"no diagnostic {key!r}; known: {[r.key for r in self.rows]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "config": to_jsonable(self.config),
+                               "rows": [r.to_dict() for r in self.rows], "seconds": self.seconds}
+        for k in ("b0", "beta", "pl", "softmax", "attention", "hessian"):
+            v = getattr(self, k)
+            out[k] = None if v is None else v.to_dict()
+        out["z"] = {k: v.to_dict() for k, v in self.z.items()}
+        out["spectra"] = {k: to_jsonable(v) for k, v in self.spectra.items()}
+        return out
+
+    def table(self) -> str:
+        """Plain-text table: diagnostic, value, certified interval, note."""
+        head = ("diagnostic", "value", "interval", "note")
+        cells = []
+        for r in self.rows:
+            val = "undefined" if not r.defined else (
+                ("yes" if r.value else "no") if isinstance(r.value, bool) else format_value(r.value))
+            iv = "" if r.interval is None else f"[{format_value(r.interval[0])}, {format_value(r.interval[1])}]"
+            cells.append((r.label, val, iv, r.note or ""))
+        w = [max(len(h), *(len(c[j]) for c in cells)) for j, h in enumerate(head)]
+        lines = [f"{self.model} {self.config}", "  ".join(h.ljust(x) for h, x in zip(head, w, strict=True)),
+                 "  ".join("-" * x for x in w)]
+        lines += ["  ".join(c.ljust(x) for c, x in zip(row, w, strict=True)).rstrip() for row in cells]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"Diagnostics(model={self.model!r}, rows={len(self.rows)}, seconds={self.seconds:.3g})"
+
+    def __str__(self) -> str:
+        return self.table()
+
+def _safe(rows: list[DiagnosticRow], keys: Sequence[str], fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; on a ``ValueError``/``RuntimeError``/``ArithmeticError`` mark ``keys`` undefined."""
+    try:
+        return fn()
+    except (ValueError, RuntimeError, ArithmeticError, torch.linalg.LinAlgError) as exc:
+        rows.extend(_undef(k, f"{type(exc).__name__}: {exc}") for k in keys)
+        return None
+
+
+def _est_rows(prefix: str, est: SpectralEstimate) -> list[DiagnosticRow]:
+    return [
+        _row(f"{prefix}.sigma_max", est.sigma_max, est.sigma_max_interval),
+        _row(f"{prefix}.sigma_min", est.sigma_min, est.sigma_min_interval, note=est.reason),
+        _row(f"{prefix}.kappa", est.cond, est.cond_interval,
+             note="singular to working precision" if est.rank_deficient else None),
+    ]
+
+
+@dataclass
+class _Report:
+    """The rows and typed sub-results :func:`diagnose` collects (working state, then frozen)."""
+
+    rows: list[DiagnosticRow] = field(default_factory=list)
+    spectra: dict[str, np.ndarray] = field(default_factory=dict)
+    b0: SpectralEstimate | None = None
+    beta: BetaPaper | None = None
+    pl: PLConstant | None = None
+    z: dict[str, ZConditioning] = field(default_factory=dict)
+    softmax: SoftmaxJacobianSpectrum | None = None
+    attention: AttentionStats | None = None
+    hessian: HessianExtremes | None = None
+
+
+def diagnose(
+    model: Any,
+    X: Any,
+    y: Any = None,
+    *,
+    trainable: Sequence[str] | None = None,
+    residual: str = "both",
+    hessian: bool | None = None,
+    sparsity_eps: float = 1e-3,
+    tol: float = 1e-10,
+    spectra: bool = True,
+) -> Diagnostics:
+    """All diagnostics of MATH.md §4 that apply to ``model`` at inputs ``X`` (targets ``y``).
+
+    Parameters
+    ----------
+    model : attncond.models.MultiHeadAttention or attncond.models.AttentionBlock
+        [S24] model: ``B0`` (certified σ's and κ), ``β``, ``μ`` with the corrected bound and which
+        bound holds, softmax-Jacobian spectrum, attention statistics and (with ``y``) Hessian
+        extremes. [Q25] block: ``Z`` with and/or without residual, the Weyl bound, ``μ`` of the
+        block output, softmax-Jacobian spectrum and attention statistics.
+    X, y : inputs ``(N, n, D)`` and optional targets.
+    trainable : parameters ``J`` is taken with respect to (default: the model's).
+    residual : {"both", "on", "off"}
+        Which ``Z`` of a block.
+    hessian : bool or None
+        Hessian extremes; ``None`` means "when ``y`` is given".
+    sparsity_eps : float
+        Threshold of the sparsity row.
+    tol : float
+        Relative tolerance of every certified estimate.
+    spectra : bool
+        Keep full singular-value/eigenvalue arrays for plotting.
+
+    Returns
+    -------
+    Diagnostics
+        Rows in :data:`ROWS` order. A diagnostic that is undefined for the model (``B0`` of a
+        block, ``κ`` of a singular matrix, the softmax Jacobian of a Gaussian kernel) is a row
+        with ``defined=False`` and the reason; it never aborts the report.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Unsupported model, unknown ``residual``, invalid ``hessian``/``sparsity_eps``, bad inputs.
+    """
+    if not isinstance(model, (MultiHeadAttention, AttentionBlock)):
+        raise TypeError(f"model must be a models.MultiHeadAttention or models.AttentionBlock, got "
+                        f"{type(model).__name__}")
+    if residual not in ("both", "on", "off"):
+        raise ValueError(f"unknown residual {residual!r}; known: 'both', 'on', 'off'")
+    if hessian is not None and not isinstance(hessian, bool):
+        raise TypeError(f"hessian must be a bool or None, got {hessian!r}")
+    check_positive_float("sparsity_eps", sparsity_eps)
+    do_h = (y is not None) if hessian is None else hessian
+    if do_h and y is None:
+        raise ValueError("hessian=True needs targets y")
+    t0 = time.perf_counter()
+    Xt = model.check_inputs(X)
+    is_mh = isinstance(model, MultiHeadAttention)
+    rep = _Report()
+    if is_mh:
+        _b0_rows(rep, model, Xt, tol, spectra)
+    else:
+        mh_only = "defined for the [S24] MultiHeadAttention only (the model is an AttentionBlock)"
+        rep.rows += [_undef("b0.kappa", mh_only), _undef("beta_paper", mh_only)]
+    _pl_rows(rep, model, Xt, trainable, tol, is_mh)
+    if is_mh:
+        rep.rows.append(_undef("z.kappa", "Z is the [Q25] AttentionBlock output; the model is the "
+                               "[S24] MultiHeadAttention"))
+    else:
+        _z_rows(rep, model, Xt, residual, tol, spectra)
+    _attention_rows(rep, model, Xt, sparsity_eps, spectra)
+    if do_h:
+        _hessian_rows(rep, model, Xt, y, trainable, is_mh)
+    else:
+        rep.rows.append(_undef("hessian.lambda_max", "no targets y given"))
+    rows = sorted(rep.rows, key=lambda r: row_order(r.key))
+    return Diagnostics(
+        model=type(model).__name__, config=_config(model, Xt, trainable, is_mh), rows=tuple(rows), b0=rep.b0,
+        beta=rep.beta, pl=rep.pl, z=rep.z, softmax=rep.softmax, attention=rep.attention, hessian=rep.hessian,
+        spectra=rep.spectra, seconds=time.perf_counter() - t0,
+    )
+
+
+def _spectrum(est: SpectralEstimate, M: torch.Tensor | None = None) -> np.ndarray:
+    """All singular values for plotting: the dense route's own, else one ``svdvals`` of ``M``."""
+    spec = getattr(est.details, "spectrum", None)
+    if spec is not None:
+        return np.asarray(spec)
+    if M is None:
+        return np.array([est.sigma_max, est.sigma_min])
+    return torch.linalg.svdvals(M).cpu().numpy()
+
+
+def _config(model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None, is_mh: bool) -> dict[str, Any]:
+    N, n, D = Xt.shape
+    cfg: dict[str, Any] = {"kernel": model.kernel_name, "N": N, "n": n, "D": D, "d": model.d,
+                           "regime": model.regime}
+    if is_mh:
+        cfg.update(H=model.H, value_param=model.value_param, d_out=model.d_out,
+                   trainable=list(trainable or model.trainable))
+    else:
+        cfg.update(residual_model=model.residual, ffn=model.ffn)
+    return cfg
+
+
+def _b0_rows(rep: _Report, model: MultiHeadAttention, Xt: torch.Tensor, tol: float, spectra: bool) -> None:
+    """``B0`` (certified σ's and κ) and the paper's ``β`` ([S24] Thm. 1)."""
+    N, n, D = Xt.shape
+
+    rep.b0 = _safe(rep.rows, ["b0.kappa"], lambda: b0_conditioning(model, Xt, tol=tol))
+    if rep.b0 is not None:
+        if spectra:
+            rep.spectra["B0"] = _spectrum(rep.b0)
+        rep.rows.extend(_est_rows("b0", rep.b0))
+        if model.H * D < N * n:
+            rep.rows.append(_row("b0.full_row_rank", False, note=f"HD={model.H * D} < Nn={N * n}"))
+    if rep.b0 is not None:
+        rep.beta = _safe(rep.rows, ["beta_paper"], lambda: beta_paper(model, Xt, b0=rep.b0, tol=tol))
+    if rep.beta is not None:
+        rep.rows.append(_row("beta_paper", rep.beta.value, rep.beta.interval, note=rep.beta.reason))
+
+
+def _pl_rows(rep: _Report, model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None, tol: float,
+             is_mh: bool) -> None:
+    """``μ = λ_min(JJᵀ)`` and, for the [S24] model, the bounds next to it."""
+    pl = rep.pl = _safe(rep.rows, ["pl.mu"], lambda: pl_constant(model, Xt, trainable, tol=tol, beta=rep.beta))
+    if pl is None:
+        return
+    rep.rows.append(_row("pl.mu", pl.mu, pl.mu_interval,
+                         note=("numerically zero; " if pl.numerically_zero else "")
+                         + f"route={pl.route}, {pl.eig_method}, m={pl.n_outputs}, p={pl.n_params}"))
+    if not is_mh:
+        return
+    if pl.corrected_bound is None:
+        rep.rows.append(_undef("pl.corrected_bound", "W_V is not trained: the bound does not apply"))
+    else:
+        rep.rows.append(_row("pl.corrected_bound", pl.corrected_bound))
+        rep.rows.append(_row("pl.corrected_holds", pl.holds["corrected_bound"]))
+    rep.rows.append(_row("pl.beta_holds", pl.holds["beta_paper"],
+                         note=None if pl.holds["beta_paper"] else "the paper's β fails here"))
+    if pl.value_block_mu is not None:
+        rep.rows.append(_row("pl.value_block_mu", pl.value_block_mu,
+                             note="= σ²min(W_O)σ²min(B0ᵀ) exactly for the joint value map"))
+
+
+def _z_rows(rep: _Report, model: AttentionBlock, Xt: torch.Tensor, residual: str, tol: float,
+            spectra: bool) -> None:
+    """``Z`` of [Q25] with and/or without residual, and the Weyl bound."""
+    wanted = {"both": (True, False), "on": (True,), "off": (False,)}[residual]
+    for r in wanted:
+        tag = "res" if r else "plain"
+        z = _safe(rep.rows, [f"z.{tag}.kappa"], lambda r=r: attention_output_matrix(model, Xt, r, tol=tol))
+        if z is None:
+            continue
+        rep.z[tag] = z
+        if spectra and z.Z is not None:
+            rep.spectra[f"Z_{tag}"] = _spectrum(z.estimate, z.Z)
+        rep.rows.extend(_est_rows(f"z.{tag}", z.estimate))
+        if r:
+            rep.rows.append(_row("z.weyl_bound", z.weyl_bound, note=("holds" if z.weyl_holds else "VIOLATED")
+                                 + ("; vacuous (negative)" if z.weyl_bound < 0 else "")))
+
+
+def _attention_rows(rep: _Report, model: Any, Xt: torch.Tensor, sparsity_eps: float, spectra: bool) -> None:
+    """Softmax-Jacobian spectrum (row-stochastic kernels only), entropy and sparsity."""
+    S = model.attention(Xt).detach()
+    kname = model.kernel_name
+    gauss_norm = kname == "gaussian" and bool(model.kernel_options.get("normalize", False))
+    row_stochastic = get_kernel(kname).row_stochastic or gauss_norm  # the KERNELS registry decides
+    if row_stochastic:
+        rows4 = S if S.ndim == 4 else S.unsqueeze(1)
+        sj = rep.softmax = _safe(rep.rows, ["softmaxJ.kappa_median"], lambda: softmax_jacobian_spectrum(rows4))
+        if sj is not None:
+            rep.rows.append(_row("softmaxJ.kappa_median", sj.kappa_median))
+            rep.rows.append(_row("softmaxJ.kappa_max", sj.kappa_max,
+                                 note=f"{sj.n_singular} rows singular on 1⊥" if sj.n_singular else None))
+            if spectra:
+                rep.spectra["softmaxJ"] = np.sort(sj.eigenvalues_perp.reshape(-1))
+    else:
+        rep.rows.append(_undef("softmaxJ.kappa_median", f"kernel {kname!r} is not a row softmax: no softmax "
+                               "Jacobian"))
+    normalize = not row_stochastic
+    att = rep.attention = _safe(rep.rows, ["attn.entropy"],
+                                lambda: attention_stats(S, sparsity_eps, normalize=normalize))
+    if att is not None:
+        note = "rows normalised to sum 1" if normalize else None
+        rep.rows.append(_row("attn.entropy", float(att.normalized_entropy.mean()), note=note))
+        rep.rows.append(_row("attn.sparsity", float(att.sparsity.mean()), note=note, eps=sparsity_eps))
+
+
+def _hessian_rows(rep: _Report, model: Any, Xt: torch.Tensor, y: Any, trainable: Sequence[str] | None,
+                  is_mh: bool) -> None:
+    """Extreme Hessian eigenvalues of the model's loss at ``(X, y)``."""
+    yt = torch.as_tensor(y, dtype=Xt.dtype, device=Xt.device)
+    tr = tuple(trainable or model.trainable)
+    params = {k: getattr(model, k).detach() for k in tr}
+    hes = rep.hessian = _safe(rep.rows, ["hessian.lambda_max"],
+                              lambda: hessian_extremes(lambda p: model.loss(p, Xt, yt), params))
+    if hes is None:
+        return
+    rep.rows.append(_row("hessian.lambda_max", hes.lambda_max))
+    rep.rows.append(_row("hessian.lambda_min", hes.lambda_min, note="indefinite" if hes.indefinite else None))
+    if hes.smallest_nonzero is None:
+        rep.rows.append(_undef("hessian.smallest_nonzero", hes.reason or ""))
+    else:
+        rep.rows.append(_row("hessian.smallest_nonzero", hes.smallest_nonzero))
+    note = hes.method
+    if is_mh and model.value_param == "per_head" and "W_V" in tr and "W_O" not in tr and model.d > model.d_out:
+        flat = model.H * model.D * (model.d - model.d_out)
+        note += f"; {flat} = H·D·(d−d_out) are flat: W_V,h acts only via W_V,h W_O,h"
+    rep.rows.append(_row("hessian.null_dim", hes.null_dim_seen, note=note))

@@ -1,0 +1,88 @@
+"""Solvers: algorithms over a :class:`~attncond.spectral.operators.LinearOp` (never import models).
+
+:data:`SOLVERS` maps each ``method=`` name of :func:`attncond.spectral.extreme_singular_values`
+to a :class:`Solver` with one signature, ``run(op, ends, tol, maxiter, seed) -> SVDResult``
+(``ends`` is ``"both"``, ``"largest"`` or ``"smallest"``; ``op`` is already validated by
+:func:`attncond.spectral.solvers.validate.prepare`). A new solver is one module, one
+:func:`register_solver` call here, and one subclass of the shared solver test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.results import SVDResult
+from attncond.spectral.solvers.dense import dense_svd
+from attncond.spectral.solvers.gkl import golub_kahan_lanczos
+from attncond.spectral.solvers.gram_route import gram_route
+from attncond.spectral.solvers.lanczos import symmetric_lanczos
+from attncond.spectral.solvers.psd import GramExtremes, PSDExtremes, gram_extremes, psd_extremes
+from attncond.spectral.solvers.randomized import randomized_svd
+from attncond.spectral.solvers.scipy_peers import arpack_svds, lobpcg_svds, propack_svds
+
+__all__ = [
+    "Solver", "SOLVERS", "register_solver", "dense_svd", "golub_kahan_lanczos", "symmetric_lanczos",
+    "randomized_svd", "arpack_svds", "propack_svds", "lobpcg_svds", "gram_route", "gram_extremes",
+    "psd_extremes", "GramExtremes", "PSDExtremes",
+]
+
+Run = Callable[[LinearOp, str, float, "int | None", int], SVDResult]
+ENDS = ("both", "largest", "smallest")
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A registered singular-value solver.
+
+    ``run(op, ends, tol, maxiter, seed)`` returns a certified :class:`SVDResult` for the one
+    extreme singular triplet at each requested end; ``ends`` lists the ends it can compute.
+    """
+
+    name: str
+    run: Run
+    ends: tuple[str, ...] = ENDS
+    summary: str = ""
+
+
+_SOLVERS: dict[str, Solver] = {}
+#: name -> :class:`Solver`, read-only; extend it with :func:`register_solver`.
+SOLVERS: Mapping[str, Solver] = MappingProxyType(_SOLVERS)
+
+
+def register_solver(solver: Solver) -> Solver:
+    """Add ``solver`` to :data:`SOLVERS` (a clear error if the name is taken or reserved)."""
+    if not isinstance(solver, Solver):
+        raise TypeError(f"solver must be a spectral.solvers.Solver, got {type(solver).__name__}")
+    if solver.name in _SOLVERS or solver.name == "auto":
+        raise ValueError(f"a solver named {solver.name!r} is already registered")
+    unknown = set(solver.ends) - set(ENDS)
+    if unknown:
+        raise ValueError(f"solver {solver.name!r}: unknown ends {sorted(unknown)}; known: {ENDS}")
+    _SOLVERS[solver.name] = solver
+    return solver
+
+
+def _randomized(op: LinearOp, ends: str, tol: float, maxiter: int | None, seed: int) -> SVDResult:
+    return randomized_svd(op, 1, seed=seed, tol=tol)
+
+
+for _s in (
+    Solver("dense", lambda op, ends, tol, maxiter, seed: dense_svd(op, 1, ends, tol),
+           summary="full SVD of the materialised operator"),
+    Solver("gram", gram_route, summary="eigh of the small-side Gram, certified on A itself"),
+    Solver("gkl", lambda op, ends, tol, maxiter, seed: golub_kahan_lanczos(op, 1, ends, tol, maxiter,
+                                                                           seed=seed),
+           summary="matrix-free Golub–Kahan–Lanczos with thick restarts"),
+    Solver("randomized", _randomized, ends=("largest",), summary="randomized range finder, sigma_max only"),
+    Solver("arpack", lambda op, ends, tol, maxiter, seed: arpack_svds(op, 1, ends, tol, maxiter, seed),
+           summary="scipy svds(solver='arpack'), certified by our residual bounds"),
+    Solver("propack", lambda op, ends, tol, maxiter, seed: propack_svds(op, 1, ends, tol, maxiter, seed),
+           summary="scipy svds(solver='propack'), certified by our residual bounds"),
+    Solver("lobpcg", lambda op, ends, tol, maxiter, seed: lobpcg_svds(op, 1, ends, tol, maxiter, seed),
+           summary="scipy svds(solver='lobpcg'), certified by our residual bounds"),
+):
+    register_solver(_s)
+del _s
