@@ -401,6 +401,8 @@ def _findings(cfg: Q25Config, numbers: dict[str, Any]) -> list[Finding]:
 def _absolute_note(absf: dict[bool, list[float]]) -> str:
     """The residual starts from a larger loss (its output adds X), so f_T/f_0 flatters it; the final
     loss itself is compared too (same data and targets per seed)."""
+    # a diverged run (non-finite loss) counts as the worst outcome, +inf
+    absf = {k: [v if math.isfinite(v) else math.inf for v in vals] for k, vals in absf.items()}
     with np.errstate(divide="ignore", invalid="ignore"):
         pt = paired_test(np.log10(absf[True]), np.log10(absf[False]))
     return (f"; f_0 differs between the two (the residual output adds X), so the final loss itself: median "
@@ -420,8 +422,9 @@ def _stack_finding(cfg: Q25Config, rows: list[dict[str, Any]]) -> Finding:
         "(near-uniform init).", pt.verdict(True),
         f"median f_T/f_0: residual {np.median(fr[True]):.3g}, no residual {np.median(fr[False]):.3g}; "
         "median over "
-        f"seeds of max_ℓ κ(Z_ℓ) at init: residual {kz[True]:.3g}, no residual {kz[False]:.3g}"
-        + _absolute_note(absf) + ".",
+        f"seeds of max_ℓ κ(Z_ℓ) at init: residual {kz[True]:.3g}, no residual {kz[False]:.3g}; diverged runs: "
+        f"residual {sum(r['diverged'] for r in rows if r['residual'])}, no residual "
+        f"{sum(r['diverged'] for r in rows if not r['residual'])}" + _absolute_note(absf) + ".",
         f"models.Stack L={cfg.stack_L}, N={cfg.N}, n={cfg.n}, D={cfg.D}, d={cfg.d}, FFN {cfg.d_ff}; init scale "
         f"{cfg.curve_scales[0]:g}; {cfg.seeds} seeds; {cfg.steps} GD steps, η = {cfg.lr_c}/max_ℓ σ²_max(Z_ℓ)",
         cfg.seeds, pt.statement("residual", "no residual") + " on log10(f_T/f_0)")
