@@ -41,7 +41,7 @@ from attncond.models import REGIMES, AttentionBlock, MultiHeadAttention, get_ker
 from attncond.models.attention import PARAM_NAMES, VALUE_PARAMS
 from attncond.spectral.diagnostics import ROWS, Diagnostics, diagnose
 
-from .options import split_names
+from .options import MAX_SEED, MAX_SIZE, check_device, split_names
 from .progress import progress
 from .report import format_table, pyplot, to_json
 
@@ -60,12 +60,16 @@ class ConfigError(ValueError):
 def _pos_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise ValueError(f"must be a positive integer, got {v!r}")
+    if v > MAX_SIZE:
+        raise ValueError(f"must be a positive integer <= {MAX_SIZE} (2**31 - 1), got {v!r}")
     return v
 
 
 def _nonneg_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ValueError(f"must be a non-negative integer, got {v!r}")
+    if v > MAX_SEED:
+        raise ValueError(f"must be a non-negative integer <= {MAX_SEED} (2**63 - 1), got {v!r}")
     return v
 
 
@@ -113,8 +117,9 @@ def _bool(v: Any) -> bool:
 
 
 def _device(v: Any) -> str:
+    """The spelling only: whether the device exists is checked where the work runs (check_device)."""
     if not isinstance(v, str) or not re.fullmatch(r"cpu|cuda(:\d+)?|mps", v):
-        raise ValueError(f"must be 'cpu', 'cuda' or 'cuda:<k>', got {v!r}")
+        raise ValueError(f"must be 'cpu', 'cuda', 'cuda:<k>' or 'mps', got {v!r}")
     return v
 
 
@@ -160,9 +165,16 @@ def read_toml(path: str | Path) -> tuple[dict[str, Any], str]:
     import tomllib
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a folder, not a TOML file")
     if not p.is_file():
         raise FileNotFoundError(f"config file not found: {p}")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte {exc.start}): TOML must be UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     try:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
@@ -202,7 +214,7 @@ def build_models(cfg: dict[str, Any], kernel: str) -> tuple[MultiHeadAttention, 
     """The [S24] model and the [Q25] block (no FFN) for one kernel, same seed and regime."""
     common = {"kernel": kernel, "tau": cfg["tau"], "regime": cfg["regime"], "init_scale": cfg["init_scale"],
               "dtype": cfg["dtype"], "device": cfg["device"], "seed": cfg["seed"]}
-    if kernel == "gaussian":
+    if "on_underflow" in get_kernel(kernel).options:  # the registry says which kernels can underflow
         common["kernel_options"] = {"on_underflow": "ignore"}
     mh = MultiHeadAttention(cfg["D"], cfg["d"], cfg["H"], value_param=cfg["value_param"],
                             trainable=tuple(cfg["trainable"]), **common)
@@ -304,6 +316,8 @@ def diagnose_cmd(args: argparse.Namespace) -> int:
     if args.kernels is not None:
         flags["kernels"] = args.kernels
     cfg.update(validate(flags, path="command line"))
+    check_device(cfg["device"], f"{args.config}: key 'device'" if "device" not in flags and args.config
+                 else "--device")
     results = run_config(cfg, show_progress=not args.json)
     if args.json:
         print(to_json({"config": cfg, "results": {k: {w: dg.to_dict() for w, dg in v.items()}

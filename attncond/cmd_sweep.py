@@ -1,6 +1,7 @@
 """``attncond sweep grid.toml --out results.csv``: ``diagnose`` over a parameter grid on dask.
 
-See :mod:`attncond.sweep` for the grid format, the cluster, atomic appends and resume.
+See :mod:`attncond.sweep` for the grid format, the cluster, locking, checksums, the grid
+fingerprint and resume.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import check_device, check_output_file, int_arg
 from .progress import progress
 from .report import format_table, to_json
 
@@ -16,12 +18,21 @@ def sweep_cmd(args: argparse.Namespace) -> int:
     from .sweep import load_grid, plot_results, run_sweep
 
     grid = load_grid(args.grid)  # validates everything before any file is touched
+    if args.scheduler is None:  # the rows run on this machine: their devices must exist here
+        for dev in sorted({r["device"] for r in grid.rows}):
+            check_device(dev, f"{args.grid}: device")
+    check_output_file(args.out, "--out")
     summary = run_sweep(grid, args.out, scheduler=args.scheduler, n_workers=args.workers,
                         progress=None if args.json else progress, connect_timeout=args.connect_timeout)
+    if summary.rejected:
+        print(f"attncond sweep: {summary.rejected} damaged line(s) of {args.out} (torn, edited or duplicated) "
+              f"moved to {summary.rejected_file} and recomputed", file=sys.stderr)
     if args.json:
         print(to_json({"summary": summary.to_dict(), "out": args.out}))
     else:
-        print(format_table([summary.to_dict()], title=f"attncond sweep {args.grid} -> {args.out}"))
+        cols = ["total", "skipped", "written", "errors", "by_other_writer", "rejected", "seconds", "scheduler"]
+        print(format_table([summary.to_dict()], cols,
+                           title=f"attncond sweep {args.grid} -> {args.out} (grid {summary.grid})"))
     if args.plot:
         x = args.x or grid.plot_x
         if x is None:
@@ -38,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("grid", metavar="grid.toml", help="grid file ([grid], optional [fixed] and [plot])")
     p.add_argument("--out", required=True, metavar="results.csv", help="CSV to append rows to (resumed)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="existing dask scheduler (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (default 2)")
+    p.add_argument("--workers", type=int_arg(1, 1024), default=2,
+                   help="LocalCluster worker processes (default 2)")
     p.add_argument("--connect-timeout", dest="connect_timeout", default="20s", metavar="T",
                    help="how long to wait for --scheduler (dask time string, default 20s)")
     p.add_argument("--plot", metavar="FILE.png", help="plot a metric against the swept parameter per kernel")

@@ -12,6 +12,7 @@ from attncond.proofs_check.symbolic import (
     derive,
 )
 
+from .options import MAX_SEED, int_arg
 from .report import format_table, to_json
 
 
@@ -100,7 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--D", type=int, default=2, help="embedding dimension (symbolic limit 3)")
     p.add_argument("--d", type=int, default=2, help="head width (symbolic limit 2)")
     p.add_argument("--H", type=int, default=1, help="heads (symbolic limit 2)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_arg(0, MAX_SEED), default=0)
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--regimes", default="near_uniform,default,sharp",
                    help="comma-separated attention regimes for the comparison")

@@ -7,7 +7,7 @@ import argparse
 from attncond.models import MultiHeadAttention, synthetic_regression
 from attncond.proofs_check.dynamics import gradient_descent
 
-from .options import add_model_size
+from .options import add_model_size, int_arg
 from .options import split_names as _split
 from .progress import progress
 from .report import format_table, pyplot, to_json
@@ -71,9 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--kernels", default="softmax,gaussian", help="comma-separated kernel names")
     t.add_argument("--trainable", default="W_Q,W_K,W_V")
     t.add_argument("--regime", default="default")
-    t.add_argument("--steps", type=int, default=300)
+    t.add_argument("--steps", type=int_arg(), default=300)
     t.add_argument("--lr", type=float, default=0.02)
-    t.add_argument("--every", type=int, default=25, help="table row every k steps")
+    t.add_argument("--every", type=int_arg(), default=25, help="table row every k steps")
     t.add_argument("--json", action="store_true", help="machine-readable output")
     t.add_argument("--plot", metavar="FILE.png", help="loss curves on a log scale")
     t.set_defaults(func=train)

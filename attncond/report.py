@@ -40,17 +40,65 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
     return "\n".join(ln.rstrip() for ln in out)
 
 
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    return str(o)
+#: How every ``--json`` output and ``results.json`` spell the non-finite floats (strict JSON has none).
+NONFINITE: dict[str, float] = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
-def to_json(obj: Any) -> str:
-    """JSON with inf/nan kept as the JavaScript literals Python's json emits."""
-    return json.dumps(obj, indent=2, default=_json_default)
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON values, with non-finite floats as the strings ``"inf"``, ``"-inf"``, ``"nan"``.
+
+    Handles dicts (keys become strings), lists, tuples, sets (sorted), records with ``to_dict()``,
+    numpy/torch scalars and arrays (``tolist()``), ``pathlib`` paths and anything else via ``str``.
+    ``float`` subclasses such as ``numpy.float64`` are converted too, so the result always passes
+    ``json.dumps(..., allow_nan=False)``. Decode with :func:`from_json`.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        f = float(obj)
+        if math.isfinite(f):
+            return f
+        return "nan" if math.isnan(f) else ("inf" if f > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return [jsonable(v) for v in sorted(obj, key=repr)]
+    if hasattr(obj, "to_dict"):
+        return jsonable(obj.to_dict())
+    if hasattr(obj, "tolist"):  # numpy/torch arrays and scalars (numpy ints are not int subclasses)
+        return jsonable(obj.tolist())
+    return str(obj)
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text of ``obj`` (see :func:`jsonable`; ``NaN``/``Infinity`` never appear)."""
+    return json.dumps(jsonable(obj), indent=indent, allow_nan=False)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def from_json(text: str) -> Any:
+    """Parse strict JSON written by :func:`to_json`; ``"inf"``/``"-inf"``/``"nan"`` become floats again.
+
+    The bare literals ``NaN``/``Infinity`` are refused (they are not JSON). Strings other than those
+    three are kept, so a field that is a genuine string ``"nan"`` cannot be told apart: the encoding is
+    meant for numeric fields.
+    """
+    def fix(o: Any) -> Any:
+        if isinstance(o, str):
+            return NONFINITE.get(o, o)
+        if isinstance(o, dict):
+            return {k: fix(v) for k, v in o.items()}
+        if isinstance(o, list):
+            return [fix(v) for v in o]
+        return o
+    return fix(json.loads(text, parse_constant=_reject_constant))
 
 
 def pyplot():

@@ -6,9 +6,9 @@ bulk, exact rank deficiency, an isolated σ_min = 1e-8, and a wide (300×400) co
 isolated case. For each case and restart mode: products, seconds (median of ``--repeats``),
 converged, certified relative error of σ_min against the dense SVD, and the number of
 harmonic steps actually taken (a harmonic step whose residual is not rank one to rounding
-level falls back to thick, see ``spectral.gkl._harmonic_restart``).
+level falls back to thick, see ``spectral.solvers.gkl._harmonic_restart``).
 
-Decision rule for ``spectral.gkl.AUTO_RESTART["smallest"]``: harmonic only if it converges
+Decision rule for ``spectral.solvers.gkl.AUTO_RESTART["smallest"]``: harmonic only if it converges
 on every case thick converges on and saves at least 10 % of the products in the median
 over the cases where both converge. ``which="both"`` with harmonic runs the two ends
 separately (see ``golub_kahan_lanczos``), so it is measured too.
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "product_saving_harmonic_per_case": dict(zip(both_conv, savings, strict=True)),
         "cases_harmonic_lost_convergence": lost,
         "choose_harmonic": bool(med >= 0.10 and not lost),
-        "auto_restart_now": dict(spectral.gkl.AUTO_RESTART),
+        "auto_restart_now": dict(spectral.solvers.gkl.AUTO_RESTART),
     }
     print(json.dumps(summary), flush=True)
     out = Path(a.out)

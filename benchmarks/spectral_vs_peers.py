@@ -15,7 +15,7 @@ Routes:
 * ``dense_vmap_eigvalsh`` (*the dense route* of issue 3): per-sample ``jacrev`` under
   ``vmap`` → ``J`` → ``eigvalsh(J Jᵀ)``, ``σ = sqrt(λ)`` (uncertified; loses ``eps·κ²``).
 * ``dense_vmap_syrk_eigvalsh``: the same dense route with ``J Jᵀ`` by BLAS ``syrk``
-  (:func:`spectral.gram.gram_matrix`, half the flops of ``J @ J.T``; ``auto`` uses it), so
+  (:func:`spectral.operators.gram.gram_matrix`, half the flops of ``J @ J.T``; ``auto`` uses it), so
   that ``auto`` is also compared with the strongest dense route, not only the issue's.
 * ``dense_jacrev_svdvals``: ``torch.func.jacrev`` of the whole batch + ``svdvals``.
 * peers: scipy ``svds`` (arpack, propack, lobpcg), PRIMME, curvlinops + ARPACK, and the

@@ -4,7 +4,7 @@ Workload: ``J = ∂ vec(MH(X)) / ∂(W_Q, W_K, W_V)`` of ``MultiHeadAttention(D,
 float64, per-head values) on ``synthetic_regression(N, n, D)``. Every route computes μ:
 
 * ``structured``: :func:`spectral.pl_constant` — closed-form NTK Gram (Hadamard products of
-  small Grams, :func:`spectral.structured.ntk_gram`) + ``eigh`` (m ≤ 256) or Cholesky+Lanczos
+  small Grams, :func:`spectral.diagnostics.structured.ntk_gram`) + ``eigh`` (m ≤ 256) or Cholesky+Lanczos
   (larger), certified on the Gram.
 * ``jacrev_eigvalsh``: per-sample ``torch.func.jacrev`` under ``vmap`` → ``J`` →
   ``eigvalsh(J Jᵀ)`` (the issue's reference generic route). When the dense ``J`` would exceed

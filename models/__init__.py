@@ -22,26 +22,37 @@ from .data import (
 )
 from .init import REGIMES, regime_scale
 from .kernels import (
+    CAPABILITIES,
     KERNELS,
     Kernel,
+    KernelCapabilityError,
+    KernelForm,
     KernelUnderflowWarning,
+    KernelVariant,
     gaussian,
     gaussian_log_kernel,
     get_kernel,
     heat_treatment,
+    kernel_variant,
     linear,
     logits,
     normsoftmax,
     normsoftmax_std,
+    register_kernel,
     softmax,
     temperature,
+    unregister_kernel,
 )
 from .prompt import PromptTokenModel
+from .stable import softmax_centred, stable_gaussian_kernel, stable_softmax
 
 __all__ = [
-    "ACTIVATIONS", "AttentionBlock", "Dataset", "KERNELS", "Kernel", "KernelUnderflowWarning",
+    "ACTIVATIONS", "AttentionBlock", "CAPABILITIES", "Dataset", "KERNELS", "Kernel", "KernelCapabilityError",
+    "KernelForm", "KernelUnderflowWarning", "KernelVariant", "kernel_variant", "register_kernel",
+    "unregister_kernel",
     "MultiHeadAttention", "Pathfinder", "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits",
     "digits_two_step", "gaussian", "gaussian_log_kernel", "get_kernel", "heat_treatment",
     "linear", "logits", "normsoftmax", "normsoftmax_std", "patchify", "pathfinder", "regime_scale",
-    "softmax", "synthetic_regression", "teacher_student", "temperature",
+    "softmax", "softmax_centred", "stable_gaussian_kernel", "stable_softmax", "synthetic_regression",
+    "teacher_student", "temperature",
 ]

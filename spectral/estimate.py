@@ -2,7 +2,7 @@
 
 :func:`extreme_singular_values` dispatches to a solver (``method``) and returns a frozen
 :class:`SpectralEstimate`. Every interval is a certified residual bound (see
-:mod:`spectral._certify`: Bauer–Fike/Kahan on the Jordan–Wielandt matrix, i.e. Wedin's
+:mod:`spectral.solvers.certify`: Bauer–Fike/Kahan on the Jordan–Wielandt matrix, i.e. Wedin's
 residual bound, plus Courant–Fischer and Kato–Temple where a gap is certified).
 
 ``method="auto"`` picks the cheapest exact route and records it in ``method``:
@@ -16,9 +16,9 @@ residual bound, plus Courant–Fischer and Kato–Temple where a gap is certifie
   widened by its rounding margin. If ``σ_min`` cannot be certified to ``tol`` (squaring
   costs ``eps·κ²``), it is recomputed from a dense SVD of the already materialised ``T``
   (``"auto->gram+dense"``; Householder QR based, accurate to ``κ·eps``);
-* ``"auto->gkl"`` otherwise (:func:`spectral.gkl.golub_kahan_lanczos`).
+* ``"auto->gkl"`` otherwise (:func:`spectral.solvers.gkl.golub_kahan_lanczos`).
 
-For a :class:`spectral.jacobian.JacobianOperator` built with ``sample_dim`` (per-sample
+For a :class:`spectral.operators.autodiff.JacobianOperator` built with ``sample_dim`` (per-sample
 block structure) the materialisation uses per-sample ``jacrev`` under ``vmap`` instead of
 batched products: ``"auto->dense[per-sample]"`` when ``m·n ≤ 4·10⁶``, else
 ``"auto->gram[per-sample]"`` when ``min(m, n) ≤ 8192`` (extreme eigenpairs of ``J Jᵀ``
@@ -45,7 +45,7 @@ from attncond.spectral.results import EigenEstimate, SpectralEstimate, SVDResult
 from attncond.spectral.solvers import SOLVERS
 from attncond.spectral.solvers.certify import certify_eigvecs
 from attncond.spectral.solvers.gram_route import dense_per_sample, gram_route, is_per_sample
-from attncond.spectral.solvers.lanczos import symmetric_lanczos
+from attncond.spectral.solvers.lanczos import solve_lanczos
 from attncond.spectral.solvers.validate import check_choice, prepare
 
 #: ``method=`` names of :func:`extreme_singular_values`: ``"auto"`` and the :data:`SOLVERS` registry.
@@ -114,7 +114,7 @@ def extreme_singular_values(
     Parameters
     ----------
     A : anything :func:`spectral.operators.as_operator` accepts (including
-        :class:`spectral.jacobian.JacobianOperator`).
+        :class:`spectral.operators.autodiff.JacobianOperator`).
     which : ``("max", "min")`` (default), ``"max"`` or ``"min"``.
     method : one of :data:`METHODS`; see the module docstring for ``"auto"``.
     tol : relative tolerance of the certified error (> 0).
@@ -249,7 +249,7 @@ def eigen_extremes(
         details = None
         reason = None if conv else f"dense eigh residual above tol={tol:g}"
     else:
-        r = symmetric_lanczos(op, 1, ends, tol, maxiter, seed=seed)
+        r = solve_lanczos(op, 1, ends, tol, maxiter, seed=seed)
         vals = {}
         for e in ("largest", "smallest"):
             b = getattr(r, e)

@@ -48,7 +48,7 @@ class SingularBlock:
     ``values[0]`` is the extreme one (largest for ``end="largest"``, smallest for
     ``end="smallest"``). ``lower``/``upper`` are certified bounds: each interval
     ``[lower_i, upper_i]`` contains a singular value of ``A`` (see
-    :mod:`spectral._certify` for the theorems used). ``residual_norms`` holds
+    :mod:`spectral.solvers.certify` for the theorems used). ``residual_norms`` holds
     ``η_i = sqrt(‖A v_i − σ_i u_i‖² + ‖Aᵀu_i − σ_i v_i‖²)/√2``. ``kato_temple`` holds the
     quadratic bound ``η_i²/gap_i`` (``nan`` where no gap is available); it is used in the
     intervals only when ``gap_certified``. ``left``/``right`` are ``(m, k)``/``(n, k)``
@@ -246,7 +246,7 @@ class SpectralEstimate:
     """Extreme singular values of ``A`` with certified intervals.
 
     ``sigma_max_interval``/``sigma_min_interval`` contain a singular value of ``A``
-    (residual bounds, see :mod:`spectral._certify`); ``cond_interval`` is
+    (residual bounds, see :mod:`spectral.solvers.certify`); ``cond_interval`` is
     ``[lo_max/hi_min, hi_max/lo_min]`` (``inf`` where ``lo_min ≤ 0``).
     ``attainable_accuracy`` holds ``norm_eps = σ_max·eps`` (absolute accuracy of any
     floating-point singular value) and ``cond_eps = κ·eps`` (relative accuracy attainable

@@ -3,7 +3,7 @@
 * :func:`cond` — ``σ_max``, ``σ_min``, ``κ`` of a matrix: :func:`spectral.extreme_singular_values`
   (``method="dense"`` by default: every matrix here is small, and the dense route is certified).
 * :func:`z_matrix` — ``Z = [Z_1; …; Z_N]`` of a [Q25] block:
-  :func:`spectral.structured.attention_output_matrix`.
+  :func:`spectral.diagnostics.structured.attention_output_matrix`.
 * :func:`softmax_jacobian_kappa` — ``κ(J(s)) = λ_n/λ_2`` on ``1^⊥`` (MATH.md §4): the Jacobian
   is restricted to ``1^⊥`` by an orthonormal basis ``Q`` (``Qᵀ J Q``, whose eigenvalues are
   exactly those of ``J`` on ``1^⊥``) and its extremes taken with :func:`spectral.eigen_extremes`.

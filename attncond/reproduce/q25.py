@@ -1,7 +1,7 @@
 """[Q25] experiments: the residual connection and the conditioning of ``Z`` (MATH.md §3 "Block", §4 "Z", §5.6).
 
 ``Z = [Z_1; …; Z_N] ∈ R^{Nn×D}`` with ``Z_i = A_i X_i W_V (+ X_i)`` (**reconstructed**, MATH.md §4),
-measured with :func:`spectral.structured.attention_output_matrix` and certified singular values
+measured with :func:`spectral.diagnostics.structured.attention_output_matrix` and certified singular values
 (:func:`spectral.extreme_singular_values`, dense route).
 
 1. ``κ(Z)`` with and without the residual against the init scale ``s`` of ``W_Q, W_K``

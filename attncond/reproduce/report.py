@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import math
 import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..report import fmt
+from ..report import fmt, to_json
 from ._common import ExperimentResult, check_out
 
 _SUMMARY_KEYS = {
@@ -98,21 +96,12 @@ def render_markdown(results: Sequence[ExperimentResult], command: str) -> str:
     return "\n".join(md)
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def write_report(results: Sequence[ExperimentResult], out: str | Path, command: str = "attncond reproduce"
                  ) -> dict[str, Path]:
     """Write ``out/index.md`` and ``out/results.json``; return their paths.
 
-    ``results.json`` is strict JSON: NaN becomes ``null`` and ±inf the strings ``"inf"``/``"-inf"``.
+    ``results.json`` is strict JSON in the encoding of every ``--json`` output
+    (:func:`attncond.report.to_json`): non-finite floats are the strings ``"inf"``, ``"-inf"``, ``"nan"``.
     """
     outp = check_out(out)
     if outp is None:
@@ -125,7 +114,7 @@ def write_report(results: Sequence[ExperimentResult], out: str | Path, command: 
     outp.mkdir(parents=True, exist_ok=True)
     index = outp / "index.md"
     index.write_text(render_markdown(results, command), encoding="utf-8")
-    payload = {"command": command, "experiments": {r.name: _json_safe(r.to_dict()) for r in results}}
+    payload = {"command": command, "experiments": {r.name: r.to_dict() for r in results}}
     js = outp / "results.json"
-    js.write_text(json.dumps(payload, indent=1, allow_nan=False), encoding="utf-8")
+    js.write_text(to_json(payload, indent=1), encoding="utf-8")
     return {"index": index, "json": js}

@@ -69,7 +69,7 @@ def pl_constant(
 ) -> PLConstant:
     r"""``μ = λ_min(J Jᵀ)``, ``J = ∂ vec(model(X))/∂θ_M`` (MATH.md §4, "Exact PL constant").
 
-    The Gram is the closed form of :func:`spectral.structured.ntk_gram` (batched VJPs when no
+    The Gram is the closed form of :func:`spectral.diagnostics.structured.ntk_gram` (batched VJPs when no
     closed form exists; the route is recorded). Its eigenvalue *is* ``μ`` (a squared quantity,
     so nothing is lost by squaring); the accuracy attainable is ``‖G‖·eps``.
     ``μ > 0`` needs ``p ≥ N·n·d_out`` (``rank_limited`` otherwise). For a

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attncond.models import AttentionBlock, MultiHeadAttention, get_kernel
+from attncond.models import AttentionBlock, MultiHeadAttention, kernel_variant
 from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.attention_stats import AttentionStats, attention_stats
 from attncond.spectral.diagnostics.b0 import BetaPaper, b0_conditioning, beta_paper
@@ -155,21 +155,6 @@ def _est_rows(prefix: str, est: SpectralEstimate) -> list[DiagnosticRow]:
     ]
 
 
-@dataclass
-class _Report:
-    """The rows and typed sub-results :func:`diagnose` collects (working state, then frozen)."""
-
-    rows: list[DiagnosticRow] = field(default_factory=list)
-    spectra: dict[str, np.ndarray] = field(default_factory=dict)
-    b0: SpectralEstimate | None = None
-    beta: BetaPaper | None = None
-    pl: PLConstant | None = None
-    z: dict[str, ZConditioning] = field(default_factory=dict)
-    softmax: SoftmaxJacobianSpectrum | None = None
-    attention: AttentionStats | None = None
-    hessian: HessianExtremes | None = None
-
-
 def diagnose(
     model: Any,
     X: Any,
@@ -230,28 +215,30 @@ def diagnose(
     t0 = time.perf_counter()
     Xt = model.check_inputs(X)
     is_mh = isinstance(model, MultiHeadAttention)
-    rep = _Report()
+    rows: list[DiagnosticRow] = []
+    spec: dict[str, np.ndarray] = {}
+    b0 = beta = hes = None
+    zs: dict[str, ZConditioning] = {}
     if is_mh:
-        _b0_rows(rep, model, Xt, tol, spectra)
+        b0, beta = _b0_rows(rows, spec, model, Xt, tol, spectra)
     else:
         mh_only = "defined for the [S24] MultiHeadAttention only (the model is an AttentionBlock)"
-        rep.rows += [_undef("b0.kappa", mh_only), _undef("beta_paper", mh_only)]
-    _pl_rows(rep, model, Xt, trainable, tol, is_mh)
+        rows += [_undef("b0.kappa", mh_only), _undef("beta_paper", mh_only)]
+    pl = _pl_rows(rows, model, Xt, trainable, tol, is_mh, beta)
     if is_mh:
-        rep.rows.append(_undef("z.kappa", "Z is the [Q25] AttentionBlock output; the model is the "
-                               "[S24] MultiHeadAttention"))
+        rows.append(_undef("z.kappa", "Z is the [Q25] AttentionBlock output; the model is the "
+                           "[S24] MultiHeadAttention"))
     else:
-        _z_rows(rep, model, Xt, residual, tol, spectra)
-    _attention_rows(rep, model, Xt, sparsity_eps, spectra)
+        zs = _z_rows(rows, spec, model, Xt, residual, tol, spectra)
+    sj, att = _attention_rows(rows, spec, model, Xt, sparsity_eps, spectra)
     if do_h:
-        _hessian_rows(rep, model, Xt, y, trainable, is_mh)
+        hes = _hessian_rows(rows, model, Xt, y, trainable, is_mh)
     else:
-        rep.rows.append(_undef("hessian.lambda_max", "no targets y given"))
-    rows = sorted(rep.rows, key=lambda r: row_order(r.key))
+        rows.append(_undef("hessian.lambda_max", "no targets y given"))
     return Diagnostics(
-        model=type(model).__name__, config=_config(model, Xt, trainable, is_mh), rows=tuple(rows), b0=rep.b0,
-        beta=rep.beta, pl=rep.pl, z=rep.z, softmax=rep.softmax, attention=rep.attention, hessian=rep.hessian,
-        spectra=rep.spectra, seconds=time.perf_counter() - t0,
+        model=type(model).__name__, config=_config(model, Xt, trainable, is_mh),
+        rows=tuple(sorted(rows, key=lambda r: row_order(r.key))), b0=b0, beta=beta, pl=pl, z=zs, softmax=sj,
+        attention=att, hessian=hes, spectra=spec, seconds=time.perf_counter() - t0,
     )
 
 
@@ -277,109 +264,118 @@ def _config(model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None, is_mh
     return cfg
 
 
-def _b0_rows(rep: _Report, model: MultiHeadAttention, Xt: torch.Tensor, tol: float, spectra: bool) -> None:
+def _b0_rows(rows: list[DiagnosticRow], spec: dict[str, np.ndarray], model: MultiHeadAttention,
+             Xt: torch.Tensor,
+             tol: float, spectra: bool) -> tuple[SpectralEstimate | None, BetaPaper | None]:
     """``B0`` (certified σ's and κ) and the paper's ``β`` ([S24] Thm. 1)."""
     N, n, D = Xt.shape
 
-    rep.b0 = _safe(rep.rows, ["b0.kappa"], lambda: b0_conditioning(model, Xt, tol=tol))
-    if rep.b0 is not None:
-        if spectra:
-            rep.spectra["B0"] = _spectrum(rep.b0)
-        rep.rows.extend(_est_rows("b0", rep.b0))
-        if model.H * D < N * n:
-            rep.rows.append(_row("b0.full_row_rank", False, note=f"HD={model.H * D} < Nn={N * n}"))
-    if rep.b0 is not None:
-        rep.beta = _safe(rep.rows, ["beta_paper"], lambda: beta_paper(model, Xt, b0=rep.b0, tol=tol))
-    if rep.beta is not None:
-        rep.rows.append(_row("beta_paper", rep.beta.value, rep.beta.interval, note=rep.beta.reason))
+    b0 = _safe(rows, ["b0.kappa"], lambda: b0_conditioning(model, Xt, tol=tol))
+    if b0 is None:
+        return None, None
+    if spectra:
+        spec["B0"] = _spectrum(b0)
+    rows.extend(_est_rows("b0", b0))
+    if model.H * D < N * n:
+        rows.append(_row("b0.full_row_rank", False, note=f"HD={model.H * D} < Nn={N * n}"))
+    beta = _safe(rows, ["beta_paper"], lambda: beta_paper(model, Xt, b0=b0, tol=tol))
+    if beta is not None:
+        rows.append(_row("beta_paper", beta.value, beta.interval, note=beta.reason))
+    return b0, beta
 
 
-def _pl_rows(rep: _Report, model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None, tol: float,
-             is_mh: bool) -> None:
+def _pl_rows(rows: list[DiagnosticRow], model: Any, Xt: torch.Tensor, trainable: Sequence[str] | None,
+             tol: float, is_mh: bool, beta: BetaPaper | None) -> PLConstant | None:
     """``μ = λ_min(JJᵀ)`` and, for the [S24] model, the bounds next to it."""
-    pl = rep.pl = _safe(rep.rows, ["pl.mu"], lambda: pl_constant(model, Xt, trainable, tol=tol, beta=rep.beta))
+    pl = _safe(rows, ["pl.mu"], lambda: pl_constant(model, Xt, trainable, tol=tol, beta=beta))
     if pl is None:
-        return
-    rep.rows.append(_row("pl.mu", pl.mu, pl.mu_interval,
+        return None
+    rows.append(_row("pl.mu", pl.mu, pl.mu_interval,
                          note=("numerically zero; " if pl.numerically_zero else "")
                          + f"route={pl.route}, {pl.eig_method}, m={pl.n_outputs}, p={pl.n_params}"))
     if not is_mh:
-        return
+        return pl
     if pl.corrected_bound is None:
-        rep.rows.append(_undef("pl.corrected_bound", "W_V is not trained: the bound does not apply"))
+        rows.append(_undef("pl.corrected_bound", "W_V is not trained: the bound does not apply"))
     else:
-        rep.rows.append(_row("pl.corrected_bound", pl.corrected_bound))
-        rep.rows.append(_row("pl.corrected_holds", pl.holds["corrected_bound"]))
-    rep.rows.append(_row("pl.beta_holds", pl.holds["beta_paper"],
+        rows.append(_row("pl.corrected_bound", pl.corrected_bound))
+        rows.append(_row("pl.corrected_holds", pl.holds["corrected_bound"]))
+    rows.append(_row("pl.beta_holds", pl.holds["beta_paper"],
                          note=None if pl.holds["beta_paper"] else "the paper's β fails here"))
     if pl.value_block_mu is not None:
-        rep.rows.append(_row("pl.value_block_mu", pl.value_block_mu,
-                             note="= σ²min(W_O)σ²min(B0ᵀ) exactly for the joint value map"))
+        rows.append(_row("pl.value_block_mu", pl.value_block_mu,
+                         note="= σ²min(W_O)σ²min(B0ᵀ) exactly for the joint value map"))
+    return pl
 
 
-def _z_rows(rep: _Report, model: AttentionBlock, Xt: torch.Tensor, residual: str, tol: float,
-            spectra: bool) -> None:
+def _z_rows(rows: list[DiagnosticRow], spec: dict[str, np.ndarray], model: AttentionBlock, Xt: torch.Tensor,
+            residual: str, tol: float, spectra: bool) -> dict[str, ZConditioning]:
     """``Z`` of [Q25] with and/or without residual, and the Weyl bound."""
     wanted = {"both": (True, False), "on": (True,), "off": (False,)}[residual]
+    zs: dict[str, ZConditioning] = {}
     for r in wanted:
         tag = "res" if r else "plain"
-        z = _safe(rep.rows, [f"z.{tag}.kappa"], lambda r=r: attention_output_matrix(model, Xt, r, tol=tol))
+        z = _safe(rows, [f"z.{tag}.kappa"], lambda r=r: attention_output_matrix(model, Xt, r, tol=tol))
         if z is None:
             continue
-        rep.z[tag] = z
+        zs[tag] = z
         if spectra and z.Z is not None:
-            rep.spectra[f"Z_{tag}"] = _spectrum(z.estimate, z.Z)
-        rep.rows.extend(_est_rows(f"z.{tag}", z.estimate))
+            spec[f"Z_{tag}"] = _spectrum(z.estimate, z.Z)
+        rows.extend(_est_rows(f"z.{tag}", z.estimate))
         if r:
-            rep.rows.append(_row("z.weyl_bound", z.weyl_bound, note=("holds" if z.weyl_holds else "VIOLATED")
+            rows.append(_row("z.weyl_bound", z.weyl_bound, note=("holds" if z.weyl_holds else "VIOLATED")
                                  + ("; vacuous (negative)" if z.weyl_bound < 0 else "")))
+    return zs
 
 
-def _attention_rows(rep: _Report, model: Any, Xt: torch.Tensor, sparsity_eps: float, spectra: bool) -> None:
+def _attention_rows(rows: list[DiagnosticRow], spec: dict[str, np.ndarray], model: Any, Xt: torch.Tensor,
+                    sparsity_eps: float, spectra: bool
+                    ) -> tuple[SoftmaxJacobianSpectrum | None, AttentionStats | None]:
     """Softmax-Jacobian spectrum (row-stochastic kernels only), entropy and sparsity."""
     S = model.attention(Xt).detach()
     kname = model.kernel_name
-    gauss_norm = kname == "gaussian" and bool(model.kernel_options.get("normalize", False))
-    row_stochastic = get_kernel(kname).row_stochastic or gauss_norm  # the KERNELS registry decides
+    row_stochastic = kernel_variant(kname, model.kernel_options).row_stochastic  # the KERNELS registry decides
+    sj = None
     if row_stochastic:
         rows4 = S if S.ndim == 4 else S.unsqueeze(1)
-        sj = rep.softmax = _safe(rep.rows, ["softmaxJ.kappa_median"], lambda: softmax_jacobian_spectrum(rows4))
+        sj = _safe(rows, ["softmaxJ.kappa_median"], lambda: softmax_jacobian_spectrum(rows4))
         if sj is not None:
-            rep.rows.append(_row("softmaxJ.kappa_median", sj.kappa_median))
-            rep.rows.append(_row("softmaxJ.kappa_max", sj.kappa_max,
+            rows.append(_row("softmaxJ.kappa_median", sj.kappa_median))
+            rows.append(_row("softmaxJ.kappa_max", sj.kappa_max,
                                  note=f"{sj.n_singular} rows singular on 1⊥" if sj.n_singular else None))
             if spectra:
-                rep.spectra["softmaxJ"] = np.sort(sj.eigenvalues_perp.reshape(-1))
+                spec["softmaxJ"] = np.sort(sj.eigenvalues_perp.reshape(-1))
     else:
-        rep.rows.append(_undef("softmaxJ.kappa_median", f"kernel {kname!r} is not a row softmax: no softmax "
+        rows.append(_undef("softmaxJ.kappa_median", f"kernel {kname!r} is not a row softmax: no softmax "
                                "Jacobian"))
     normalize = not row_stochastic
-    att = rep.attention = _safe(rep.rows, ["attn.entropy"],
-                                lambda: attention_stats(S, sparsity_eps, normalize=normalize))
+    att = _safe(rows, ["attn.entropy"], lambda: attention_stats(S, sparsity_eps, normalize=normalize))
     if att is not None:
         note = "rows normalised to sum 1" if normalize else None
-        rep.rows.append(_row("attn.entropy", float(att.normalized_entropy.mean()), note=note))
-        rep.rows.append(_row("attn.sparsity", float(att.sparsity.mean()), note=note, eps=sparsity_eps))
+        rows.append(_row("attn.entropy", float(att.normalized_entropy.mean()), note=note))
+        rows.append(_row("attn.sparsity", float(att.sparsity.mean()), note=note, eps=sparsity_eps))
+    return sj, att
 
 
-def _hessian_rows(rep: _Report, model: Any, Xt: torch.Tensor, y: Any, trainable: Sequence[str] | None,
-                  is_mh: bool) -> None:
+def _hessian_rows(rows: list[DiagnosticRow], model: Any, Xt: torch.Tensor, y: Any,
+                  trainable: Sequence[str] | None, is_mh: bool) -> HessianExtremes | None:
     """Extreme Hessian eigenvalues of the model's loss at ``(X, y)``."""
     yt = torch.as_tensor(y, dtype=Xt.dtype, device=Xt.device)
     tr = tuple(trainable or model.trainable)
     params = {k: getattr(model, k).detach() for k in tr}
-    hes = rep.hessian = _safe(rep.rows, ["hessian.lambda_max"],
+    hes = _safe(rows, ["hessian.lambda_max"],
                               lambda: hessian_extremes(lambda p: model.loss(p, Xt, yt), params))
     if hes is None:
-        return
-    rep.rows.append(_row("hessian.lambda_max", hes.lambda_max))
-    rep.rows.append(_row("hessian.lambda_min", hes.lambda_min, note="indefinite" if hes.indefinite else None))
+        return None
+    rows.append(_row("hessian.lambda_max", hes.lambda_max))
+    rows.append(_row("hessian.lambda_min", hes.lambda_min, note="indefinite" if hes.indefinite else None))
     if hes.smallest_nonzero is None:
-        rep.rows.append(_undef("hessian.smallest_nonzero", hes.reason or ""))
+        rows.append(_undef("hessian.smallest_nonzero", hes.reason or ""))
     else:
-        rep.rows.append(_row("hessian.smallest_nonzero", hes.smallest_nonzero))
+        rows.append(_row("hessian.smallest_nonzero", hes.smallest_nonzero))
     note = hes.method
     if is_mh and model.value_param == "per_head" and "W_V" in tr and "W_O" not in tr and model.d > model.d_out:
         flat = model.H * model.D * (model.d - model.d_out)
         note += f"; {flat} = H·D·(d−d_out) are flat: W_V,h acts only via W_V,h W_O,h"
-    rep.rows.append(_row("hessian.null_dim", hes.null_dim_seen, note=note))
+    rows.append(_row("hessian.null_dim", hes.null_dim_seen, note=note))
+    return hes

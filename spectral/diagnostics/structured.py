@@ -14,7 +14,7 @@ Nothing here materialises an autograd Jacobian of a :class:`models.MultiHeadAtte
 
 Output ordering everywhere: ``vec(model(X))`` row-major, i.e. index ``(i, a, o)`` with the
 output channel ``o`` fastest, then the token ``a``, then the sample ``i`` — the order of
-:class:`spectral.jacobian.JacobianOperator`.
+:class:`spectral.operators.autodiff.JacobianOperator`.
 """
 
 from __future__ import annotations
@@ -27,21 +27,21 @@ from typing import Any
 
 import torch
 
-from attncond.models import AttentionBlock, MultiHeadAttention
+from attncond.models import (
+    AttentionBlock,
+    KernelCapabilityError,
+    MultiHeadAttention,
+    get_kernel,
+    softmax_centred,
+)
 from attncond.models.checks import check_subset
 from attncond.spectral.operators.autodiff import JacobianOperator, jacobian_gram
 from attncond.spectral.operators.gram import gram_matrix as symmetric_gram
 from attncond.spectral.results import to_jsonable
 
-#: kernels with an implemented closed-form NTK Gram: name -> (logit type, row map).
-#: ``"dot"``: ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``.
-#: ``"softmax"``: ``S_a = softmax(ℓ_a)``; ``"exp"``: ``S = exp(ℓ)``; ``"identity"``: ``S = ℓ``.
-CLOSED_FORM_KERNELS: dict[str, tuple[str, str]] = {
-    "softmax": ("dot", "softmax"),
-    "temperature": ("dot", "softmax"),
-    "linear": ("dot", "identity"),
-    "gaussian": ("dist", "exp"),  # "softmax" when kernel_options normalize=True
-}
+#: the (logits, row map) forms the structured NTK Gram implements
+_GRAM_LOGITS: tuple[str, ...] = ("dot", "dist")
+_GRAM_ROW_MAPS: tuple[str, ...] = ("softmax", "exp", "identity")
 
 def _check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
     if not isinstance(model, MultiHeadAttention):
@@ -61,7 +61,7 @@ def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     Xt = model.check_inputs(X)
     N, n, _ = Xt.shape
     with torch.no_grad():
-        return model._weighted_inputs(Xt).reshape(N * n, model.H * model.D)
+        return model.weighted_inputs(Xt).reshape(N * n, model.H * model.D)
 
 def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     """``B0 B0ᵀ ∈ R^{Nn×Nn}`` (symmetrised), whose ``λ_min`` is ``σ²_min(B0ᵀ)``."""
@@ -70,19 +70,22 @@ def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     return 0.5 * (G + G.T)
 
 def closed_form_kernel(model: MultiHeadAttention) -> tuple[str, str] | None:
-    """``(logit type, row map)`` of the model's kernel if a closed form exists, else ``None``."""
+    """``(logit type, row map)`` of the model's kernel if a closed-form NTK Gram exists, else ``None``.
+
+    Asks the kernel registry (``models.KERNELS``, capability ``closed_form_ntk_gram``). ``"dot"``:
+    ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``. Row maps: ``"softmax"``
+    (``S_a = softmax(ℓ_a)``), ``"exp"`` (``S = exp(ℓ)``), ``"identity"`` (``S = ℓ``).
+    """
     model = _check_mh(model)
-    kind = CLOSED_FORM_KERNELS.get(model.kernel_name)
-    if kind is None:
-        return None
-    opts = dict(model.kernel_options)
-    if model.kernel_name == "gaussian":
-        normalize = bool(opts.pop("normalize", False))
-        opts.pop("on_underflow", None)
-        kind = ("dist", "softmax" if normalize else "exp")
-    if opts:  # unknown options change the kernel: no closed form claimed
-        return None
-    return kind
+    kern = get_kernel(model.kernel_name)
+    if not kern.has("closed_form_ntk_gram") or kern.unknown_options(model.kernel_options):
+        return None  # unknown options change the kernel: no closed form claimed
+    form = kern.variant(model.kernel_options).form
+    if form is None or form.logits not in _GRAM_LOGITS or form.row_map not in _GRAM_ROW_MAPS:
+        raise KernelCapabilityError(
+            f"kernel {kern.name!r} declares closed_form_ntk_gram but its form {form} is not one the "
+            f"structured Gram implements (logits {_GRAM_LOGITS}, row maps {_GRAM_ROW_MAPS})")
+    return form.logits, form.row_map
 
 @dataclass(frozen=True, repr=False)
 class NTKGram:
@@ -90,7 +93,7 @@ class NTKGram:
 
     ``gram``: ``(m, m)`` tensor, ``m = N·n·d_out``, outputs ordered ``(i, a, o)``.
     ``route``: ``"structured"`` (closed form, no Jacobian) or ``"vjp"`` (batched VJPs
-    through :func:`spectral.jacobian.jacobian_gram`; ``reason`` says why).
+    through :func:`spectral.operators.autodiff.jacobian_gram`; ``reason`` says why).
     ``parts``: per-weight-group contributions ``J_W J_Wᵀ`` when requested.
     """
 
@@ -116,7 +119,7 @@ class NTKGram:
              f"trainable={self.trainable}, n_params={self.n_params}, seconds={self.seconds:.3g}")
         return s + (f", reason={self.reason!r})" if self.reason else ")")
 
-#: factors at least this wide get BLAS syrk (spectral.gram) in the closed-form Gram
+#: factors at least this wide get BLAS syrk (spectral.operators.gram) in the closed-form Gram
 SYRK_MIN_COLS = 2048
 
 def _tau(model: MultiHeadAttention) -> float:
@@ -163,14 +166,14 @@ def _structured_gram(
         else:  # one fused pass over G instead of a product pass and an add pass
             G.addcmul_(A, B)
 
-    S = model._attention(X)  # (N, H, n, n)
+    S = model.attention(X)  # (N, H, n, n)
 
     bufs: dict[int, torch.Tensor] = {}  # R×R GEMM outputs, reused (fresh ones page-fault)
 
     def gram(A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
         # BLAS syrk (half the flops) only for very wide factors; for these (≤ H·D columns) a
         # GEMM, because mirroring syrk's triangle costs about what it saves (1024×128: 11.5 ms
-        # vs 14.7 ms; 8192×64: slower), see spectral.gram; G is symmetrised at the end. ``slot``
+        # vs 14.7 ms; 8192×64: slower), see spectral.operators.gram; G is symmetrised at the end. ``slot``
         # writes the GEMM into buffer ``slot``, allocated on first use.
         if A.shape[1] >= SYRK_MIN_COLS:
             return symmetric_gram(A)
@@ -184,10 +187,10 @@ def _structured_gram(
     if "W_Q" in trainable:
         XX = _kron_last(gram(Xt), torch.ones(dout, dout, dtype=dt, device=dev))
     if "W_V" in trainable and model.value_param == "joint":
-        B = model._weighted_inputs(X).reshape(T, H * D)
+        B = model.weighted_inputs(X).reshape(T, H * D)
         add("W_V", _kron_last(gram(B), model.W_O.T @ model.W_O))
     if "W_O" in trainable:
-        Hc = model._heads(X).reshape(T, H * d)
+        Hc = model.heads(X).reshape(T, H * d)
         add("W_O", _kron_last(Hc @ Hc.T, torch.eye(dout, dtype=dt, device=dev)))
     if "W_V" in trainable and model.value_param == "per_head" and dout == 1:
         # Σ_h ‖W^O_h‖² B_h B_hᵀ = B̃ B̃ᵀ with B̃ = [‖W^O_1‖ B_1, …, ‖W^O_H‖ B_H]: one GEMM
@@ -208,9 +211,8 @@ def _structured_gram(
         Q = X @ model.W_Q[h]
         K = X @ model.W_K[h]
         # E[i,a,j,o] = ∂f_{i,a,o}/∂ℓ_{i,a,j}
-        if rowmap == "softmax":
-            obar = Sh @ C  # (N, n, d_out)
-            E = Sh.unsqueeze(-1) * (C.unsqueeze(1) - obar.unsqueeze(2))
+        if rowmap == "softmax":  # S_aj (c_j − Σ_l S_al c_l), centred without cancellation at one-hot rows
+            E = Sh.unsqueeze(-1) * softmax_centred(Sh.unsqueeze(-1), C.unsqueeze(1), dim=2)
         elif rowmap == "exp":
             E = Sh.unsqueeze(-1) * C.unsqueeze(1)
         else:  # identity
@@ -218,9 +220,11 @@ def _structured_gram(
         W = E / tau  # (N, a, j, o)
         Qr = _rep(Q.reshape(T, d), dout)
         if "W_Q" in trainable:
-            g = torch.einsum("iajo,ijd->iaod", W, K)
-            if logit == "dist":  # ∂f/∂q_a = Σ_j W (k_j − q_a)
-                g = g - W.sum(2).unsqueeze(-1) * Q.unsqueeze(2)
+            if logit == "dist":  # ∂f/∂q_a = Σ_j W_aj (k_j − q_a), from explicit differences: the expanded
+                # W K − (Σ_j W_aj) q_a cancels where S_aj is large, i.e. k_j ≈ q_a (sharp Gaussian rows)
+                g = torch.einsum("iajo,iajd->iaod", W, K.unsqueeze(1) - Q.unsqueeze(2))
+            else:
+                g = torch.einsum("iajo,ijd->iaod", W, K)
             gq.append(g.reshape(R, d))
         if "W_K" in trainable:
             U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
@@ -347,5 +351,5 @@ def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True
         raise TypeError(f"residual must be a bool, got {residual!r}")
     Xt = block.check_inputs(X)
     with torch.no_grad():
-        Z = block._z(Xt, residual)
+        Z = block.attention_output(Xt, residual)
     return Z.reshape(-1, block.D)

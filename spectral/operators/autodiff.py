@@ -251,7 +251,7 @@ class JacobianOperator(_VmapMixin, LinearOp):
         per-sample Jacobian blocks (needs ``sample_dim``).
 
         If the whole ``J`` fits in ``max_bytes`` it is materialised (:meth:`jacobian_matrix`)
-        and ``G`` is one BLAS ``syrk`` (:func:`spectral.gram.gram_matrix`). Otherwise
+        and ``G`` is one BLAS ``syrk`` (:func:`spectral.operators.gram.gram_matrix`). Otherwise
         ``Jᵀ J = Σ_a J_aᵀ J_a`` is accumulated over sample
         chunks (inner), and the outer Gram is formed block-row by block-row: a block ``J_a``
         of as many samples as fit in ``max_bytes`` less one streaming chunk is held,

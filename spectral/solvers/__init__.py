@@ -3,7 +3,8 @@
 :data:`SOLVERS` maps each ``method=`` name of :func:`attncond.spectral.extreme_singular_values`
 to a :class:`Solver` with one signature, ``run(op, ends, tol, maxiter, seed) -> SVDResult``
 (``ends`` is ``"both"``, ``"largest"`` or ``"smallest"``; ``op`` is already validated by
-:func:`attncond.spectral.solvers.validate.prepare`). A new solver is one module, one
+:func:`attncond.spectral.solvers.validate.prepare`, so a registered ``run`` calls a solver's
+``solve_*`` core, which checks nothing again). A new solver is one module, one
 :func:`register_solver` call here, and one subclass of the shared solver test.
 """
 
@@ -15,13 +16,13 @@ from types import MappingProxyType
 
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SVDResult
-from attncond.spectral.solvers.dense import dense_svd
-from attncond.spectral.solvers.gkl import golub_kahan_lanczos
+from attncond.spectral.solvers.dense import dense_svd, solve_dense
+from attncond.spectral.solvers.gkl import golub_kahan_lanczos, solve_gkl
 from attncond.spectral.solvers.gram_route import gram_route
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
 from attncond.spectral.solvers.psd import GramExtremes, PSDExtremes, gram_extremes, psd_extremes
-from attncond.spectral.solvers.randomized import randomized_svd
-from attncond.spectral.solvers.scipy_peers import arpack_svds, lobpcg_svds, propack_svds
+from attncond.spectral.solvers.randomized import randomized_svd, solve_randomized
+from attncond.spectral.solvers.scipy_peers import arpack_svds, lobpcg_svds, propack_svds, solve_svds
 
 __all__ = [
     "Solver", "SOLVERS", "register_solver", "dense_svd", "golub_kahan_lanczos", "symmetric_lanczos",
@@ -66,22 +67,24 @@ def register_solver(solver: Solver) -> Solver:
 
 
 def _randomized(op: LinearOp, ends: str, tol: float, maxiter: int | None, seed: int) -> SVDResult:
-    return randomized_svd(op, 1, seed=seed, tol=tol)
+    return solve_randomized(op, 1, tol, seed=seed)
 
 
 for _s in (
-    Solver("dense", lambda op, ends, tol, maxiter, seed: dense_svd(op, 1, ends, tol),
+    Solver("dense", lambda op, ends, tol, maxiter, seed: solve_dense(op, 1, ends, tol),
            summary="full SVD of the materialised operator"),
     Solver("gram", gram_route, summary="eigh of the small-side Gram, certified on A itself"),
-    Solver("gkl", lambda op, ends, tol, maxiter, seed: golub_kahan_lanczos(op, 1, ends, tol, maxiter,
-                                                                           seed=seed),
+    Solver("gkl", lambda op, ends, tol, maxiter, seed: solve_gkl(op, 1, ends, tol, maxiter, seed=seed),
            summary="matrix-free Golub–Kahan–Lanczos with thick restarts"),
     Solver("randomized", _randomized, ends=("largest",), summary="randomized range finder, sigma_max only"),
-    Solver("arpack", lambda op, ends, tol, maxiter, seed: arpack_svds(op, 1, ends, tol, maxiter, seed),
+    Solver("arpack", lambda op, ends, tol, maxiter, seed, _s="arpack": solve_svds(op, 1, ends, tol, maxiter,
+                                                                                 seed, _s),
            summary="scipy svds(solver='arpack'), certified by our residual bounds"),
-    Solver("propack", lambda op, ends, tol, maxiter, seed: propack_svds(op, 1, ends, tol, maxiter, seed),
+    Solver("propack", lambda op, ends, tol, maxiter, seed, _s="propack": solve_svds(op, 1, ends, tol, maxiter,
+                                                                                 seed, _s),
            summary="scipy svds(solver='propack'), certified by our residual bounds"),
-    Solver("lobpcg", lambda op, ends, tol, maxiter, seed: lobpcg_svds(op, 1, ends, tol, maxiter, seed),
+    Solver("lobpcg", lambda op, ends, tol, maxiter, seed, _s="lobpcg": solve_svds(op, 1, ends, tol, maxiter,
+                                                                                 seed, _s),
            summary="scipy svds(solver='lobpcg'), certified by our residual bounds"),
 ):
     register_solver(_s)

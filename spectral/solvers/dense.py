@@ -4,7 +4,7 @@
 exact singular values of ``A + E`` with ``‖E‖ ≤ c·eps·‖A‖``, so by Weyl's inequality every
 ``σ_i`` is accurate to ``c·eps·σ_max`` absolutely (``c·κ·eps`` relatively for ``σ_min``).
 The extreme triplets are then certified by Rayleigh–Ritz on ``A`` (see
-:mod:`spectral._certify`), with Kato–Temple gaps taken from the full computed spectrum
+:mod:`spectral.solvers.certify`), with Kato–Temple gaps taken from the full computed spectrum
 widened by the rounding allowance, so ``gap_certified=True``.
 """
 
@@ -108,13 +108,19 @@ def dense_svd(
     """All singular values of a small ``A`` by a dense SVD; certified extreme triplets.
 
     Formula: ``A = U diag(σ) Vᵀ`` (``torch.linalg.svd``), then ``σ_i = ‖A v_i‖`` for the
-    reported triplets with the residual/Kato–Temple intervals of :mod:`spectral._certify`.
+    reported triplets with the residual/Kato–Temple intervals of :mod:`spectral.solvers.certify`.
     ``result.spectrum`` holds all ``min(m, n)`` values. Implicit operators are materialised
     with ``min(m, n)`` products (counted in ``matvecs``). Stopping rule: none (direct
     method); ``converged`` is ``True`` when the certified error is ``≤ max(tol·σ, δ)``.
     """
     t0 = time.perf_counter()
     op, k, tol, _ = prepare(A, k=k, which=which, which_choices=WHICH, tol=tol, device=device, dtype=dtype)
+    return solve_dense(op, k, which, tol, t0=t0)
+
+
+def solve_dense(op: LinearOp, k: int, which: str, tol: float, *, t0: float | None = None) -> SVDResult:
+    """:func:`dense_svd` on an operator already validated by :func:`prepare` (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     start = op.n_products
     T, swap = dense_tall_factor(op)
     out = svd_of_tall(T, k, which, tol)

@@ -397,6 +397,15 @@ def golub_kahan_lanczos(
     )
     check_choice("reorth", reorth, ("full", "selective"))
     check_choice("restart", restart, RESTARTS)
+    return solve_gkl(op, k, which, tol, maxiter, reorth=reorth, restart=restart, v0=v0, seed=seed, ncv=ncv,
+                     t0=t0)
+
+
+def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, *, reorth: str = "full",
+              restart: str = "thick", v0: torch.Tensor | None = None, seed: int = 0, ncv: int | None = None,
+              t0: float | None = None) -> SVDResult:
+    """:func:`golub_kahan_lanczos` on an operator already validated by :func:`prepare` (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     m, n = op.shape
     swap = m < n
     T = op.adjoint() if swap else op

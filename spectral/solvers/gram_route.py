@@ -33,7 +33,7 @@ from attncond.spectral.solvers.certify import (
     meets_tol,
 )
 from attncond.spectral.solvers.dense import dense_tall_factor, svd_of_tall
-from attncond.spectral.solvers.gkl import golub_kahan_lanczos
+from attncond.spectral.solvers.gkl import solve_gkl
 from attncond.spectral.solvers.psd import PSDExtremes, psd_extremes, psd_full_extremes
 
 __all__ = ["gram_route", "dense_per_sample", "is_per_sample"]
@@ -180,7 +180,7 @@ def _gram_route_samples(
             method = label + "+dense"
             info["refined"] = "dense SVD of the per-sample Jacobian (Gram route not certified)"
         else:
-            res = golub_kahan_lanczos(op, 1, which, tol, maxiter, seed=seed)
+            res = solve_gkl(op, 1, which, tol, maxiter, seed=seed)
             info.update(res.info)
             info["refined"] = "Golub-Kahan-Lanczos (Gram route not certified, J too large to store)"
             return dataclasses.replace(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import EigenBlock, EigResult
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
 from attncond.spectral.solvers.orth import orthogonalize, random_orthonormal
@@ -116,112 +117,134 @@ def symmetric_lanczos(
         v0=v0,
     )
     check_choice("reorth", reorth, ("full", "selective"))
-    full = reorth == "full"
-    n, n2 = op.shape
-    if n != n2:
+    if op.shape[0] != op.shape[1]:
         raise ValueError(f"S must be square, got shape {op.shape}")
-    start = op.n_products
-    gen = make_generator(seed)
-    dt, dev = op.dtype, op.device
-    eps = torch.finfo(dt).eps
-    max_steps = maxiter or 2000
-    nwant = 2 * k if which == "both" else k
-    ell = ncv or max(32, 2 * nwant + 20)
-    ell = int(min(max(ell, nwant + 2), n))
-    min_check = min(ell, nwant + MIN_CHECK_EXTRA)
-    Qb = torch.zeros(n, ell, dtype=dt, device=dev)
-    Tm = torch.zeros(ell, ell, dtype=dt, device=dev)
-    q = (
-        v0.to(dt).reshape(-1)
-        if v0 is not None
-        else torch.randn(n, generator=gen, dtype=torch.float64).to(dt).to(dev)
-    )
-    q = q / torch.linalg.vector_norm(q)
-    j0, steps, cycles, lmax = 0, 0, 0, 0.0
-    f = torch.zeros(n, dtype=dt, device=dev)
-    fnorm = 0.0
-    certs: dict[str, EigCertificate] = {}
-    converged = False
-    while True:
-        cur = ell  # columns of Qb in use this cycle (< ell after an early in-cycle stop)
-        ritz: _Ritz | None = None
-        for j in range(j0, ell):
-            Qb[:, j] = q
-            w_raw = op.matvec(q)
-            w, c = orthogonalize(Qb[:, : j + 1], w_raw, full)
+    return solve_lanczos(op, k, which, tol, maxiter, full=reorth == "full", seed=seed, v0=v0, ncv=ncv, t0=t0)
+
+
+class _Krylov:
+    """Working state of one Lanczos run: the basis ``Qb``, the projection ``Tm`` and counters."""
+
+    def __init__(self, op: LinearOp, ell: int, q: torch.Tensor, full: bool, gen: torch.Generator) -> None:
+        n = op.shape[0]
+        self.op, self.ell, self.full, self.gen = op, ell, full, gen
+        self.Qb = torch.zeros(n, ell, dtype=op.dtype, device=op.device)
+        self.Tm = torch.zeros(ell, ell, dtype=op.dtype, device=op.device)
+        self.q = q / torch.linalg.vector_norm(q)
+        self.f = torch.zeros(n, dtype=op.dtype, device=op.device)
+        self.j0, self.steps, self.cycles, self.lmax, self.fnorm = 0, 0, 0, 0.0, 0.0
+        self.eps = torch.finfo(op.dtype).eps
+
+    def extend(self, check: Any, min_check: int) -> tuple[int, _Ritz | None]:
+        """Lanczos steps ``j0 … ell−1`` with full reorthogonalisation; stops early when ``check``
+        (the cheap Ritz test on the current projection) passes. Returns ``(columns used, ritz)``."""
+        Qb, Tm = self.Qb, self.Tm
+        for j in range(self.j0, self.ell):
+            Qb[:, j] = self.q
+            w_raw = self.op.matvec(self.q)
+            w, c = orthogonalize(Qb[:, : j + 1], w_raw, self.full)
             Tm[: j + 1, j] = c
             Tm[j, : j + 1] = c
             beta = torch.linalg.vector_norm(w)
-            fnorm = float(beta)
-            steps += 1
-            lmax = max(lmax, float(c.abs().max()))
-            f = w
-            if j + 1 < ell:
-                if fnorm <= 100 * eps * max(float(torch.linalg.vector_norm(w_raw)), lmax):
-                    q = random_orthonormal(Qb[:, : j + 1], gen)
-                    fnorm = 0.0
+            self.fnorm = float(beta)
+            self.steps += 1
+            self.lmax = max(self.lmax, float(c.abs().max()))
+            self.f = w
+            if j + 1 < self.ell:
+                if self.fnorm <= 100 * self.eps * max(float(torch.linalg.vector_norm(w_raw)), self.lmax):
+                    self.q = random_orthonormal(Qb[:, : j + 1], self.gen)  # invariant subspace found
+                    self.fnorm = 0.0
                 else:
-                    q = w / beta
+                    self.q = w / beta
                 if j + 1 >= min_check:
-                    r = _ritz(Tm[: j + 1, : j + 1], fnorm, which, k, tol, lmax, n, eps)
+                    r = check(Tm[: j + 1, : j + 1], self.fnorm, self.lmax)
                     if r.ok:
-                        cur, ritz = j + 1, r
-                        break
-        cycles += 1
+                        return j + 1, r
+        return self.ell, None
+
+    def restart(self, ritz: _Ritz, keep: list[int]) -> None:
+        """Thick restart on the Ritz vectors ``keep`` (Wu–Simon), continuing with the residual."""
+        kk = len(keep)
+        cur = ritz.W.shape[0]
+        self.Qb[:, :kk] = self.Qb[:, :cur] @ ritz.W[:, keep]
+        self.Qb[:, kk:] = 0
+        self.Tm.zero_()
+        self.Tm[range(kk), range(kk)] = ritz.theta[keep]
+        if self.fnorm > 0:
+            q, _ = orthogonalize(self.Qb[:, :kk], self.f / self.fnorm, True)
+            self.q = q / torch.linalg.vector_norm(q)
+        else:
+            self.q = random_orthonormal(self.Qb[:, :kk], self.gen)
+        self.j0 = kk
+
+
+def _keep(ritz: _Ritz, which: str, k: int, nwant: int) -> list[int]:
+    """Indices kept at a thick restart: the wanted Ritz pairs plus half the free space as a buffer."""
+    cur = ritz.W.shape[0]
+    free = max(cur - nwant - 2, 0) // 2
+    keep: set[int] = set(ritz.wanted)
+    if which == "both_magnitude":
+        keep |= set(ritz.order[: k + free])
+    else:
+        if "largest" in ritz.groups:
+            keep |= set(range(cur - k - (free // 2 if "smallest" in ritz.groups else free), cur))
+        if "smallest" in ritz.groups:
+            keep |= set(range(k + (free - free // 2 if "largest" in ritz.groups else free)))
+    return sorted(keep)
+
+
+def solve_lanczos(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, *, full: bool = True,
+                  seed: int = 0, v0: torch.Tensor | None = None, ncv: int | None = None,
+                  t0: float | None = None) -> EigResult:
+    """:func:`symmetric_lanczos` on a validated square operator (no argument checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
+    n = op.shape[0]
+    start = op.n_products
+    gen = make_generator(seed)
+    eps = torch.finfo(op.dtype).eps
+    max_steps = maxiter or 2000
+    nwant = 2 * k if which == "both" else k
+    ell = int(min(max(ncv or max(32, 2 * nwant + 20), nwant + 2), n))
+    q0 = v0.to(op.dtype).reshape(-1) if v0 is not None else \
+        torch.randn(n, generator=gen, dtype=torch.float64).to(op.dtype).to(op.device)
+    kr = _Krylov(op, ell, q0, full, gen)
+    certs: dict[str, EigCertificate] = {}
+    converged = False
+
+    def check(T: torch.Tensor, fnorm: float, lmax: float) -> _Ritz:
+        return _ritz(T, fnorm, which, k, tol, lmax, n, eps)
+
+    while True:
+        cur, ritz = kr.extend(check, min(ell, nwant + MIN_CHECK_EXTRA))
+        kr.cycles += 1
         if ritz is None:
-            ritz = _ritz(Tm[:cur, :cur], fnorm, which, k, tol, lmax, n, eps)
-        theta, W, lmax = ritz.theta, ritz.W, ritz.lmax
-        groups, order, wanted, ok = ritz.groups, ritz.order, ritz.wanted, ritz.ok
-        done = steps >= max_steps or cur == n
-        if ok or done:
+            ritz = check(kr.Tm[:cur, :cur], kr.fnorm, kr.lmax)
+        kr.lmax = ritz.lmax
+        done = kr.steps >= max_steps or cur == n
+        if ritz.ok or done:
             certs = {
-                end: certify_eigvecs(
-                    op,
-                    Qb[:, :cur] @ W[:, idx],
-                    end=end if which != "both_magnitude" else "none",
-                    lam_max_hint=lmax,
-                )
-                for end, idx in groups.items()
+                end: certify_eigvecs(op, kr.Qb[:, :cur] @ ritz.W[:, idx],
+                                     end=end if which != "both_magnitude" else "none", lam_max_hint=ritz.lmax)
+                for end, idx in ritz.groups.items()
             }
             converged = all(c.meets(tol) for c in certs.values())
             if converged or done:
                 break
-        # thick restart
-        free = max(cur - nwant - 2, 0) // 2
-        keep: set[int] = set(wanted)
-        if which == "both_magnitude":
-            keep |= set(order[: k + free])
-        else:
-            if "largest" in groups:
-                keep |= set(range(cur - k - (free // 2 if "smallest" in groups else free), cur))
-            if "smallest" in groups:
-                keep |= set(range(k + (free - free // 2 if "largest" in groups else free)))
-        keep_l = sorted(keep)
-        kk = len(keep_l)
-        Qb[:, :kk] = Qb[:, :cur] @ W[:, keep_l]
-        Qb[:, kk:] = 0
-        Tm.zero_()
-        Tm[range(kk), range(kk)] = theta[keep_l]
-        if fnorm > 0:
-            q, _ = orthogonalize(Qb[:, :kk], f / fnorm, True)
-            q = q / torch.linalg.vector_norm(q)
-        else:
-            q = random_orthonormal(Qb[:, :kk], gen)
-        j0 = kk
+        kr.restart(ritz, _keep(ritz, which, k, nwant))
     blocks = {end: _block(c, end, tol) for end, c in certs.items()}
     reason = None
     if not converged:
         worst = max(float(np.max(c.rho)) for c in certs.values())
-        reason = f"not converged after {steps} steps: residual {worst:.3g} > tol*|theta| (tol={tol:g})"
+        reason = f"not converged after {kr.steps} steps: residual {worst:.3g} > tol*|theta| (tol={tol:g})"
     return EigResult(
         method="lanczos",
         shape=op.shape,
         largest=blocks.get("largest"),
         smallest=blocks.get("smallest"),
         converged=converged,
-        iterations=steps,
+        iterations=kr.steps,
         matvecs=op.n_products - start,
         seconds=time.perf_counter() - t0,
         reason=reason,
-        info={"subspace": ell, "restarts": cycles - 1},
+        info={"subspace": ell, "restarts": kr.cycles - 1},
     )

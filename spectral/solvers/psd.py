@@ -23,7 +23,7 @@ from attncond.spectral import policy
 from attncond.spectral.operators.explicit import DenseOp
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
-from attncond.spectral.solvers.lanczos import symmetric_lanczos
+from attncond.spectral.solvers.lanczos import solve_lanczos
 
 __all__ = ["PSDExtremes", "GramExtremes", "psd_extremes", "gram_extremes", "one_eigenvalue_below"]
 
@@ -131,7 +131,7 @@ def psd_extremes(G: torch.Tensor, which: str = "both", *, margin: float, tol: fl
 
 def _iterative_extremes(G: torch.Tensor, which: str, margin: float, tol: float) -> PSDExtremes:
     """Lanczos for ``λ_max`` and Cholesky shift-invert for ``λ_min`` (see :func:`psd_extremes`)."""
-    top = symmetric_lanczos(DenseOp(G), 1, "largest", tol=max(tol / 100, 1e-14), seed=0)
+    top = solve_lanczos(DenseOp(G), 1, "largest", max(tol / 100, 1e-14), None, seed=0)
     if not top.converged:
         return psd_full_extremes(G, margin, "eigh (Lanczos for lambda_max did not converge)")
     lam_top = float(top.lambda_max)

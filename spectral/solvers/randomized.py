@@ -3,7 +3,7 @@
 Range finder ``Y = (A Aᵀ)^q A Ω`` with a Gaussian ``Ω ∈ R^{n×(k+p)}``, re-orthonormalised
 by QR after every product (Algorithm 4.4, "subspace iteration"); then ``B = Qᵀ A`` and
 ``B = Ũ Σ Vᵀ``. The top ``k`` right vectors are certified by Rayleigh–Ritz on ``A``
-(:mod:`spectral._certify`): ``σ = ‖A v‖`` is a Courant–Fischer *lower* bound of σ_max
+(:mod:`spectral.solvers.certify`): ``σ = ‖A v‖`` is a Courant–Fischer *lower* bound of σ_max
 and the residual bound gives the upper end.
 
 Randomised range finders capture the dominant subspace; they say nothing reliable about
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SingularBlock, SVDResult
 from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
 from attncond.spectral.solvers.validate import make_generator, prepare
@@ -59,6 +60,13 @@ def randomized_svd(
     if int(oversample) < 0 or int(n_power) < 0:
         raise ValueError("oversample and n_power must be >= 0")
     op, k, tol, _ = prepare(A, k=k, tol=tol, device=device, dtype=dtype)
+    return solve_randomized(op, k, tol, oversample=oversample, n_power=n_power, seed=seed, which=which, t0=t0)
+
+
+def solve_randomized(op: LinearOp, k: int, tol: float, *, oversample: int = 10, n_power: int = 2, seed: int = 0,
+                     which: str = "largest", t0: float | None = None) -> SVDResult:
+    """:func:`randomized_svd` on a validated operator (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     m, n = op.shape
     swap = m < n
     T = op.adjoint() if swap else op

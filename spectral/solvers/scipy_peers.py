@@ -2,7 +2,7 @@
 
 The peers' own convergence claims are not trusted: after they return, the singular
 vectors on the small side are re-evaluated by Rayleigh–Ritz on ``A`` (``σ = ‖A v‖``) and
-given the certified residual intervals of :mod:`spectral._certify`. A wrong value (e.g.
+given the certified residual intervals of :mod:`spectral.solvers.certify`. A wrong value (e.g.
 LOBPCG far off) therefore shows up as a large residual and ``converged=False``; a raw value
 that disagrees with ``‖A v‖`` of its own vector beyond the certified interval (PROPACK's
 ``which="SM"`` returning ``0.0`` with the vector of an interior singular value) is also
@@ -23,6 +23,7 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
+from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
 from attncond.spectral.solvers.validate import prepare
@@ -52,6 +53,13 @@ def _svds(
         device=device,
         dtype=dtype,
     )
+    return solve_svds(op, k, which, tol, maxiter, seed, solver, peer_tol, t0=t0)
+
+
+def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, seed: int, solver: str,
+               peer_tol: float | None = None, *, t0: float | None = None) -> SVDResult:
+    """``scipy.sparse.linalg.svds(solver=solver)`` on a validated operator, certified (no checks)."""
+    t0 = time.perf_counter() if t0 is None else t0
     m, n = op.shape
     swap = m < n
     T = op.adjoint() if swap else op

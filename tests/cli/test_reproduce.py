@@ -22,7 +22,10 @@ def test_reproduce_q25_writes_report_figures_and_numbers(tmp_path, capsys):
     assert main(["reproduce", "Q25", "--size", "smoke", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
     assert "[Q25]" in text and f"wrote {out / 'index.md'}" in text
-    data = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    def strict(name):
+        raise AssertionError(f"results.json is not strict JSON: {name}")
+
+    data = json.loads((out / "results.json").read_text(encoding="utf-8"), parse_constant=strict)
     assert data["command"] == f"attncond reproduce Q25 --size smoke --out {out}"
     q = data["experiments"]["Q25"]
     assert q["size"] == "smoke" and q["config"]["steps"] == 60

@@ -27,9 +27,13 @@ def test_train_table_and_plot(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,msg", [
     (["train", "--kernels", "softmaks"], "unknown kernel 'softmaks'"),
-    (["train", "--N", "0"], "N must be a positive integer"),
+    (["train", "--N", "0"], "argument --N: must be a positive integer, got 0"),
+    (["train", "--N", "99999999999999999999"], "argument --N: must be a positive integer <= 2147483647"),
+    (["train", "--steps", "99999999999999999999"], "argument --steps: must be a positive integer <= "),
+    (["train", "--seed", "-1"], "argument --seed: must be a non-negative integer, got -1"),
     (["train", "--lr", "-1"], "lr must be a finite number > 0"),
 ])
 def test_train_bad_input_exits_2_with_message(argv, msg, capsys):
     assert main(argv) == 2
-    assert msg in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert msg in err and len(err.splitlines()) == 1

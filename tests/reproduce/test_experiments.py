@@ -332,9 +332,9 @@ def test_report_json_round_trips_and_markdown_renders(smoke, tmp_path):
     assert q["numbers"]["kappa_vs_scale"]["0.01"]["plain"] == pytest.approx(
         smoke["Q25"].numbers["kappa_vs_scale"]["0.01"]["plain"], rel=1e-15)
     assert q["findings"] == [f.to_dict() for f in smoke["Q25"].findings]
-    # non-finite numbers become strict JSON: inf -> "inf", nan -> null
+    # non-finite numbers become strict JSON: inf -> "inf", nan -> "nan" (attncond.report.to_json)
     i = data["experiments"]["I25"]["numbers"]["per_tau"]["linear@3"]["max_weight"]
-    assert i is None
+    assert i == "nan"
     md = paths["index"].read_text(encoding="utf-8")
     assert md.startswith("# attncond reproduce") and "`attncond reproduce all --size smoke`" in md
     n_findings = sum(len(r.findings) for r in results)

@@ -261,3 +261,19 @@ def test_property_intervals_contain_truth(m, n, log_kappa, seed, method):
     assert est.converged
     lo, hi = est.cond_interval
     assert lo <= est.cond <= hi
+
+
+def test_every_registered_solver_has_a_contract_subclass():
+    covered = {cls.method for cls in SolverContract.__subclasses__()}
+    missing = set(spectral.SOLVERS) - covered
+    assert not missing, f"solvers without a SolverContract subclass: {sorted(missing)}"
+
+
+def test_register_solver_refuses_duplicates_and_bad_ends():
+    spec = spectral.SOLVERS["dense"]
+    with pytest.raises(ValueError, match="already registered"):
+        spectral.register_solver(spec)
+    with pytest.raises(ValueError, match="unknown ends"):
+        spectral.register_solver(spectral.Solver("x-test", spec.run, ends=("middle",)))
+    with pytest.raises(TypeError, match="Solver"):
+        spectral.register_solver("dense")
