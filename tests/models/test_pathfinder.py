@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from attncond.models.data import pathfinder
 from scipy import ndimage
+
+from attncond.models.data import pathfinder
 
 
 @pytest.mark.parametrize("grid,lengths,seed", [(6, (3, 5), 0), (8, (5, 9), 1), (10, (4, 12), 7)])
