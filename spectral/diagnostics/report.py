@@ -209,6 +209,7 @@ def diagnose(
     if hessian is not None and not isinstance(hessian, bool):
         raise TypeError(f"hessian must be a bool or None, got {hessian!r}")
     check_positive_float("sparsity_eps", sparsity_eps)
+    tol = check_positive_float("tol", tol)
     do_h = (y is not None) if hessian is None else hessian
     if do_h and y is None:
         raise ValueError("hessian=True needs targets y")
@@ -373,7 +374,7 @@ def _hessian_rows(rows: list[DiagnosticRow], model: Any, Xt: torch.Tensor, y: An
         rows.append(_undef("hessian.smallest_nonzero", hes.reason or ""))
     else:
         rows.append(_row("hessian.smallest_nonzero", hes.smallest_nonzero))
-    note = hes.method
+    note = hes.method if hes.null_dim_exact else f"{hes.method}; a lower bound (Lanczos sees one copy of 0)"
     if is_mh and model.value_param == "per_head" and "W_V" in tr and "W_O" not in tr and model.d > model.d_out:
         flat = model.H * model.D * (model.d - model.d_out)
         note += f"; {flat} = H·D·(d−d_out) are flat: W_V,h acts only via W_V,h W_O,h"
