@@ -13,9 +13,11 @@ from .attention import MultiHeadAttention
 from .block import ACTIVATIONS, AttentionBlock, Stack
 from .data import (
     Dataset,
+    Pathfinder,
     TwoStepDigits,
     digits_two_step,
     patchify,
+    pathfinder,
     synthetic_regression,
     teacher_student,
 )
@@ -46,11 +48,12 @@ from .prompt import PromptTokenModel
 from .stable import softmax_centred, stable_gaussian_kernel, stable_softmax
 
 __all__ = [
-    "ACTIVATIONS", "AdaptedModel", "AttentionBlock", "AttentionMap", "CAPABILITIES", "Dataset", "KERNELS",
-    "Kernel", "KernelCapabilityError", "ForwardADUnsupported", "KernelForm", "KernelUnderflowWarning",
-    "KernelVariant", "kernel_variant", "register_kernel", "unregister_kernel", "MultiHeadAttention",
-    "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits", "digits_two_step", "gaussian",
-    "gaussian_log_kernel", "get_kernel", "heat_treatment", "linear", "logits", "normsoftmax",
-    "normsoftmax_std", "patchify", "regime_scale", "adapt", "select_params", "softmax", "softmax_centred",
-    "stable_gaussian_kernel", "stable_softmax", "synthetic_regression", "teacher_student", "temperature",
+    "ACTIVATIONS", "adapt", "AdaptedModel", "AttentionBlock", "AttentionMap", "CAPABILITIES", "Dataset",
+    "digits_two_step", "ForwardADUnsupported", "gaussian", "gaussian_log_kernel", "get_kernel",
+    "heat_treatment", "Kernel", "kernel_variant", "KernelCapabilityError", "KernelForm", "KERNELS",
+    "KernelUnderflowWarning", "KernelVariant", "linear", "logits", "MultiHeadAttention", "normsoftmax",
+    "normsoftmax_std", "patchify", "pathfinder", "Pathfinder", "PromptTokenModel", "regime_scale",
+    "REGIMES", "register_kernel", "select_params", "softmax", "softmax_centred", "stable_gaussian_kernel",
+    "stable_softmax", "Stack", "synthetic_regression", "teacher_student", "temperature", "TwoStepDigits",
+    "unregister_kernel",
 ]
