@@ -285,7 +285,8 @@ def test_ffn_rate_property(inst):
     assert r.holds, r.conclusion.details
     d = r.conclusion.details
     assert d["predicted_rate"] == pytest.approx((1 - inst.lr_factor / d["kappa(Z)"] ** 2) ** 2, rel=1e-9)
-    assert d["observed_rate"] <= d["predicted_rate"] * (1 + 1e-6)
+    if d["e_T"] > d["floor"]:  # at the rounding floor the observed rate is (floor/e_0)^(1/T), not a rate
+        assert d["observed_rate"] <= d["predicted_rate"] * (1 + 1e-6)
 
 
 def test_ffn_rate_step_above_two_over_sigma_max_diverges():
