@@ -160,7 +160,15 @@ def extreme_singular_values(
     res = _auto(sop, ends, tol, maxiter, seed) if method == "auto" else SOLVERS[method].run(
         sop, ends, tol, maxiter, seed)
     res = unscale_svd(res, scale)
-    return _to_estimate(res, op.dtype, tol, time.perf_counter() - t0)
+    return _to_estimate(res, op.dtype, tol, time.perf_counter() - t0, product_source(op))
+
+
+def product_source(op: LinearOp) -> str:
+    """What a certificate on ``op`` rests on: ``"stored"`` entries, or matrix-free products taken as exact."""
+    if op.is_explicit:
+        return "stored"
+    return (f"assumed accurate: {type(op).__name__} products (matrix-free) are taken as exact to rounding; "
+            "the intervals are about the matrix they compute")
 
 # --------------------------------------------------------------------------- power-of-two scaling
 _GRAM_INFO = ("gram_eig_min", "gram_eig_max", "gram_rounding_margin")
@@ -213,7 +221,8 @@ def unscale_svd(res: SVDResult | EigResult, scale: ScaleState) -> Any:
         kw["spectrum"] = _unscale(res.spectrum, e)
     return dataclasses.replace(res, **kw)
 
-def _to_estimate(res: SVDResult, dtype: torch.dtype, tol: float, seconds: float) -> SpectralEstimate:
+def _to_estimate(res: SVDResult, dtype: torch.dtype, tol: float, seconds: float,
+                 products: str = "stored") -> SpectralEstimate:
     eps = torch.finfo(dtype).eps
     smax, imax, smin, imin = _NAN, (_NAN, _NAN), _NAN, (_NAN, _NAN)
     resid: dict[str, float] = {}
@@ -253,6 +262,7 @@ def _to_estimate(res: SVDResult, dtype: torch.dtype, tol: float, seconds: float)
         reason=res.reason,
         residuals=resid,
         details=res,
+        products=products,
     )
 
 def condition_number(A: Any, **kw: Any) -> SpectralEstimate:

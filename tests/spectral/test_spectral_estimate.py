@@ -182,3 +182,12 @@ def test_public_entry_validates_once(monkeypatch, method):
         assert est.converged or est.reason
     else:
         assert est.converged and est.sigma_max == pytest.approx(2.0, rel=1e-10)
+
+
+def test_estimate_says_what_its_products_rest_on():
+    A = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    assert spectral.extreme_singular_values(A).products == "stored"
+    op = spectral.as_operator((lambda x: A @ x, lambda y: A.T @ y, (6, 4)))
+    est = spectral.extreme_singular_values(op)
+    assert est.products.startswith("assumed accurate") and "matrix-free" in repr(est)
+    assert est.to_dict()["products"] == est.products
