@@ -13,7 +13,7 @@ venv: $(STAMP)
 # Re-installs only when pyproject.toml or constraints.txt change (idempotent).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -e '.[test,plot,distributed]'
+	$(PIP) -e '.[test,plot,distributed,hf]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 
 $(BENCH_STAMP): $(STAMP)
 	$(PIP) -e '.[bench]' || echo "some benchmark peers did not install; they will be skipped"
+	# curvlinops -> backpack declares torchvision, whose only wheel here cannot load beside the CPU
+	# torch (and would break transformers); neither imports it for what the benchmarks use
+	$(PIP) --no-deps curvlinops-for-pytorch backpack-for-pytorch || echo "curvlinops did not install; skipped"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

@@ -1,5 +1,8 @@
 """``attncond diagnose``: conditioning diagnostics of the [S24] and [Q25] models (MATH.md §4).
 
+With ``--model PKG.MODULE:FACTORY`` or ``--hf-config CONFIG.json`` it diagnoses the user's own
+model instead (:mod:`attncond.diagnose_foreign`).
+
 For every kernel it builds, on the same synthetic data and seed, the [S24]
 :class:`models.MultiHeadAttention` (``B0``, ``β``, the exact PL constant ``μ`` and the corrected
 bound, softmax-Jacobian spectrum, attention entropy/sparsity, Hessian extremes) and the [Q25]
@@ -214,7 +217,7 @@ def build_models(cfg: dict[str, Any], kernel: str) -> tuple[MultiHeadAttention, 
     """The [S24] model and the [Q25] block (no FFN) for one kernel, same seed and regime."""
     common = {"kernel": kernel, "tau": cfg["tau"], "regime": cfg["regime"], "init_scale": cfg["init_scale"],
               "dtype": cfg["dtype"], "device": cfg["device"], "seed": cfg["seed"]}
-    if kernel == "gaussian":
+    if "on_underflow" in get_kernel(kernel).options:  # the registry says which kernels can underflow
         common["kernel_options"] = {"on_underflow": "ignore"}
     mh = MultiHeadAttention(cfg["D"], cfg["d"], cfg["H"], value_param=cfg["value_param"],
                             trainable=tuple(cfg["trainable"]), **common)
@@ -308,6 +311,12 @@ def plot_spectra(results: dict[str, dict[str, Diagnostics]], path: str) -> None:
 
 
 def diagnose_cmd(args: argparse.Namespace) -> int:
+    if args.model or args.hf_config:  # the user's own model
+        from .diagnose_foreign import foreign_cmd
+
+        return foreign_cmd(args)
+    if args.params or args.weights:
+        raise ValueError("--params and --weights go with --model or --hf-config")
     t0 = time.perf_counter()
     cfg = dict(DEFAULTS)
     if args.config:
@@ -354,6 +363,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hessian", dest="hessian", action="store_true", default=None,
                    help="Hessian extremes (default)")
     p.add_argument("--no-hessian", dest="hessian", action="store_false", help="skip the Hessian")
+    p.add_argument("--model", metavar="PKG.MODULE:FACTORY",
+                   help="your own model: FACTORY() returns (module, example_inputs[, adapt_kwargs])")
+    p.add_argument("--hf-config", dest="hf_config", metavar="CONFIG.json",
+                   help="a Hugging Face model from a local config file (random init; never downloaded)")
+    p.add_argument("--weights", metavar="DIR", help="with --hf-config: load weights from this local folder")
+    p.add_argument("--params", metavar="PATTERN[,PATTERN]",
+                   help="with --model/--hf-config: parameters to differentiate (fnmatch: '*.query.weight')")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--plot", metavar="FILE.png", help="log-scale spectra figure")
     p.set_defaults(func=diagnose_cmd)

@@ -8,38 +8,52 @@ if __name__ == "models":  # imported by its short name from a checkout: alias at
 
     alias_package(__name__)
 
+from .adapters import AdaptedModel, AttentionMap, ForwardADUnsupported, adapt, select_params
 from .attention import MultiHeadAttention
 from .block import ACTIVATIONS, AttentionBlock, Stack
 from .data import (
     Dataset,
+    Pathfinder,
     TwoStepDigits,
     digits_two_step,
     patchify,
+    pathfinder,
     synthetic_regression,
     teacher_student,
 )
 from .init import REGIMES, regime_scale
 from .kernels import (
+    CAPABILITIES,
     KERNELS,
     Kernel,
+    KernelCapabilityError,
+    KernelForm,
     KernelUnderflowWarning,
+    KernelVariant,
     gaussian,
     gaussian_log_kernel,
     get_kernel,
     heat_treatment,
+    kernel_variant,
     linear,
     logits,
     normsoftmax,
     normsoftmax_std,
+    register_kernel,
     softmax,
     temperature,
+    unregister_kernel,
 )
 from .prompt import PromptTokenModel
+from .stable import softmax_centred, stable_gaussian_kernel, stable_softmax
 
 __all__ = [
-    "ACTIVATIONS", "AttentionBlock", "Dataset", "KERNELS", "Kernel", "KernelUnderflowWarning",
-    "MultiHeadAttention", "PromptTokenModel", "REGIMES", "Stack", "TwoStepDigits",
-    "digits_two_step", "gaussian", "gaussian_log_kernel", "get_kernel", "heat_treatment",
-    "linear", "logits", "normsoftmax", "normsoftmax_std", "patchify", "regime_scale",
-    "softmax", "synthetic_regression", "teacher_student", "temperature",
+    "ACTIVATIONS", "adapt", "AdaptedModel", "AttentionBlock", "AttentionMap", "CAPABILITIES", "Dataset",
+    "digits_two_step", "ForwardADUnsupported", "gaussian", "gaussian_log_kernel", "get_kernel",
+    "heat_treatment", "Kernel", "kernel_variant", "KernelCapabilityError", "KernelForm", "KERNELS",
+    "KernelUnderflowWarning", "KernelVariant", "linear", "logits", "MultiHeadAttention", "normsoftmax",
+    "normsoftmax_std", "patchify", "pathfinder", "Pathfinder", "PromptTokenModel", "regime_scale",
+    "REGIMES", "register_kernel", "select_params", "softmax", "softmax_centred", "stable_gaussian_kernel",
+    "stable_softmax", "Stack", "synthetic_regression", "teacher_student", "temperature", "TwoStepDigits",
+    "unregister_kernel",
 ]

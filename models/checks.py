@@ -79,9 +79,13 @@ def check_device(device: Any, name: str = "device") -> torch.device:
     if device is None:
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"{name} is not a valid torch device: {device!r} ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ValueError(f"{name}={device!r} requested but {why}; use device='cpu'")
+    return dev
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
@@ -96,6 +100,8 @@ def check_finite(name: str, t: torch.Tensor) -> None:
     """Raise if ``t`` holds NaN or inf (skipped inside torch.func transforms)."""
     if is_transformed(t):
         return
+    if t.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (shape only, no data): materialise it first")
     if not bool(torch.isfinite(t).all()):
         n_nan = int(torch.isnan(t).sum())
         n_inf = int(torch.isinf(t).sum())

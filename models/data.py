@@ -4,6 +4,8 @@
 * :func:`teacher_student`: targets from a random teacher :class:`MultiHeadAttention`.
 * :func:`digits_two_step`: the [H24] 2×2 indicator task on scikit-learn's bundled
   8×8 digits, and :func:`patchify` to turn its images into tokens for a small ViT.
+* :func:`pathfinder`: a synthetic Pathfinder task (two dashed paths, two marked points,
+  label = connected), the offline analogue of [S24] Fig. 1.
 """
 
 from __future__ import annotations
@@ -192,3 +194,117 @@ def patchify(images: torch.Tensor, patch: int = 4) -> torch.Tensor:
         raise ValueError(f"patch={patch} must divide the image size {h}x{w}")
     x = images.reshape(N, h // patch, patch, w // patch, patch).permute(0, 1, 3, 2, 4)
     return x.reshape(N, (h // patch) * (w // patch), patch * patch)
+
+
+@dataclass(frozen=True)
+class Pathfinder:
+    """A synthetic Pathfinder task (offline analogue of [S24] Fig. 1, MATH.md §6).
+
+    ``images`` (N, grid, grid): 0 background, path pixels ``1.0`` (dash) and ``0.5`` (gap
+    between dashes: still ink, so the path stays 4-connected), marked points ``2.0``;
+    ``labels`` (N,) int64, 1 where the two marked points lie on the same path;
+    ``markers`` (N, 2, 2) int64, the (row, column) of the two marked points.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    markers: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (f"Pathfinder(N={self.images.shape[0]}, grid={self.images.shape[-1]}, "
+                f"positives={int(self.labels.sum())}, meta={self.meta})")
+
+
+_STEPS4 = ((0, 1), (1, 0), (0, -1), (-1, 0))
+
+
+def _rand_int(g: torch.Generator, hi: int) -> int:
+    return int(torch.randint(0, hi, (1,), generator=g))
+
+
+def _walk(g: torch.Generator, grid: int, length: int, blocked: set[tuple[int, int]]
+          ) -> list[tuple[int, int]] | None:
+    """A self-avoiding 4-connected walk of ``length`` pixels avoiding ``blocked``, or None."""
+    free = [(r, c) for r in range(grid) for c in range(grid) if (r, c) not in blocked]
+    if not free:
+        return None
+    path = [free[_rand_int(g, len(free))]]
+    seen = set(path)
+    while len(path) < length:
+        r, c = path[-1]
+        nxt = [(r + dr, c + dc) for dr, dc in _STEPS4
+               if 0 <= r + dr < grid and 0 <= c + dc < grid and (r + dr, c + dc) not in seen
+               and (r + dr, c + dc) not in blocked
+               # no other path pixel may touch the new one (keeps the walk a simple curve)
+               and sum((r + dr + a, c + dc + b) in seen for a, b in _STEPS4) == 1]
+        if not nxt:
+            return None
+        path.append(nxt[_rand_int(g, len(nxt))])
+        seen.add(path[-1])
+    return path
+
+
+def _halo(path: list[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The path's pixels and their 8-neighbours (other paths stay outside, so none touch)."""
+    return {(r + a, c + b) for r, c in path for a in (-1, 0, 1) for b in (-1, 0, 1)}
+
+
+def pathfinder(
+    N: int,
+    seed: int = 0,
+    *,
+    grid: int = 8,
+    path_length: tuple[int, int] = (5, 9),
+    dash: int = 2,
+    max_tries: int = 200,
+    dtype: torch.dtype | str = torch.float32,
+    device: torch.device | str | None = None,
+) -> Pathfinder:
+    """``N`` Pathfinder images on a ``grid × grid`` board, deterministic from ``seed`` (torch only).
+
+    Every image holds two self-avoiding 4-connected paths of lengths drawn uniformly from
+    ``path_length`` (inclusive), drawn as dashes of ``dash`` pixels (intensity 1.0, then
+    ``dash`` pixels of 0.5, …). The paths never touch, not even diagonally. Label 1 (drawn
+    with probability 1/2): both marked points (value 2.0) are the two ends of the first path;
+    label 0: one end of each path is marked. So both classes show two paths and two marks,
+    and the label is exactly "the marked points are connected through ink pixels".
+    """
+    N = check_positive_int("N", N)
+    check_nonneg_int("seed", seed)
+    grid = check_positive_int("grid", grid)
+    dash = check_positive_int("dash", dash)
+    max_tries = check_positive_int("max_tries", max_tries)
+    lo, hi = (check_positive_int("path_length", v) for v in path_length)
+    if not 2 <= lo <= hi or hi > grid * grid // 4:
+        raise ValueError(f"path_length must be (lo, hi) with 2 <= lo <= hi <= grid²/4 = {grid * grid // 4}, "
+                         f"got {path_length}")
+    dtype, device = check_dtype(dtype), check_device(device)
+    g = make_generator(seed)
+    images = torch.zeros(N, grid, grid, dtype=torch.float64)
+    labels = torch.zeros(N, dtype=torch.int64)
+    markers = torch.zeros(N, 2, 2, dtype=torch.int64)
+    for i in range(N):
+        for _ in range(max_tries):
+            lens = [lo + _rand_int(g, hi - lo + 1) for _ in range(2)]
+            p1 = _walk(g, grid, lens[0], set())
+            p2 = _walk(g, grid, lens[1], _halo(p1)) if p1 else None
+            if p2:
+                break
+        else:
+            raise ValueError(f"could not place two paths of lengths {path_length} on a {grid}x{grid} grid "
+                             f"in {max_tries} tries; use a larger grid or shorter paths")
+        for path in (p1, p2):
+            for t, (r, c) in enumerate(path):
+                images[i, r, c] = 1.0 if (t // dash) % 2 == 0 else 0.5
+        label = _rand_int(g, 2)
+        if label:
+            ends = (p1[0], p1[-1])
+        else:
+            ends = (p1[0 if _rand_int(g, 2) else -1], p2[0 if _rand_int(g, 2) else -1])
+        for k, (r, c) in enumerate(ends):
+            images[i, r, c] = 2.0
+            markers[i, k] = torch.tensor([r, c])
+        labels[i] = label
+    meta = {"kind": "pathfinder", "seed": seed, "grid": grid, "path_length": [lo, hi], "dash": dash}
+    return Pathfinder(images.to(dtype=dtype, device=device), labels.to(device), markers.to(device), meta)

@@ -19,10 +19,13 @@ Formulas (tokens are rows; ``s = softmax(z)``; τ = √d by default):
 
 Numerics: wherever a softmax row is nearly one-hot, ``1 − s_i`` and ``U_l − (SU)_k`` cancel. The
 code uses the equal forms ``Σ_{j≠i} s_j`` and ``Σ_j S_kj (U_l − U_j)`` (and ``Σ_j s_j (z_i − z_j)``
-for ``J z``), which do not. torch's softmax backward, hence ``jacrev``, uses the short forms: against
-30-digit mpmath values the closed forms stay within ~1e-15 (float64) where float64 jacrev is off by
-up to 1e-10 at NormSoftmax points, and float32 closed forms stay near ``ε32·max|logit|`` where float32
-jacrev loses every digit (``tests/models/test_derivatives.py``, ``tests/proofs_check/test_symbolic.py``).
+for ``J z``), which do not. torch's own softmax backward uses the short forms (against 30-digit mpmath
+values float64 jacrev through it was off by up to 1e-10 at NormSoftmax points and by 80 % at sharp
+softmax rows; float32 lost every digit); the models now differentiate through :mod:`models.stable`,
+whose vjp/jvp avoid them as well, so ``jacrev`` and the closed forms agree to rounding
+(``tests/models/test_derivatives.py``, ``tests/models/test_stable.py``). Which kernel gets which
+formula is read from the kernel registry (``KERNELS[name].form``); a kernel without the
+``closed_form_jacobian`` capability is refused with :class:`models.KernelCapabilityError`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .checks import check_choice, check_finite, check_positive_float
+from .kernels import KernelCapabilityError, KernelForm, get_kernel
 
 __all__ = [
     "GaussianKernelJacobian",
@@ -47,7 +51,6 @@ __all__ = [
 ]
 
 MH_WRT: tuple[str, ...] = ("W_Q", "W_K", "W_V", "W_O")
-_BILINEAR = ("softmax", "temperature", "linear", "normsoftmax", "normsoftmax_std")
 
 
 def _check_tensor(name: str, t: Any, min_ndim: int) -> torch.Tensor:
@@ -165,16 +168,18 @@ def _weights(model: Any, params: Mapping[str, torch.Tensor] | None) -> dict[str,
     return W
 
 
-def _kernel_options(model: Any) -> dict[str, Any]:
+def _kernel_form(model: Any) -> tuple[KernelForm, dict[str, Any]]:
+    """The registry's form of the model's kernel, with its options; refuses kernels without a closed form."""
+    kern = get_kernel(model.kernel_name)
+    form = kern.require("closed_form_jacobian", "mh_output_jacobian")
     opts = dict(model.kernel_options)
-    known = {"gaussian": ("normalize", "on_underflow"),
-             "normsoftmax": ("unbiased", "detach_scale"), "normsoftmax_std": ("unbiased", "detach_scale")}
-    allowed = known.get(model.kernel_name, ())
-    for k in opts:
-        if k not in allowed:
-            raise ValueError(f"mh_output_jacobian: kernel option {k!r} is not supported for kernel "
-                             f"{model.kernel_name!r}; supported: {list(allowed)}")
-    return opts
+    bad = kern.unknown_options(opts)
+    if bad:
+        raise ValueError(f"mh_output_jacobian: kernel option {bad[0]!r} is not supported for kernel "
+                         f"{model.kernel_name!r}; supported: {list(kern.options)}")
+    form = kern.variant(opts).form
+    assert form is not None  # guaranteed by Kernel.__post_init__ for closed_form_jacobian
+    return form, opts
 
 
 SOFTMAX_ADJOINTS: tuple[str, ...] = ("pairwise", "short")
@@ -240,34 +245,63 @@ def mh_output_jacobian(
             raise TypeError(f"model must be a models.MultiHeadAttention, got {type(model).__name__}")
     wrt = check_choice("wrt", wrt, MH_WRT)
     softmax_adjoint = check_choice("softmax_adjoint", softmax_adjoint, SOFTMAX_ADJOINTS)
-    opts = _kernel_options(model)
+    form, opts = _kernel_form(model)
     X = model.check_inputs(X)
     W = _weights(model, params)
-    N, n, _ = X.shape
-    H, D, d, d_out = model.H, model.D, model.d, model.d_out
-    kern = model.kernel_name
-    tau = math.sqrt(d) if model.tau is None else float(model.tau)
-
+    tau = math.sqrt(model.d) if model.tau is None else float(model.tau)
     Q = torch.einsum("isD,hDd->ihsd", X, W["W_Q"])
     K = torch.einsum("isD,hDd->ihsd", X, W["W_K"])
-    if kern == "gaussian":
+    att = _attention(form, Q, K, tau, opts)
+    if wrt in ("W_O", "W_V"):
+        return _value_jacobian(model, X, W, att.S, wrt)
+    return _query_key_jacobian(model, X, W, form, att, Q, K, tau, wrt, opts, softmax_adjoint)
+
+
+class _Attention(NamedTuple):
+    """The attention matrix and what the NormSoftmax correction needs (``z``, ``v``, ``m``)."""
+
+    S: torch.Tensor
+    diff: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+    m: torch.Tensor | None = None
+
+
+def _attention(form: KernelForm, Q: torch.Tensor, K: torch.Tensor, tau: float,
+               opts: dict[str, Any]) -> _Attention:
+    if form.logits == "dist":
         diff = Q.unsqueeze(-2) - K.unsqueeze(-3)  # (N, H, k, l, d)
         L = -(diff * diff).sum(-1) / (2.0 * tau)
-        S = torch.softmax(L, dim=-1) if opts.get("normalize", False) else torch.exp(L)
-    elif kern == "linear":
-        S = Q @ K.transpose(-1, -2) / tau
-    elif kern in ("softmax", "temperature"):
-        S = torch.softmax(Q @ K.transpose(-1, -2) / tau, dim=-1)
-    else:  # normsoftmax, normsoftmax_std
+        return _Attention(_row_map(form, L), diff=diff)
+    if form.logits == "dot":
+        return _Attention(_row_map(form, Q @ K.transpose(-1, -2) / tau))
+    if form.logits in ("dot_var", "dot_std"):
         z = Q @ K.transpose(-1, -2)
         unbiased = bool(opts.get("unbiased", True))
-        if n < 2 and unbiased:
+        if z.shape[-1] < 2 and unbiased:
             raise ValueError("normsoftmax needs n >= 2 keys per row for an unbiased row statistic")
-        v = z.var(dim=-1, keepdim=True, unbiased=unbiased) if kern == "normsoftmax" else \
+        v = z.var(dim=-1, keepdim=True, unbiased=unbiased) if form.logits == "dot_var" else \
             z.std(dim=-1, keepdim=True, unbiased=unbiased)
         m = torch.clamp(v, max=tau)
-        S = torch.softmax(z / m, dim=-1)
+        return _Attention(_row_map(form, z / m), z=z, v=v, m=m)
+    raise KernelCapabilityError(f"mh_output_jacobian: no closed form for logits {form.logits!r}")
 
+
+def _row_map(form: KernelForm, L: torch.Tensor) -> torch.Tensor:
+    if form.row_map == "softmax":
+        return torch.softmax(L, dim=-1)
+    if form.row_map == "exp":
+        return torch.exp(L)
+    if form.row_map == "identity":
+        return L
+    raise KernelCapabilityError(f"mh_output_jacobian: no closed form for row map {form.row_map!r}")
+
+
+def _value_jacobian(model: Any, X: torch.Tensor, W: dict[str, torch.Tensor], S: torch.Tensor,
+                    wrt: str) -> torch.Tensor:
+    """``∂MH/∂W_O`` (heads ⊗ I) or ``∂MH/∂W_V`` ((S X) ⊗ W_O), per-head or joint values."""
+    N, n, _ = X.shape
+    H, D, d, d_out = model.H, model.D, model.d, model.d_out
     if wrt == "W_O":
         if model.value_param == "joint":
             heads = (S @ X.unsqueeze(1)).permute(0, 2, 1, 3).reshape(N, n, H * D) @ W["W_V"]
@@ -277,48 +311,59 @@ def mh_output_jacobian(
         eye = torch.eye(d_out, dtype=X.dtype, device=X.device)
         return torch.einsum("ikp,or->ikopr", heads, eye)
     WO = W["W_O"]
-    if wrt == "W_V":
-        B = S @ X.unsqueeze(1)  # (N, H, n, D)
-        if model.value_param == "joint":
-            Bf = B.permute(0, 2, 1, 3).reshape(N, n, H * D)
-            return torch.einsum("ikp,qo->ikopq", Bf, WO)
-        return torch.einsum("ihka,hbo->ikohab", B, WO.reshape(H, d, d_out))
-
-    # W_Q or W_K: U_ih = X_i (value map of head h) W_O
+    B = S @ X.unsqueeze(1)  # (N, H, n, D)
     if model.value_param == "joint":
+        Bf = B.permute(0, 2, 1, 3).reshape(N, n, H * D)
+        return torch.einsum("ikp,qo->ikopq", Bf, WO)
+    return torch.einsum("ihka,hbo->ikohab", B, WO.reshape(H, d, d_out))
+
+
+def _query_key_jacobian(model: Any, X: torch.Tensor, W: dict[str, torch.Tensor], form: KernelForm,
+                        att: _Attention, Q: torch.Tensor, K: torch.Tensor, tau: float, wrt: str,
+                        opts: dict[str, Any], softmax_adjoint: str) -> torch.Tensor:
+    """``∂MH/∂W_Q`` or ``∂MH/∂W_K`` from the adjoint ``G`` of the kernel (see mh_output_jacobian)."""
+    N, n, _ = X.shape
+    H, D, d, d_out = model.H, model.D, model.d, model.d_out
+    S = att.S
+    WO = W["W_O"]
+    if model.value_param == "joint":  # U_ih = X_i (value map of head h) W_O
         VO = (W["W_V"] @ WO).reshape(H, D, d_out)
     else:
         VO = torch.einsum("hDd,hdo->hDo", W["W_V"], WO.reshape(H, d, d_out))
     U = torch.einsum("isD,hDo->ihso", X, VO)  # (N, H, n, d_out)
-
-    if kern == "linear":
+    if form.row_map == "identity":
         G = U.unsqueeze(-3).expand(N, H, n, n, d_out)
-    elif kern == "gaussian" and not opts.get("normalize", False):
+    elif form.row_map == "exp":
         G = S.unsqueeze(-1) * U.unsqueeze(-3)
     else:
         G = _row_softmax_adjoint(S, U, softmax_adjoint)
     scale = 1.0 / tau
-    if kern in ("normsoftmax", "normsoftmax_std"):
-        if opts.get("detach_scale", False):
-            G = G / m.unsqueeze(-1)
-        else:
-            dof = n - 1 if unbiased else n
-            zc = z - z.mean(dim=-1, keepdim=True)
-            dv = 2.0 * zc / dof if kern == "normsoftmax" else zc / (dof * v)  # ∂v_k/∂z_kl
-            active = (v < tau).to(z.dtype)  # (N, H, k, 1)
-            Gz = torch.einsum("ihklo,ihkl->ihko", G, z)
-            corr = (active / (m * m)).unsqueeze(-1) * dv.unsqueeze(-1) * Gz.unsqueeze(-2)
-            G = G / m.unsqueeze(-1) - corr
-        scale = 1.0
-
-    if kern == "gaussian":
+    if form.logits in ("dot_var", "dot_std"):
+        G, scale = _normsoftmax_adjoint(form, att, G, tau, opts), 1.0
+    if form.logits == "dist":
         if wrt == "W_Q":
-            M = torch.einsum("ihklo,ihklb->ihkob", G, diff)
+            M = torch.einsum("ihklo,ihklb->ihkob", G, att.diff)
             return -torch.einsum("ika,ihkob->ikohab", X, M) / tau
-        GD = G.unsqueeze(-1) * diff.unsqueeze(-2)  # (N, H, k, l, o, b)
+        GD = G.unsqueeze(-1) * att.diff.unsqueeze(-2)  # (N, H, k, l, o, b)
         return torch.einsum("ihklob,ila->ikohab", GD, X) / tau
     if wrt == "W_Q":
         M = torch.einsum("ihklo,ihlb->ihkob", G, K)
         return torch.einsum("ika,ihkob->ikohab", X, M) * scale
     P = torch.einsum("ihklo,ila->ihkoa", G, X)
     return torch.einsum("ihkoa,ihkb->ikohab", P, Q) * scale
+
+
+def _normsoftmax_adjoint(form: KernelForm, att: _Attention, G: torch.Tensor, tau: float,
+                         opts: dict[str, Any]) -> torch.Tensor:
+    """``G/m_k − [v_k<τ] (∂v_k/∂z_kl) Σ_j G_kjo z_kj / m_k²`` for ``softmax(z/m)``, ``m = min(τ, v(z))``."""
+    z, v, m = att.z, att.v, att.m
+    if opts.get("detach_scale", False):
+        return G / m.unsqueeze(-1)
+    n = z.shape[-1]
+    dof = n - 1 if bool(opts.get("unbiased", True)) else n
+    zc = z - z.mean(dim=-1, keepdim=True)
+    dv = 2.0 * zc / dof if form.logits == "dot_var" else zc / (dof * v)  # ∂v_k/∂z_kl
+    active = (v < tau).to(z.dtype)  # (N, H, k, 1)
+    Gz = torch.einsum("ihklo,ihkl->ihko", G, z)
+    corr = (active / (m * m)).unsqueeze(-1) * dv.unsqueeze(-1) * Gz.unsqueeze(-2)
+    return G / m.unsqueeze(-1) - corr

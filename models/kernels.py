@@ -14,11 +14,23 @@ name                formula, per head and sample                                
 ``normsoftmax_std`` ``softmax_row(z / min(τ, std_row(z)))``                       [H24] code
 ==================  ==========================================================  ==========
 
-Numerics: softmax is ``torch.softmax``, which subtracts the row maximum before
-exponentiating (max-shift), so logits of 1e4 give no NaN. The Gaussian kernel is
+Numerics: softmax values are ``torch.softmax``'s, which subtracts the row maximum before
+exponentiating (max-shift), so logits of 1e4 give no NaN. Derivatives of every row-softmax
+kernel and of the Gaussian kernel go through the custom autograd Functions of
+:mod:`models.stable`, whose vjp/jvp (and higher derivatives) avoid the cancellation of torch's
+softmax backward at nearly one-hot rows. The Gaussian kernel is
 computed in log space and exponentiated once; entries that underflow to 0 are
 counted and reported with a :class:`KernelUnderflowWarning` (or an error, or
 nothing, by ``on_underflow``) instead of vanishing silently.
+
+Registry: :data:`KERNELS` maps each name to a :class:`Kernel` carrying its capabilities
+(:data:`CAPABILITIES`: ``row_stochastic``, ``closed_form_jacobian``, ``closed_form_ntk_gram``,
+``symbolic``) and its :class:`KernelForm` (``logits`` × ``row_map``), which the closed forms in
+:mod:`models.derivatives`, ``spectral.diagnostics.structured`` and ``proofs_check.symbolic`` dispatch
+on. A consumer asks ``kernel.require(capability, consumer)`` and gets a
+:class:`KernelCapabilityError` where the kernel does not declare it — never another kernel's formula.
+Adding a kernel: its function, one :class:`Kernel` entry (:func:`register_kernel` from outside), and
+one test (``tests/models/test_kernel_registry.py`` exercises every declared capability).
 
 Reconstructed choices (switchable): the NormSoftmax row statistic is unbiased by
 default (``unbiased=True``) and differentiated through (``detach_scale=False``).
@@ -28,12 +40,14 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from .checks import check_choice, check_tau, is_transformed
+from .stable import stable_gaussian_kernel, stable_softmax
 
 KernelFn = Callable[..., torch.Tensor]
 
@@ -60,8 +74,8 @@ def logits(Q: torch.Tensor, K: torch.Tensor, tau: float | None = None) -> torch.
 
 
 def softmax(Q: torch.Tensor, K: torch.Tensor, tau: float | None = None) -> torch.Tensor:
-    """``S = softmax_row(Q Kᵀ / τ)``, max-shifted ([S24] eq. (1)-(2))."""
-    return torch.softmax(logits(Q, K, tau), dim=-1)
+    """``S = softmax_row(Q Kᵀ / τ)``, max-shifted ([S24] eq. (1)-(2)), stable derivatives."""
+    return stable_softmax(logits(Q, K, tau), -1)
 
 
 def temperature(Q: torch.Tensor, K: torch.Tensor, tau: float | None = None) -> torch.Tensor:
@@ -105,22 +119,26 @@ def gaussian(
     The check is skipped inside ``torch.func.vmap``, which forbids value-dependent code.
     """
     check_choice("on_underflow", on_underflow, ("warn", "raise", "ignore"))
-    logS = gaussian_log_kernel(Q, K, tau)
+    _check_qk(Q, K)
+    t = _default_tau(Q, tau)
     if normalize:
-        return torch.softmax(logS, dim=-1)
-    if on_underflow != "ignore" and not is_transformed(logS):
-        floor = math.log(torch.finfo(logS.dtype).tiny)
-        n_under = int((logS.detach() < floor).sum())
+        return stable_gaussian_kernel(Q, K, t, normalize=True)
+    S = stable_gaussian_kernel(Q, K, t, normalize=False)
+    if on_underflow != "ignore" and not is_transformed(S):
+        # exp is monotone: S < tiny exactly where the log kernel lies below log(tiny) (subnormal or 0)
+        tiny = torch.finfo(S.dtype).tiny
+        floor = math.log(tiny)
+        n_under = int((S.detach() < tiny).sum())
         if n_under:
             msg = (
-                f"gaussian kernel: {n_under} of {logS.numel()} entries underflow to 0 in "
-                f"{logS.dtype} (log value below {floor:.1f}); their gradients vanish. "
+                f"gaussian kernel: {n_under} of {S.numel()} entries underflow to 0 in "
+                f"{S.dtype} (log value below {floor:.1f}); their gradients vanish. "
                 "Use normalize=True, a larger tau, float64, or a smaller init scale."
             )
             if on_underflow == "raise":
                 raise FloatingPointError(msg)
             warnings.warn(msg, KernelUnderflowWarning, stacklevel=2)
-    return torch.exp(logS)
+    return S
 
 
 def _row_scale(z: torch.Tensor, stat: str, unbiased: bool) -> torch.Tensor:
@@ -145,7 +163,7 @@ def _normsoftmax(
     s = _row_scale(z, stat, unbiased)
     if detach_scale:
         s = s.detach()
-    return torch.softmax(z / torch.clamp(s, max=t), dim=-1)
+    return stable_softmax(z, -1, tau=torch.clamp(s, max=t))
 
 
 def normsoftmax(
@@ -177,31 +195,136 @@ def normsoftmax_std(
     return _normsoftmax(Q, K, tau, "std", unbiased, detach_scale)
 
 
+#: Capabilities a registered kernel may declare; consumers ask for them by these names.
+CAPABILITIES: dict[str, str] = {
+    "row_stochastic": "row-stochastic attention (rows summing to 1: softmax Jacobian, entropy)",
+    "closed_form_jacobian": "closed-form Jacobian (models.derivatives.mh_output_jacobian)",
+    "closed_form_ntk_gram": "closed-form NTK Gram (spectral.structured.ntk_gram route='structured')",
+    "symbolic": "sympy derivation (proofs_check.symbolic.attention_output_jacobian)",
+}
+#: Pre-activations a :class:`KernelForm` may name: ``dot`` ``QKᵀ/τ``; ``dist`` ``−‖q_k − k_j‖²/(2τ)``;
+#: ``dot_var`` / ``dot_std`` ``QKᵀ / min(τ, var_row)`` / ``QKᵀ / min(τ, std_row)`` (NormSoftmax).
+LOGIT_FORMS: tuple[str, ...] = ("dot", "dist", "dot_var", "dot_std")
+#: Row maps a :class:`KernelForm` may name: ``softmax`` (row softmax), ``exp``, ``identity``.
+ROW_MAPS: tuple[str, ...] = ("softmax", "exp", "identity")
+
+
+class KernelCapabilityError(ValueError):
+    """A consumer needs a capability the kernel does not declare in :data:`KERNELS`."""
+
+
+@dataclass(frozen=True)
+class KernelForm:
+    """The structure the closed forms dispatch on: ``S = row_map(logits(Q, K))`` (MATH.md §2)."""
+
+    logits: str
+    row_map: str
+
+    def __post_init__(self) -> None:
+        check_choice("KernelForm.logits", self.logits, LOGIT_FORMS)
+        check_choice("KernelForm.row_map", self.row_map, ROW_MAPS)
+
+
+@dataclass(frozen=True)
+class KernelVariant:
+    """A kernel with its options applied: what the options change (form, row-stochastic)."""
+
+    name: str
+    form: KernelForm | None
+    row_stochastic: bool
+    options: tuple[tuple[str, Any], ...]
+
+
 @dataclass(frozen=True)
 class Kernel:
-    """A registered attention kernel: its function, formula and source in MATH.md."""
+    """A registered attention kernel: its function, formula, source and capabilities.
+
+    ``form`` is the structure the closed forms use (``None``: opaque, only autograd applies);
+    ``closed_form_jacobian``, ``closed_form_ntk_gram`` and ``symbolic`` declare which closed forms
+    exist for it (each needs ``form``); ``options`` are the keyword options ``fn`` accepts;
+    ``option_variants`` lists ``(option, value, form, row_stochastic)`` for options that change the
+    kernel (the Gaussian kernel's ``normalize=True`` is a row softmax of the log kernel).
+    """
 
     name: str
     fn: KernelFn
     formula: str
     source: str
     row_stochastic: bool
+    form: KernelForm | None = None
+    closed_form_jacobian: bool = False
+    closed_form_ntk_gram: bool = False
+    symbolic: bool = False
+    options: tuple[str, ...] = ()
+    option_variants: tuple[tuple[str, Any, KernelForm, bool], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise TypeError(f"Kernel {self.name!r}: fn must be callable, got {type(self.fn).__name__}")
+        closed = ("closed_form_jacobian", "closed_form_ntk_gram", "symbolic")
+        needs_form = [c for c in closed if getattr(self, c)]
+        if needs_form and self.form is None:
+            raise ValueError(f"Kernel {self.name!r} declares {needs_form} but no form (KernelForm) to "
+                             "dispatch the closed forms on")
 
     def __call__(self, Q: torch.Tensor, K: torch.Tensor, tau: float | None = None, **opts):
         return self.fn(Q, K, tau, **opts)
 
+    def has(self, capability: str) -> bool:
+        """Whether this kernel declares ``capability`` (a key of :data:`CAPABILITIES`)."""
+        if capability not in CAPABILITIES:
+            raise KernelCapabilityError(f"unknown kernel capability {capability!r}; known: "
+                                        f"{', '.join(map(repr, CAPABILITIES))}")
+        return bool(getattr(self, capability))
+
+    def require(self, capability: str, consumer: str) -> KernelForm | None:
+        """Return :attr:`form` if the kernel has ``capability``, else raise :class:`KernelCapabilityError`."""
+        if not self.has(capability):
+            raise KernelCapabilityError(
+                f"{consumer}: kernel {self.name!r} has no {CAPABILITIES[capability]}; it does not declare "
+                f"{capability!r} in models.kernels.KERNELS. Use the autograd route (torch.func.jacrev on "
+                "model.functional) or register the closed form for this kernel")
+        return self.form
+
+    def unknown_options(self, options: Mapping[str, Any]) -> list[str]:
+        """Option names in ``options`` that this kernel does not accept."""
+        return [k for k in options if k not in self.options]
+
+    def variant(self, options: Mapping[str, Any] | None = None) -> KernelVariant:
+        """The kernel with ``options`` applied; an option it does not accept is a ``ValueError``."""
+        opts = dict(options or {})
+        bad = self.unknown_options(opts)
+        if bad:
+            raise ValueError(f"kernel {self.name!r} does not take option(s) {bad}; "
+                             f"it takes {list(self.options)}")
+        form, rs = self.form, self.row_stochastic
+        for opt, value, vform, vrs in self.option_variants:
+            if opts.get(opt) == value:
+                form, rs = vform, vrs
+        return KernelVariant(self.name, form, rs, tuple(sorted(opts.items())))
+
+
+_DOT_SOFTMAX = KernelForm("dot", "softmax")
+_CLOSED = {"closed_form_jacobian": True, "symbolic": True}
+_NORM_OPTS = ("unbiased", "detach_scale")
 
 KERNELS: dict[str, Kernel] = {
     k.name: k
     for k in (
-        Kernel("softmax", softmax, "softmax_row(Q K^T / tau)", "[S24] eq. (1)-(2)", True),
-        Kernel("temperature", temperature, "softmax_row(Q K^T / tau), any tau > 0", "[H24]", True),
-        Kernel("gaussian", gaussian, "exp(-||q_k - k_j||^2 / (2 tau))", "[S24] eq. (3)-(4)", False),
-        Kernel("linear", linear, "Q K^T / tau", "[I25] control", False),
-        Kernel("normsoftmax", normsoftmax, "softmax_row(z / min(tau, var_row z)), z = Q K^T",
-               "[H24] code", True),
-        Kernel("normsoftmax_std", normsoftmax_std,
-               "softmax_row(z / min(tau, std_row z)), z = Q K^T", "[H24] code", True),
+        Kernel("softmax", softmax, "softmax_row(Q K^T / tau)", "[S24] eq. (1)-(2)", True, _DOT_SOFTMAX,
+               closed_form_ntk_gram=True, **_CLOSED),
+        Kernel("temperature", temperature, "softmax_row(Q K^T / tau), any tau > 0", "[H24]", True, _DOT_SOFTMAX,
+               closed_form_ntk_gram=True, **_CLOSED),
+        Kernel("gaussian", gaussian, "exp(-||q_k - k_j||^2 / (2 tau))", "[S24] eq. (3)-(4)", False,
+               KernelForm("dist", "exp"), closed_form_ntk_gram=True, **_CLOSED,
+               options=("normalize", "on_underflow"),
+               option_variants=(("normalize", True, KernelForm("dist", "softmax"), True),)),
+        Kernel("linear", linear, "Q K^T / tau", "[I25] control", False, KernelForm("dot", "identity"),
+               closed_form_ntk_gram=True, **_CLOSED),
+        Kernel("normsoftmax", normsoftmax, "softmax_row(z / min(tau, var_row z)), z = Q K^T", "[H24] code",
+               True, KernelForm("dot_var", "softmax"), options=_NORM_OPTS, **_CLOSED),
+        Kernel("normsoftmax_std", normsoftmax_std, "softmax_row(z / min(tau, std_row z)), z = Q K^T",
+               "[H24] code", True, KernelForm("dot_std", "softmax"), options=_NORM_OPTS, **_CLOSED),
     )
 }
 
@@ -212,6 +335,29 @@ def get_kernel(name: str) -> Kernel:
         raise TypeError(f"kernel must be a kernel name (str), got {type(name).__name__}")
     check_choice("kernel", name, KERNELS)
     return KERNELS[name]
+
+
+def register_kernel(kernel: Kernel, *, replace: bool = False) -> Kernel:
+    """Add ``kernel`` to :data:`KERNELS` (every model and consumer then finds it by name).
+
+    An existing name is refused unless ``replace=True``. Returns the kernel.
+    """
+    if not isinstance(kernel, Kernel):
+        raise TypeError(f"kernel must be a models.kernels.Kernel, got {type(kernel).__name__}")
+    if kernel.name in KERNELS and not replace:
+        raise ValueError(f"kernel {kernel.name!r} is already registered; pass replace=True to replace it")
+    KERNELS[kernel.name] = kernel
+    return kernel
+
+
+def unregister_kernel(name: str) -> Kernel:
+    """Remove a kernel from :data:`KERNELS` and return it."""
+    return KERNELS.pop(get_kernel(name).name)
+
+
+def kernel_variant(name: str, options: Mapping[str, Any] | None = None) -> KernelVariant:
+    """``get_kernel(name).variant(options)``: the registry's view of a kernel with its options."""
+    return get_kernel(name).variant(options)
 
 
 def heat_treatment(frac: float, start: float = 3.0, end: float = 0.125) -> float:

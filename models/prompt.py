@@ -25,6 +25,7 @@ from .checks import (
     check_X,
 )
 from .init import gaussian_weight, make_generator
+from .stable import stable_softmax
 
 
 class PromptTokenModel(nn.Module):
@@ -67,7 +68,7 @@ class PromptTokenModel(nn.Module):
         return self._attention(self.check_inputs(X))
 
     def _attention(self, X: torch.Tensor) -> torch.Tensor:
-        return torch.softmax((X @ self.W) @ self.p / self.tau, dim=-1)
+        return stable_softmax((X @ self.W) @ self.p / self.tau, -1)
 
     def forward(self, X: torch.Tensor) -> torch.Tensor:
         """``ŷ_i = u_iᵀ s_i(p)``, shape (N,)."""

@@ -1,18 +1,21 @@
 """Composable Hypothesis strategies for the theory claims (MATH.md §5), importable in users' tests.
 
 >>> from hypothesis import given
->>> from proofs_check.strategies import attention_configs, instances
+>>> from proofs_check.strategies import attention_configs
 >>> @given(attention_configs(N=(1, 3), H=2))
 ... def test_my_claim(cfg): ...
 
-* :func:`attention_configs` — :class:`~proofs_check.theorems.base.AttentionConfig` with a bound on
+* :func:`attention_configs` — :class:`~proofs_check.configs.AttentionConfig` with a bound on
   every size (an ``int`` fixes it, a ``(lo, hi)`` pair bounds it; every upper bound ≤ 64);
-* :func:`block_configs` — :class:`~proofs_check.theorems.base.BlockConfig` likewise;
-* :func:`instances` — instances of one registered theorem that satisfy its assumptions;
+* :func:`block_configs` — :class:`~proofs_check.configs.BlockConfig` likewise;
 * boundary strategies, where the claims break: :func:`hd_equals_nn`, :func:`near_uniform_attention`,
   :func:`sharp_attention`, :func:`tiny_sigma_min_X`, and :func:`probability_vectors`.
 
 Scales are drawn log-uniformly (``10**u``) so that shrinking moves towards ``10**lo``.
+
+This module imports only :mod:`proofs_check.configs`. The strategies of each registered claim
+(``instances(theorem_id)``, and one per assumption that draws instances violating it) are
+registered together with the theorem: :func:`proofs_check.theorems.instances`.
 """
 
 from __future__ import annotations
@@ -22,16 +25,11 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from .theorems import get_theorem
-from .theorems.base import AttentionConfig, BlockConfig
-from .theorems.i25 import ProbabilityInstance
-from .theorems.q25 import FFNRateInstance
-from .theorems.s24 import RateInstance, Thm2Instance
+from .configs import AttentionConfig, BlockConfig
 
 __all__ = [
     "attention_configs",
     "block_configs",
-    "instances",
     "hd_equals_nn",
     "near_uniform_attention",
     "sharp_attention",
@@ -100,12 +98,16 @@ def attention_configs(
     x_scale: tuple[float, float] = (1.0, 1.0),
     seeds: tuple[int, int] = (0, 2**16),
     hd_at_least_nn: bool = False,
+    hd_below_nn: bool = False,
 ) -> st.SearchStrategy[AttentionConfig]:
     """[S24] configurations with every size bounded (``int`` = fixed, ``(lo, hi)`` = range, ``hi ≤ 64``).
 
     ``hd_at_least_nn=True`` draws ``D ≥ ⌈Nn/H⌉`` (still within ``D``'s bound) so that ``HD ≥ Nn``;
-    configurations that cannot satisfy it inside the bounds are filtered out.
+    ``hd_below_nn=True`` draws ``D ≤ ⌊(Nn − 1)/H⌋`` so that ``HD < Nn`` (the [S24] Theorem 1 assumption
+    violated); configurations that cannot satisfy it inside the bounds are filtered out.
     """
+    if hd_at_least_nn and hd_below_nn:
+        raise ValueError("hd_at_least_nn and hd_below_nn exclude each other")
     from attncond.models import KERNELS
 
     for k in kernels:
@@ -117,15 +119,17 @@ def attention_configs(
     @st.composite
     def build(draw: Callable) -> AttentionConfig:
         N_, n_, d_, H_ = draw(base)
-        lo = Dlo
+        lo, hi = Dlo, Dhi
         if hd_at_least_nn:
             lo = max(Dlo, -(-N_ * n_ // H_))
-        if lo > Dhi:
+        if hd_below_nn:
+            hi = min(Dhi, (N_ * n_ - 1) // H_)
+        if lo > hi:
             from hypothesis import assume
 
             assume(False)
         return AttentionConfig(
-            N=N_, n=n_, D=draw(st.integers(lo, Dhi)), d=d_, H=H_,
+            N=N_, n=n_, D=draw(st.integers(lo, hi)), d=d_, H=H_,
             kernel=draw(_choice("kernels", kernels)),
             value_param=draw(_choice("value_params", value_params)),
             d_out=draw(_ints("d_out", d_out)),
@@ -231,62 +235,3 @@ def probability_vectors(n: Bound = (2, 8), *, sparse: bool = False,
         return tuple(v / total for v in vals)
 
     return build()
-
-
-# -------------------------------------------------------------------------------- per theorem
-def _sparsity_instances() -> st.SearchStrategy[ProbabilityInstance]:
-    @st.composite
-    def build(draw: Callable) -> ProbabilityInstance:
-        s = draw(probability_vectors((3, 8), sparse=True))
-        order = sorted(s)
-        k = draw(st.integers(2, len(s)))
-        eps = order[k - 1] * draw(st.floats(1.0, 2.0))
-        return ProbabilityInstance(s=s, eps=float(eps), k=k)
-
-    return build()
-
-
-def _builders() -> dict[str, Callable[[], st.SearchStrategy[Any]]]:
-    small_hd = dict(N=(1, 3), n=(2, 3), D=(1, 6), d=(1, 2), H=(1, 3), hd_at_least_nn=True)
-    return {
-        "I25.interlacing": lambda: st.one_of(probability_vectors(), probability_vectors(sparse=True))
-        .map(lambda s: ProbabilityInstance(s=s)),
-        "I25.sparsity": _sparsity_instances,
-        "S24.thm1.rank": lambda: st.one_of(
-            attention_configs(**small_hd, init_scale=(1e-2, 10.0)),
-            hd_equals_nn(N=(1, 3), n=(2, 3), H=(1, 3), D_max=6, init_scale=(1e-2, 10.0)),
-        ),
-        "S24.thm1.pl_bound": lambda: attention_configs(
-            N=(1, 3), n=(2, 3), D=(1, 5), d=(1, 2), H=(1, 3), d_out=(1, 2),
-            value_params=("per_head", "joint"),
-            trainables=(("W_V",), ("W_Q", "W_K", "W_V"), ("W_V", "W_O"))),
-        "S24.thm1.pl_bound_paper": lambda: attention_configs(
-            **small_hd, value_params=("per_head", "joint"), trainables=(("W_V",), ("W_Q", "W_K", "W_V"))),
-        "S24.thm1.rate": lambda: st.builds(
-            RateInstance, config=attention_configs(N=(1, 2), n=2, D=(2, 4), d=(1, 2), H=(1, 2),
-                                                   hd_at_least_nn=True, kernels=("softmax", "gaussian")),
-            lr_factor=st.floats(0.1, 1.0), steps=st.just(15)),
-        "S24.thm2.gaussian_vs_softmax": lambda: st.builds(
-            Thm2Instance, config=attention_configs(N=(1, 2), n=2, D=(2, 4), d=(1, 2), H=1,
-                                                   trainables=(("W_Q",),), hd_at_least_nn=True, seeds=(0, 0)),
-            n_seeds=st.just(10), steps=st.just(40), teacher_scale=st.sampled_from([0.5, 1.0, 2.0]),
-            seed0=st.integers(0, 1000)),
-        "Q25.residual": lambda: st.one_of(block_configs(), tiny_sigma_min_X(init_scale=(1e-3, 1e-2))),
-        "Q25.rate": lambda: st.builds(FFNRateInstance, block=block_configs(init_scale=(1e-2, 1.0)),
-                                      residual=st.booleans(), lr_factor=st.floats(0.1, 1.0),
-                                      steps=st.just(30)),
-        "H24.normsoftmax_gradient": lambda: near_uniform_attention(
-            N=(1, 3), n=(2, 4), D=(1, 5), d=(1, 3), H=(1, 2), init_scale=(1e-3, 0.5)),
-        "H24.normsoftmax_std_gradient": lambda: near_uniform_attention(
-            N=(1, 3), n=(2, 4), D=(1, 5), d=(1, 3), H=(1, 2), init_scale=(1e-3, 0.5)),
-    }
-
-
-def instances(theorem_id: str) -> st.SearchStrategy[Any]:
-    """Instances of ``theorem_id`` that satisfy all its assumptions (drawn by construction, then
-    filtered with :meth:`Theorem.assumptions_hold`)."""
-    thm = get_theorem(theorem_id)
-    builders = _builders()
-    if thm.id not in builders:  # pragma: no cover - every registered theorem has a builder
-        raise ValueError(f"no instance strategy for {theorem_id!r}")
-    return builders[thm.id]().filter(thm.assumptions_hold)

@@ -36,12 +36,20 @@ import math
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from attncond.spectral import policy
-from attncond.spectral.operators.base import LinearOp
-from attncond.spectral.operators.explicit import DenseOp, SparseOp
-from attncond.spectral.results import EigenEstimate, SpectralEstimate, SVDResult
+from attncond.spectral.operators.base import LinearOp, ScaleState
+from attncond.spectral.operators.explicit import DenseOp, SparseOp, autoscaled
+from attncond.spectral.results import (
+    EigenBlock,
+    EigenEstimate,
+    EigResult,
+    SingularBlock,
+    SpectralEstimate,
+    SVDResult,
+)
 from attncond.spectral.solvers import SOLVERS
 from attncond.spectral.solvers.certify import certify_eigvecs
 from attncond.spectral.solvers.gram_route import dense_per_sample, gram_route, is_per_sample
@@ -118,6 +126,13 @@ def extreme_singular_values(
     ``cond=inf``, ``rank_deficient=True`` and a ``reason``. A solver that misses ``tol``
     returns ``converged=False`` and a ``reason``.
 
+    Scale: ``A`` is solved as ``2^e A`` (:func:`attncond.spectral.operators.explicit.autoscaled`;
+    ``e = 0`` while the norm stays in ``[2^-256, 2^256]``) and every value, bound and residual is
+    divided back exactly (:func:`unscale_svd`, ``details.info["scale_exponent"]``), so ``A·2^k``
+    gives exactly ``2^k`` times the result for ``A`` while the numbers stay normal. A singular value
+    above the float range raises ``OverflowError``; a product that returns NaN/inf, the wrong shape
+    or a lower precision raises :class:`attncond.spectral.operators.base.OperatorOutputError`.
+
     Parameters
     ----------
     A : anything :func:`spectral.operators.as_operator` accepts (including
@@ -148,11 +163,73 @@ def extreme_singular_values(
             f"method={method!r} computes {'/'.join(SOLVERS[method].ends)} only "
             f"({SOLVERS[method].summary}); use which='max', or method='gkl'/'dense'/'auto' for sigma_min"
         )
-    res = _auto(op, ends, tol, maxiter, seed) if method == "auto" else SOLVERS[method].run(
-        op, ends, tol, maxiter, seed)
-    return _to_estimate(res, op.dtype, tol, time.perf_counter() - t0)
+    sop, scale = autoscaled(op)
+    res = _auto(sop, ends, tol, maxiter, seed) if method == "auto" else SOLVERS[method].run(
+        sop, ends, tol, maxiter, seed)
+    res = unscale_svd(res, scale)
+    return _to_estimate(res, op.dtype, tol, time.perf_counter() - t0, product_source(op))
 
-def _to_estimate(res: SVDResult, dtype: torch.dtype, tol: float, seconds: float) -> SpectralEstimate:
+
+def product_source(op: LinearOp) -> str:
+    """What a certificate on ``op`` rests on: ``"stored"`` entries, or matrix-free products taken as exact."""
+    if op.is_explicit:
+        return "stored"
+    return (f"assumed accurate: {type(op).__name__} products (matrix-free) are taken as exact to rounding; "
+            "the intervals are about the matrix they compute")
+
+# --------------------------------------------------------------------------- power-of-two scaling
+_GRAM_INFO = ("gram_eig_min", "gram_eig_max", "gram_rounding_margin")
+
+def _unscale(x: Any, e: int, direction: float = 0.0) -> np.ndarray:
+    """``x·2^-e`` (exact for normal results); a subnormal bound is rounded outwards (``direction``)."""
+    a = np.ldexp(np.asarray(x, dtype=np.float64), -e)
+    if direction:
+        tiny = np.finfo(np.float64).tiny
+        sub = (a != 0) & (np.abs(a) < tiny)
+        a = np.where(sub, np.nextafter(a, direction * np.inf), a)
+        if direction < 0:
+            a = np.where((np.asarray(x) >= 0) & (a < 0), 0.0, a)
+    fin = np.isfinite(np.asarray(x, dtype=np.float64))
+    if bool((fin & ~np.isfinite(a)).any()):
+        big = float(np.max(np.abs(np.asarray(x, dtype=np.float64)[fin])))
+        raise OverflowError(
+            f"a computed value {big:.6g}·2^{-e} exceeds the float64 range; the operator's singular values "
+            "or eigenvalues cannot be represented")
+    return a
+
+def _unscale_block(b: Any, e: int) -> Any:
+    if b is None:
+        return None
+    kw = {"values": _unscale(b.values, e), "lower": _unscale(b.lower, e, -1.0),
+          "upper": _unscale(b.upper, e, 1.0), "residual_norms": _unscale(b.residual_norms, e, 1.0)}
+    if isinstance(b, SingularBlock):
+        kw["kato_temple"] = _unscale(b.kato_temple, e, 1.0)
+    return dataclasses.replace(b, **kw)
+
+def unscale_svd(res: SVDResult | EigResult, scale: ScaleState) -> Any:
+    """Map a result computed on ``2^e·A`` back to ``A`` (values, bounds, residuals divided by ``2^e``).
+
+    Exact while the results are normal floating-point numbers (``≥ 2^-1022``); subnormal bounds are
+    rounded outwards; a value above the float range raises ``OverflowError``. ``info["scale_exponent"]``
+    records ``e`` (the Gram entries of ``info`` stay those of the scaled operator).
+    """
+    e = int(scale.exp)
+    if e == 0:
+        return res
+    info = dict(res.info)
+    info["scale_exponent"] = e
+    if any(k in info for k in _GRAM_INFO):
+        info["scale_note"] = "gram_* entries are of the scaled operator 2^scale_exponent * A"
+    kw: dict[str, Any] = {"largest": _unscale_block(res.largest, e),
+                          "smallest": _unscale_block(res.smallest, e), "info": info}
+    if res.reason:
+        kw["reason"] = f"{res.reason} (numbers above are of the operator scaled by 2^{e})"
+    if isinstance(res, SVDResult) and res.spectrum is not None:
+        kw["spectrum"] = _unscale(res.spectrum, e)
+    return dataclasses.replace(res, **kw)
+
+def _to_estimate(res: SVDResult, dtype: torch.dtype, tol: float, seconds: float,
+                 products: str = "stored") -> SpectralEstimate:
     eps = torch.finfo(dtype).eps
     smax, imax, smin, imin = _NAN, (_NAN, _NAN), _NAN, (_NAN, _NAN)
     resid: dict[str, float] = {}
@@ -192,6 +269,7 @@ def _to_estimate(res: SVDResult, dtype: torch.dtype, tol: float, seconds: float)
         reason=res.reason,
         residuals=resid,
         details=res,
+        products=products,
     )
 
 def condition_number(A: Any, **kw: Any) -> SpectralEstimate:
@@ -216,6 +294,10 @@ def eigen_extremes(
     ``‖Sy − θy‖`` of ``θ`` (Bauer–Fike for symmetric matrices); Courant–Fischer gives
     ``λ_max ≥ θ_max`` and ``λ_min ≤ θ_min``. ``method``: ``"auto"`` (dense ``eigh`` when
     ``n ≤ AUTO.eigen_dense_max_side`` (2000), else Lanczos), ``"dense"`` or ``"lanczos"``.
+
+    A non-symmetric ``S`` is refused (``ValueError``) by the probe of :func:`check_symmetric`
+    (two products for an implicit ``S``, counted in ``matvecs``). ``S`` is scaled by a power of two
+    first and the results scaled back exactly (see :func:`unscale_svd`).
     """
     t0 = time.perf_counter()
     ends = _which_to_ends(which)
@@ -237,36 +319,21 @@ def eigen_extremes(
     chosen = method
     if method == "auto":
         chosen = "dense" if n <= policy.AUTO.eigen_dense_max_side else "lanczos"
+    sop, scale = autoscaled(op)
+    Sd = sop.to_dense() if chosen == "dense" else None
+    check_symmetric(sop if Sd is None else DenseOp(Sd), seed)
     if chosen == "dense":
-        Sd = op.to_dense()
-        Sd = 0.5 * (Sd + Sd.T)
-        lam, W = torch.linalg.eigh(Sd)
-        lmax = float(lam.abs().max())
-        dop = DenseOp(Sd)
-        blocks = {}
-        if ends in ("both", "largest"):
-            blocks["largest"] = certify_eigvecs(dop, W[:, -1:], end="largest", lam_max_hint=lmax)
-        if ends in ("both", "smallest"):
-            blocks["smallest"] = certify_eigvecs(dop, W[:, :1], end="smallest", lam_max_hint=lmax)
-        conv = all(c.meets(tol) for c in blocks.values())
-        vals = {
-            e: (float(c.values[0]), (float(c.lower[0]), float(c.upper[0])), float(c.rho[0]))
-            for e, c in blocks.items()
-        }
-        details = None
-        reason = None if conv else f"dense eigh residual above tol={tol:g}"
+        assert Sd is not None
+        r = _dense_eig(Sd, ends, tol, time.perf_counter())
     else:
-        r = solve_lanczos(op, 1, ends, tol, maxiter, seed=seed)
-        vals = {}
-        for e in ("largest", "smallest"):
-            b = getattr(r, e)
-            if b is not None:
-                vals[e] = (
-                    float(b.values[0]),
-                    (float(b.lower[0]), float(b.upper[0])),
-                    float(b.residual_norms[0]),
-                )
-        conv, details, reason = r.converged, r, r.reason
+        r = solve_lanczos(sop, 1, ends, tol, maxiter, seed=seed)
+    r = unscale_svd(r, scale)
+    vals = {}
+    for e in ("largest", "smallest"):
+        b = getattr(r, e)
+        if b is not None:
+            vals[e] = (float(b.values[0]), (float(b.lower[0]), float(b.upper[0])), float(b.residual_norms[0]))
+    conv, details, reason = r.converged, (r if chosen == "lanczos" else None), r.reason
     lmx = vals.get("largest", (_NAN, (_NAN, _NAN), _NAN))
     lmn = vals.get("smallest", (_NAN, (_NAN, _NAN), _NAN))
     return EigenEstimate(
@@ -283,3 +350,47 @@ def eigen_extremes(
         residuals={k: v[2] for k, v in {"lambda_max": lmx, "lambda_min": lmn}.items() if not math.isnan(v[0])},
         details=details,
     )
+
+
+def check_symmetric(op: LinearOp, seed: int = 0) -> None:
+    """Refuse a non-symmetric ``S`` by the probe ``|⟨Sx, y⟩ − ⟨x, Sy⟩|`` (two products for an implicit ``S``).
+
+    For random unit ``x, y`` a symmetric ``S`` gives a difference of rounding size only; the test
+    refuses when it exceeds ``64·n·eps·(‖Sx‖ + ‖Sy‖)`` (rounding of the two products and the two inner
+    products). A non-symmetric part ``K = (S − Sᵀ)/2`` shows up as ``2⟨Kx, y⟩``, of size ``‖K‖_F/n``.
+    """
+    n = op.shape[0]
+    if n < 2:
+        return
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    X = torch.randn(n, 2, generator=g, dtype=torch.float64).to(op.dtype).to(op.device)
+    X = X / torch.linalg.vector_norm(X, dim=0)
+    SX = op.matmat(X)
+    x, y, sx, sy = X[:, 0], X[:, 1], SX[:, 0], SX[:, 1]
+    diff = float(torch.dot(sx, y) - torch.dot(x, sy))
+    scale = float(torch.linalg.vector_norm(sx) + torch.linalg.vector_norm(sy))
+    tol = 64.0 * n * torch.finfo(op.dtype).eps * scale
+    if abs(diff) > tol:
+        raise ValueError(
+            f"S is not symmetric: the probe |<Sx, y> - <x, Sy>| = {abs(diff):.3g} exceeds the rounding level "
+            f"{tol:.3g} (random unit x, y); eigen_extremes needs a symmetric operator "
+            "(use extreme_singular_values for a general one)")
+
+def _dense_eig(Sd: torch.Tensor, ends: str, tol: float, t0: float) -> EigResult:
+    """Dense ``eigh`` of the (rounding-level symmetrised) ``S`` with Bauer–Fike intervals on it."""
+    Sd = 0.5 * (Sd + Sd.T)
+    lam, W = torch.linalg.eigh(Sd)
+    lmax = float(lam.abs().max())
+    dop = DenseOp(Sd)
+    blocks: dict[str, EigenBlock] = {}
+    conv = True
+    for e, cols in (("largest", W[:, -1:]), ("smallest", W[:, :1])):
+        if ends in ("both", e):
+            c = certify_eigvecs(dop, cols, end=e, lam_max_hint=lmax)
+            ok = c.rho <= np.maximum(tol * np.abs(c.values), c.delta)
+            conv &= bool(ok.all())
+            blocks[e] = EigenBlock(e, c.values, c.lower, c.upper, c.rho, ok, c.Y)
+    return EigResult(method="dense", shape=tuple(Sd.shape), largest=blocks.get("largest"),
+                     smallest=blocks.get("smallest"), converged=conv, iterations=1, matvecs=dop.n_products,
+                     seconds=time.perf_counter() - t0,
+                     reason=None if conv else f"dense eigh residual above tol={tol:g}")

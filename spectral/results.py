@@ -251,7 +251,11 @@ class SpectralEstimate:
     ``attainable_accuracy`` holds ``norm_eps = σ_max·eps`` (absolute accuracy of any
     floating-point singular value) and ``cond_eps = κ·eps`` (relative accuracy attainable
     for ``σ_min``); ``below_attainable`` flags a ``tol`` or a ``σ_min`` below them.
-    Quantities not requested are ``nan``.
+    Quantities not requested are ``nan``. ``products`` says what the certificate rests on:
+    ``"stored"`` (the entries are stored; the rounding allowance covers the products) or
+    ``"assumed accurate: …"`` (a matrix-free operator — a user matvec, a scipy operator, autograd —
+    whose products are taken as exact to rounding; the interval is then about the matrix the
+    products compute).
     """
 
     sigma_max: float
@@ -271,6 +275,7 @@ class SpectralEstimate:
     reason: str | None
     residuals: dict[str, float]
     details: SVDResult | None = field(default=None, compare=False)
+    products: str = "stored"
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "details"}
@@ -292,6 +297,8 @@ class SpectralEstimate:
             s += ", below_attainable=True"
         if self.reason:
             s += f", reason={self.reason!r}"
+        if self.products != "stored":
+            s += ", products='assumed accurate (matrix-free)'"
         return s + ")"
 
 @dataclass(frozen=True, repr=False)

@@ -3,10 +3,17 @@
 Each module runs one paper's experiments and returns an :class:`ExperimentResult`
 (config, every number, figures, findings):
 
-* :mod:`.s24` — softmax vs Gaussian attention under GD, two-stage protocol, loss landscape;
-* :mod:`.q25` — κ(Z) with/without residual, GD of the block, rate vs σ²_min/σ²_max;
-* :mod:`.i25` — κ of the softmax Jacobian and local Hessian vs sparsity, GD iterations;
-* :mod:`.h24` — tiny ViT on the two-step digits task, softmax vs NormSoftmax vs heat treatment.
+* :mod:`.s24` — softmax vs Gaussian attention under GD, Thm 2 budget sweep, two-stage protocol, loss
+  landscape, and (:mod:`.s24_pathfinder`) a synthetic Pathfinder analogue of Fig. 1;
+* :mod:`.q25` — κ(Z) with/without residual at N < D, N ≥ D and D = 1, GD of the block and of a
+  multi-layer ``Stack``, rate vs σ²_min/σ²_max;
+* :mod:`.i25` — κ of the softmax Jacobian and local Hessian vs sparsity, GD iterations from random starts
+  and from the slowest eigenvector;
+* :mod:`.h24` — tiny ViT on the two-step digits task, softmax vs NormSoftmax vs heat treatment, Q/K vs V
+  gradient curves.
+
+Every :class:`Finding` is ``held`` / ``finding`` / ``inconclusive`` with its seeds count and a confidence
+statement (Clopper–Pearson interval or paired-test p-value with n; helpers in :mod:`._common`).
 
 Sizes: ``"smoke"`` (tests, seconds), ``"quick"`` (CI, ``all`` in minutes), ``"full"`` (under an hour).
 :func:`run_experiments` runs a selection; :func:`.report.write_report` writes ``index.md`` and

@@ -4,9 +4,9 @@
   (``method="dense"`` by default: every matrix here is small, and the dense route is certified).
 * :func:`z_matrix` — ``Z = [Z_1; …; Z_N]`` of a [Q25] block:
   :func:`spectral.diagnostics.structured.attention_output_matrix`.
-* :func:`softmax_jacobian_kappa` — ``κ(J(s)) = λ_n/λ_2`` on ``1^⊥`` (MATH.md §4): the Jacobian
-  is restricted to ``1^⊥`` by an orthonormal basis ``Q`` (``Qᵀ J Q``, whose eigenvalues are
-  exactly those of ``J`` on ``1^⊥``) and its extremes taken with :func:`spectral.eigen_extremes`.
+* :func:`softmax_jacobian_kappa` — ``κ(J(s)) = λ_n/λ_2`` on ``1^⊥`` (MATH.md §4) by
+  :func:`spectral.diagnostics.softmax_jacobian_spectrum` (secular equation, every eigenvalue to high
+  relative accuracy; until issue 16 a dense ``eigh`` of ``Qᵀ J Q``, which loses ``eps·κ`` in ``λ_2``).
 * :func:`hessian_extremes` — ``λ_max``, ``λ_min`` of the dense Hessian (``torch.func.hessian``)
   by :func:`spectral.eigen_extremes`.
 """
@@ -21,6 +21,7 @@ import torch
 
 import attncond.spectral as spectral
 from attncond.models import AttentionBlock
+from attncond.spectral.diagnostics import softmax_jacobian_spectrum
 from attncond.spectral.diagnostics.structured import attention_output_matrix
 
 
@@ -36,24 +37,17 @@ def z_matrix(block: AttentionBlock, X: torch.Tensor, residual: bool) -> torch.Te
     return attention_output_matrix(block, X, residual=residual)
 
 
-def _complement_basis(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Orthonormal basis (n × n−1) of ``1^⊥``: the last n−1 columns of a QR of ``[1, I]``."""
-    M = torch.cat([torch.ones(n, 1, dtype=dtype, device=device),
-                   torch.eye(n, dtype=dtype, device=device)[:, : n - 1]], dim=1)
-    Q, _ = torch.linalg.qr(M)
-    return Q[:, 1:]
-
-
 def softmax_jacobian_kappa(s: torch.Tensor) -> dict[str, float]:
-    """``J(s) = diag(s) − s sᵀ`` restricted to ``1^⊥``: ``λ_2``, ``λ_n`` and ``κ = λ_n/λ_2``."""
+    """``J(s) = diag(s) − s sᵀ`` restricted to ``1^⊥``: ``λ_2``, ``λ_n`` and ``κ = λ_n/λ_2``.
+
+    From :func:`attncond.spectral.diagnostics.softmax_jacobian_spectrum` (secular equation, high
+    relative accuracy: a dense ``eigh`` of ``Qᵀ J Q`` loses ``eps·κ`` relative accuracy in ``λ_2``).
+    """
     if s.ndim != 1 or s.numel() < 2:
         raise ValueError(f"s must be a probability vector with n >= 2 entries, got shape {tuple(s.shape)}")
-    J = torch.diag(s) - torch.outer(s, s)
-    Q = _complement_basis(s.numel(), s.dtype, s.device)
-    est = spectral.eigen_extremes(Q.T @ J @ Q, method="dense")
-    lam2 = max(est.lambda_min, 0.0)
-    return {"lambda_2": lam2, "lambda_n": est.lambda_max,
-            "kappa": est.lambda_max / lam2 if lam2 > 0 else math.inf}
+    r = softmax_jacobian_spectrum(s)
+    lam2, lamn = float(r.eigenvalues_perp[0]), float(r.eigenvalues_perp[-1])
+    return {"lambda_2": lam2, "lambda_n": lamn, "kappa": float(r.kappa)}
 
 
 def hessian_extremes(loss: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],

@@ -16,7 +16,9 @@ Model: :class:`models.vit.TinyViT` (pre-norm, CLS pooling), trained with AdamW o
   ``1/√d`` of our head width (i.e. the standard softmax) unless ``heat_end`` is given.
 
 Measured per run: test accuracy curve; mean ``|∂L/∂W|`` of ``W_Q``, ``W_K``, ``W_V`` per layer
-(minibatch gradients at every evaluation, averaged over the run); the first evaluated step at
+(minibatch gradients at every evaluation, averaged over the run, and as curves over training:
+``qk_abs_grad_curve``, ``v_abs_grad_curve``); at initialisation, ``init_grad_seeds`` extra seeds give the
+paired tests behind the gradient verdicts (one minibatch each, cheap); the first evaluated step at
 which the run reaches 95% of the baseline's (median) final accuracy; the accuracy of a linear
 *probe* on the detached CLS features predicting whether the indicators match.
 
@@ -51,9 +53,13 @@ from ._common import (
     check_seed,
     check_size,
     mean_std,
+    paired_test,
     pyplot,
+    rate_ci,
     save,
     seeded,
+    sign_test_p,
+    sign_verdict,
 )
 
 VARIANTS = ("softmax", "normsoftmax", "heat")
@@ -79,6 +85,7 @@ class H24Config:
     learned_acc: float = 0.7
     dtype: str = "float32"
     patch: int = 4
+    init_grad_seeds: int = 20  # cheap: one minibatch gradient per seed and variant, at initialisation
 
 
 # Patch 8 makes one token per digit tile (4 tokens + CLS), about 4x cheaper per step than patch 4, so
@@ -167,11 +174,36 @@ def train_one(cfg: H24Config, variant: str, seed: int, data: dict[str, torch.Ten
         if t < cfg.steps:
             opt.step()
     mean_grad = {w: np.mean(np.asarray(v), axis=0).tolist() for w, v in grads.items()}
+    # Q/K vs V over training: mean |grad| of W_Q and W_K together, and of W_V, averaged over layers
+    qk_curve = [float(np.mean(q + k)) for q, k in zip(grads["W_Q"], grads["W_K"], strict=True)]
+    v_curve = [float(np.mean(v)) for v in grads["W_V"]]
     return {"variant": variant, "seed": seed, "steps": steps_rec, "accuracy": acc, "probe_accuracy": probe_acc,
             "train_accuracy": train_acc, "blind_ceiling": float(data["blind"]),
+            "abs_grad_curve": grads, "qk_abs_grad_curve": qk_curve, "v_abs_grad_curve": v_curve,
             "final_train_accuracy": train_acc[-1], "logit_multiplier": mult, "mean_abs_grad": mean_grad,
             "initial_abs_grad": {w: v[0] for w, v in grads.items()}, "final_accuracy": acc[-1],
             "final_probe_accuracy": probe_acc[-1], "learned_intermediate": acc[-1] >= cfg.learned_acc}
+
+
+def init_gradients(cfg: H24Config, data: dict[str, torch.Tensor], seed: int) -> list[dict[str, Any]]:
+    """Mean ``|∂L/∂W|`` of W_Q, W_K (together) and W_V at initialisation, for ``init_grad_seeds``
+    seeds × every variant, on one minibatch per seed (the heat variant at its starting multiplier)."""
+    rows = []
+    n = data["Xtr"].shape[0]
+    for r in range(cfg.init_grad_seeds):
+        idx = torch.randint(0, n, (cfg.batch,), generator=torch.Generator().manual_seed(seed + r + 777))
+        for v in VARIANTS:
+            model = TinyViT(cfg.patch**2, (16 // cfg.patch) ** 2, 10, D=cfg.D, H=cfg.H, L=cfg.L,
+                            kernel=_KERNEL[v], dtype=cfg.dtype, seed=seed + r)
+            if v == "heat":
+                model.set_logit_multiplier(cfg.heat_start)
+            logits, _ = model.forward_with_probe(data["Xtr"][idx])
+            F.cross_entropy(logits, data["ytr"][idx]).backward()
+            qkv = model.qkv_parameters()
+            g = {w: [float(p.grad.abs().mean()) for p in layers.values()] for w, layers in qkv.items()}
+            rows.append({"seed": seed + r, "variant": v, "qk": float(np.mean(g["W_Q"] + g["W_K"])),
+                         "v": float(np.mean(g["W_V"]))})
+    return rows
 
 
 def run(size: str = "quick", seed: int = 0, out: str | Path | None = None, *,
@@ -189,7 +221,9 @@ def run(size: str = "quick", seed: int = 0, out: str | Path | None = None, *,
             if r not in cache:
                 cache = {r: _data(cfg, seed + r)}
             runs.append(train_one(cfg, v, seed + r, cache[r]))
+        init_rows = init_gradients(cfg, next(iter(cache.values())), seed)
     numbers = _summarise(cfg, runs)
+    numbers["init_gradients"] = init_rows
     figures: list[Figure] = []
     if plots:
         _plot(cfg, numbers, outp, figures)
@@ -226,7 +260,14 @@ def _summarise(cfg: H24Config, runs: list[dict[str, Any]]) -> dict[str, Any]:
     for v in VARIANTS:
         s = per[v]["step_to_95pct_baseline_median"]
         per[v]["steps_fraction_of_baseline"] = s / b if b and math.isfinite(b) and b > 0 else math.nan
+    curves = {}
+    for v in VARIANTS:
+        sel = [r for r in runs if r["variant"] == v]
+        qk = np.mean([r["qk_abs_grad_curve"] for r in sel], axis=0)
+        vv = np.mean([r["v_abs_grad_curve"] for r in sel], axis=0)
+        curves[v] = {f"t={t}": float(a / b) for t, a, b in zip(sel[0]["steps"], qk, vv, strict=True)}
     return {"runs": runs, "baseline_final_accuracy": base_final, "target_accuracy_95pct": target,
+            "qk_over_v_grad_curve": curves,
             "per_variant": per, "chance_accuracy": 0.1, "blind_ceiling_approx": 0.55,
             "blind_ceiling": float(np.median([r["blind_ceiling"] for r in runs]))}
 
@@ -276,6 +317,42 @@ def _plot(cfg: H24Config, numbers: dict[str, Any], out: Path | None, figures: li
     fig.tight_layout()
     save(fig, out, "h24_grads.png", "[H24] mean absolute gradient of W_Q, W_K and W_V per layer.", figures)
 
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for v in VARIANTS:
+        sel = [r for r in numbers["runs"] if r["variant"] == v]
+        steps = sel[0]["steps"]
+        for key, ls in (("qk_abs_grad_curve", "-"), ("v_abs_grad_curve", "--")):
+            m = np.mean([r[key] for r in sel], axis=0)
+            axes[0].semilogy(steps, m, ls=ls, color=colors[v],
+                             label=f"{v} {'W_Q,W_K' if key.startswith('qk') else 'W_V'}")
+        ratio = np.mean([np.asarray(r["qk_abs_grad_curve"]) / np.asarray(r["v_abs_grad_curve"]) for r in sel],
+                        axis=0)
+        axes[1].semilogy(steps, ratio, color=colors[v], label=f"{v} ({len(sel)} seeds)")
+    axes[0].set_ylabel("mean |∂L/∂W| (minibatch; over layers and seeds)")
+    axes[1].set_ylabel("ratio (W_Q,W_K) / W_V")
+    axes[1].axhline(1.0, color="k", ls=":", lw=1)
+    for ax in axes:
+        ax.set_xlabel(f"training step (AdamW, batch {cfg.batch})")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle("[H24] Q/K vs V gradient magnitude over training", fontsize=10)
+    fig.tight_layout()
+    save(fig, out, "h24_grad_curves.png", "[H24] mean |gradient| of W_Q, W_K (solid) and W_V (dashed) over "
+         "training, and their ratio, per variant.", figures)
+
+
+def _init_tests(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Paired tests at initialisation over ``init_grad_seeds`` seeds (log10 of mean |grad|)."""
+    by = {v: [r for r in rows if r["variant"] == v] for v in VARIANTS}
+    soft = by["softmax"]
+    out = {"qk_vs_v_softmax": paired_test(np.log10([r["qk"] for r in soft]), np.log10([r["v"] for r in soft])),
+           "ratio_softmax": float(np.median([r["qk"] / r["v"] for r in soft]))}
+    for v in ("normsoftmax", "heat"):
+        out[f"{v}_vs_softmax"] = paired_test(np.log10([r["qk"] for r in by[v]]),
+                                             np.log10([r["qk"] for r in soft]), higher_better=True)
+        out[f"gain_{v}"] = float(np.median([a["qk"] / b["qk"] for a, b in zip(by[v], soft, strict=True)]))
+    return out
+
 
 def _qk_v(per: dict[str, Any], key: str) -> tuple[dict[str, float], dict[str, float]]:
     """Mean |grad| of W_Q and W_K together, and of W_V, per variant (over layers and seeds)."""
@@ -288,51 +365,65 @@ def _findings(cfg: H24Config, numbers: dict[str, Any]) -> list[Finding]:
     per = numbers["per_variant"]
     scale = (f"ViT D={cfg.D}, H={cfg.H}, L={cfg.L}, {(16 // cfg.patch) ** 2} patch tokens; {cfg.n_train} "
              f"training images; {cfg.steps} AdamW steps; {cfg.seeds} seeds")
+    init_scale = f"{scale}; gradients at init: {cfg.init_grad_seeds} seeds, one minibatch of {cfg.batch} each"
     qk, vv = _qk_v(per, "mean_abs_grad")
-    qk0, vv0 = _qk_v(per, "initial_abs_grad")
+    it = _init_tests(numbers["init_gradients"])
+    pt = it["qk_vs_v_softmax"]
     out = [Finding(
-        "H24", "Softmax attention gives W_Q, W_K much smaller gradients than W_V.",
-        "supported" if qk["softmax"] < 0.5 * vv["softmax"] and qk0["softmax"] < 0.5 * vv0["softmax"] else
-        ("mixed" if qk["softmax"] < vv["softmax"] else "not supported"),
-        f"softmax mean |grad| W_Q,W_K / W_V over training: {qk['softmax']:.2e} / {vv['softmax']:.2e} "
-        f"(ratio {qk['softmax'] / vv['softmax']:.2f}); at initialisation {qk0['softmax']:.2e} / "
-        f"{vv0['softmax']:.2e} (ratio {qk0['softmax'] / vv0['softmax']:.2f}).", scale)]
+        "H24", "Softmax attention gives W_Q, W_K much smaller gradients than W_V (verdict at initialisation).",
+        pt.verdict(True),
+        f"softmax mean |grad| W_Q,W_K / W_V at init: median ratio {it['ratio_softmax']:.2f} over "
+        f"{cfg.init_grad_seeds} seeds; over training ({cfg.seeds} seeds): {qk['softmax']:.2e} / "
+        f"{vv['softmax']:.2e} "
+        f"(ratio {qk['softmax'] / vv['softmax']:.2f}; the curve is in h24_grad_curves.png).", init_scale,
+        cfg.init_grad_seeds, pt.statement("W_Q,W_K", "W_V", better="smaller") + " on log10 mean |grad|")]
     gain = {v: qk[v] / qk["softmax"] for v in ("normsoftmax", "heat")}
-    gain0 = {v: qk0[v] / qk0["softmax"] for v in ("normsoftmax", "heat")}
+    tn, th = it["normsoftmax_vs_softmax"], it["heat_vs_softmax"]
     out.append(Finding(
-        "H24", "NormSoftmax (and heat treatment) enlarge the W_Q, W_K gradients relative to softmax.",
-        "supported" if gain["normsoftmax"] >= 1.25 and gain0["normsoftmax"] >= 1.25 else
-        ("not supported" if gain["normsoftmax"] <= 1.0 and gain0["normsoftmax"] <= 1.0 else "inconclusive"),
-        "mean |grad| of W_Q, W_K relative to softmax (same initial weights per seed), over training / at "
-        "initialisation: " + ", ".join(f"{v} {gain[v]:.2f}× / {gain0[v]:.2f}×" for v in gain)
-        + " (a gain under 1.25× is within what we would call noise at this scale).", scale))
-    fr = {v: per[v]["steps_fraction_of_baseline"] for v in VARIANTS}
-    ok = all(math.isfinite(fr[v]) and fr[v] <= 0.5 for v in ("normsoftmax", "heat"))
-    some = any(math.isfinite(fr[v]) and fr[v] < 1.0 for v in ("normsoftmax", "heat"))
-    base = numbers["baseline_final_accuracy"]
-    blind = numbers["blind_ceiling"]
+        "H24", "NormSoftmax (and heat treatment) enlarge the W_Q, W_K gradients relative to softmax "
+        "(verdict: NormSoftmax at initialisation).", tn.verdict(True),
+        f"median gain of mean |grad| W_Q, W_K over softmax at init (same weights per seed): NormSoftmax "
+        f"{it['gain_normsoftmax']:.2f}×, heat (multiplier {cfg.heat_start:g}) {it['gain_heat']:.2f}× "
+        f"(heat: {th.statement('heat', 'softmax')}); over training ({cfg.seeds} seeds): "
+        + ", ".join(f"{v} {gain[v]:.2f}×" for v in gain) + ".", init_scale, cfg.init_grad_seeds,
+        tn.statement("NormSoftmax", "softmax") + " on log10 mean |grad| of W_Q, W_K"))
+    out += _training_findings(cfg, numbers, scale)
+    return out
+
+
+def _training_findings(cfg: H24Config, numbers: dict[str, Any], scale: str) -> list[Finding]:
+    per, runs = numbers["per_variant"], numbers["runs"]
+    base, blind = numbers["baseline_final_accuracy"], numbers["blind_ceiling"]
     learned = base >= cfg.learned_acc
-    out.append(Finding(
+    by = {v: [r for r in runs if r["variant"] == v] for v in VARIANTS}
+    fr = {v: per[v]["steps_fraction_of_baseline"] for v in VARIANTS}
+    pt = paired_test([r["step_to_95pct_baseline"] for r in by["normsoftmax"]],
+                     [r["step_to_95pct_baseline"] for r in by["softmax"]])
+    out = [Finding(
         "H24", "Fixed models (NormSoftmax, heat treatment) reach 95% of the baseline's final accuracy in about "
-        "20% of the baseline's steps.",
-        ("supported" if ok else ("mixed" if some else "not supported")) if learned else "inconclusive",
+        "20% of the baseline's steps.", pt.verdict(True) if learned else "inconclusive",
         "median step to 95% of baseline final accuracy (" + f"{numbers['target_accuracy_95pct']:.3f}): "
         + ", ".join(f"{v} {per[v]['step_to_95pct_baseline_median']:g} ({fr[v]:.2f}× baseline)"
-                    for v in VARIANTS) + "."
-        + ("" if learned else f" The baseline itself did not learn the task (final accuracy {base:.3f} < "
-           f"{cfg.learned_acc}; an indicator-blind rule scores {blind:.3f} on this test set), so this "
-           "compares reaching the blind plateau, not the claim."), scale))
-    fl = {v: per[v]["fraction_learned_intermediate"] for v in VARIANTS}
+                    for v in VARIANTS)
+        + "." + ("" if learned else f" The baseline itself did not learn the task (final accuracy {base:.3f} < "
+                 f"{cfg.learned_acc}; an indicator-blind rule scores {blind:.3f} on this test set), so this "
+                 "compares reaching the blind plateau, not the claim."), scale, cfg.seeds,
+        pt.statement("NormSoftmax", "softmax") + " on the step to 95%")]
+    fl = {v: [r["learned_intermediate"] for r in by[v]] for v in VARIANTS}
+    wins = sum(a and not b for a, b in zip(fl["normsoftmax"], fl["softmax"], strict=True))
+    losses = sum(b and not a for a, b in zip(fl["normsoftmax"], fl["softmax"], strict=True))
     acc = {v: per[v]["final_accuracy_median"] for v in VARIANTS}
     out.append(Finding(
         "H24", "More seeds learn the intermediate (indicator-match) step with the fixes.",
-        "inconclusive" if max(fl.values()) == 0 else
-        ("supported" if min(fl["normsoftmax"], fl["heat"]) > fl["softmax"] else "not supported"),
-        "fraction of seeds with final accuracy ≥ " + f"{cfg.learned_acc}: "
-        + ", ".join(f"{v} {fl[v]:.2f}" for v in VARIANTS) + "; median final accuracy "
+        sign_verdict(wins, losses),
+        "seeds with final accuracy ≥ " + f"{cfg.learned_acc}: "
+        + ", ".join(f"{v} {rate_ci(sum(fl[v]), len(fl[v]))}" for v in VARIANTS) + "; median final accuracy "
         + ", ".join(f"{v} {acc[v]:.3f}" for v in VARIANTS)
         + f" (indicator-blind ceiling {blind:.3f}); median train accuracy "
         + ", ".join(f"{v} {per[v]['final_train_accuracy_median']:.3f}" for v in VARIANTS)
         + "; median probe accuracy "
-        + ", ".join(f"{v} {per[v]['final_probe_accuracy_median']:.3f}" for v in VARIANTS) + ".", scale))
+        + ", ".join(f"{v} {per[v]['final_probe_accuracy_median']:.3f}" for v in VARIANTS) + ".", scale,
+        cfg.seeds,
+        f"exact sign test (McNemar) NormSoftmax vs softmax on the seeds where exactly one learned: "
+        f"{wins} vs {losses}, p = {sign_test_p(wins, losses):.3g}"))
     return out

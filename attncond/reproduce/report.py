@@ -13,9 +13,10 @@ from ._common import ExperimentResult, check_out
 
 _SUMMARY_KEYS = {
     "S24": ("summary", "two_stage_summary", "landscape_summary"),
-    "Q25": ("kappa_vs_scale", "median_final_over_initial", "weyl", "spearman_rate_vs_inv_kappa2"),
-    "I25": ("per_tau", "spearman_iterations_vs_kappaH", "median_observed_over_predicted_iterations"),
-    "H24": ("per_variant", "baseline_final_accuracy", "target_accuracy_95pct"),
+    "Q25": ("kappa_vs_scale", "regimes", "median_final_over_initial", "weyl", "spearman_rate_vs_inv_kappa2"),
+    "I25": ("per_tau", "spearman_iterations_random_vs_kappaH", "spearman_iterations_slowest_vs_kappaH",
+            "median_observed_over_predicted_iterations"),
+    "H24": ("per_variant", "qk_over_v_grad_curve", "baseline_final_accuracy", "target_accuracy_95pct"),
 }
 
 
@@ -62,10 +63,14 @@ def render_markdown(results: Sequence[ExperimentResult], command: str) -> str:
           f"{torch.get_num_threads()} thread(s); total compute {total:.1f} s  ",
           "All numbers are in `results.json`. Every experiment is seeded; rerunning the command reproduces it.",
           "", "## Findings", "",
-          "What our runs support and do not support of each paper's claims, and at what scale. "
+          "What our runs say about each paper's claims, at what scale and with what confidence. "
+          "Verdicts: **held** (the test decides for the claim), **finding** (it decides against it: a "
+          "counterexample, or a significant effect the other way), **inconclusive** (it does not decide). "
+          "Every test is two-sided at level 0.05; rates carry a 95% Clopper–Pearson interval. "
           "These are laptop-scale runs of reconstructed models (MATH.md), not the papers' set-ups.", ""]
-    rows = [{"paper": f.paper, "claim": f.claim, "verdict": f"**{f.verdict}**", "evidence": f.evidence,
-             "scale": f.scale} for r in results for f in r.findings]
+    rows = [{"paper": f.paper, "claim": f.claim, "verdict": f"**{f.verdict}**", "seeds": str(f.seeds),
+             "confidence": f.confidence, "evidence": f.evidence, "scale": f.scale}
+            for r in results for f in r.findings]
     md.append(_md_table(rows))
     for r in results:
         md += ["", f"## {r.title}", "",
@@ -76,16 +81,16 @@ def render_markdown(results: Sequence[ExperimentResult], command: str) -> str:
         if r.notes:
             md += ["### Notes", ""] + [f"- {n}" for n in r.notes] + [""]
     md += ["## Closing note", "",
-           "Which of the papers' claims these runs support, which they do not, and at what scale "
+           "Which of the papers' claims held, which did not, which the statistics leave open, and at what "
+           "scale "
            "(the scale of each experiment is in the findings table and in `results.json`).", ""]
-    labels = {"supported": "Supported", "not supported": "Not supported", "mixed": "Mixed",
-              "inconclusive": "Inconclusive"}
+    labels = {"held": "Held", "finding": "Finding (the claim did not hold)", "inconclusive": "Inconclusive"}
     for verdict, label in labels.items():
         hits = [(r, f) for r in results for f in r.findings if f.verdict == verdict]
         if hits:
             md.append(f"**{label}** ({len(hits)}):")
             md.append("")
-            md += [f"- [{f.paper}] {f.claim} ({r.size} size: {f.scale})" for r, f in hits]
+            md += [f"- [{f.paper}] {f.claim} ({r.size} size, {f.seeds} seeds: {f.confidence})" for r, f in hits]
             md.append("")
     md.append("")
     return "\n".join(md)

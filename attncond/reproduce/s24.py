@@ -8,12 +8,19 @@
    ``W_V``, ``W_O`` with the student and differs in ``W_Q`` (same kernel), so the global
    optimum ``f* = 0`` is known and "reached the global optimum" means ``f_T ≤ 10⁻³ f_0``.
    With ``(W_Q, W_K, W_V)`` the targets are i.i.d. ``N(0, 1)``.
-2. **Two-stage protocol:** GD with softmax for the first half of the steps, then continue
-   from the same weights with softmax or with the Gaussian kernel.
-3. **Loss landscape:** ``f(W_Q + α δ_Q, W_K + β δ_K)`` at the end of stage-1 training
-   (seed 0, ``HD ≥ Nn``), ``δ`` random Gaussian directions *filter-normalised*
-   (Li et al. 2018: each column of ``δ_h`` rescaled to the norm of the same column of
-   ``W_h``), for both kernels.
+2. **Theorem 2 budget sweep** (W_Q only, ``HD ≥ Nn``): both kernels from the same seed, ``thm2_seeds``
+   seeds, ``f_b/f_0`` after each budget ``b`` of ``thm2_budgets`` (one run of the largest budget; GD
+   is deterministic) and ``‖∇_{W_Q} f‖`` at init and at each budget; one verdict per budget from a
+   paired Wilcoxon test of ``log10(f_b/f_0)`` over seeds.
+3. **Two-stage protocol** (not a claim of [S24] in MATH.md §5, so numbers and a note, no verdict): GD with
+   softmax for the first half of the steps, then from the same weights with softmax or with the
+   Gaussian kernel. The loss *jumps* at the switch (same weights, other kernel); the curve keeps that
+   point and the runs are compared by ``f_T/f_0`` at equal total steps.
+4. **Loss landscape:** ``f(W_Q + α δ_Q, W_K + β δ_K)`` around *each kernel's own trained point*
+   (seed 0, ``HD ≥ Nn``, ``(W_Q, W_K, W_V)``, ``steps`` GD steps), ``δ`` random Gaussian directions
+   *filter-normalised* (Li et al. 2018: each column of ``δ_h`` rescaled to the norm of the same column
+   of ``W_h``); both slices on one colour scale.
+5. **Fig. 1 analogue** on a generated Pathfinder task: :mod:`.s24_pathfinder`.
 
 Step size ``η = lr_scale / (N n)`` (the loss is a sum over ``Nn`` outputs).
 """
@@ -43,9 +50,18 @@ from ._common import (
     check_size,
     geo_band,
     pad,
+    paired_test,
     pyplot,
+    rate_ci,
     save,
     seeded,
+)
+from .s24_pathfinder import (
+    PATHFINDER_CONFIGS,
+    PathfinderConfig,
+    pathfinder_finding,
+    plot_pathfinder,
+    run_pathfinder,
 )
 
 KERNELS = ("softmax", "gaussian")
@@ -62,11 +78,16 @@ class S24Config:
     over: tuple[int, int, int, int, int] = (4, 4, 8, 4, 4)   # N, n, D, d, H with HD >= Nn
     under: tuple[int, int, int, int, int] = (16, 8, 8, 4, 2)  # HD < Nn
     span: float = 1.0
+    thm2_seeds: int = 12
+    thm2_budgets: tuple[int, ...] = (40, 400, 4000)
+    pathfinder: PathfinderConfig = PATHFINDER_CONFIGS["full"]
 
 
 CONFIGS = {
-    "smoke": S24Config(seeds=2, steps=40, grid=5),
-    "quick": S24Config(seeds=3, steps=400, grid=21),
+    "smoke": S24Config(seeds=2, steps=40, grid=5, thm2_seeds=6, thm2_budgets=(10, 40),
+                       pathfinder=PATHFINDER_CONFIGS["smoke"]),
+    "quick": S24Config(seeds=3, steps=400, grid=21, thm2_seeds=8, thm2_budgets=(40, 400, 1000),
+                       pathfinder=PATHFINDER_CONFIGS["quick"]),
     "full": S24Config(seeds=6, steps=2000, grid=41),
 }
 
@@ -121,63 +142,140 @@ def _landscape(m: MultiHeadAttention, params: dict[str, torch.Tensor], X, y, gri
     return {"alpha": alphas.tolist(), "beta": alphas.tolist(), "loss": Z.tolist()}
 
 
+def _grad_norm_WQ(m: MultiHeadAttention, params: dict[str, torch.Tensor], X, y) -> float:
+    """``‖∇_{W_Q} f‖_F`` at ``params`` (the quantity whose vanishing [S24] Thm 2 blames for softmax)."""
+    W = params["W_Q"].detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(m.loss({**params, "W_Q": W}, X, y), [W])
+    return float(g.norm())
+
+
+def _curves(cfg: S24Config, settings, seed: int, prog):
+    """Every loss curve, and the trained parameters of seed 0 (HD ≥ Nn, QKV) per kernel."""
+    jobs = [(s, w, k, r) for s in settings for w in TRAINABLE for k in KERNELS for r in range(cfg.seeds)]
+    curves: dict[str, Any] = {s: {w: {k: [] for k in KERNELS} for w in TRAINABLE} for s in settings}
+    diverged: dict[str, int] = {}
+    trained: dict[str, Any] = {}
+    for s, w, k, r in prog(jobs, desc="S24 curves", total=len(jobs)):
+        shape = settings[s]
+        m, X, y = _task(shape, k, w, seed + r)
+        lr = cfg.lr_scale / (shape[0] * shape[1])
+        p, tr = _gd(m, X, y, cfg.steps, lr)
+        curves[s][w][k].append(pad(tr.losses, cfg.steps + 1))
+        if tr.diverged:
+            diverged[f"{s}/{w}/{k}"] = diverged.get(f"{s}/{w}/{k}", 0) + 1
+        if (s, w, r) == ("HD>=Nn", "QKV", 0):
+            trained[k] = (m, {**m.all_params(), **p}, X, y)
+    return curves, diverged, trained
+
+
+def _two_stage(cfg: S24Config, seed: int, prog) -> dict[str, Any]:
+    """Softmax for ``steps // 2`` steps, then either kernel from the same weights, every seed.
+
+    ``curves[k][t]`` is the loss at step ``t`` of the kernel in use at ``t``: entry ``half + 1``
+    is the stage-2 kernel's loss *at the switch* (the same weights, other kernel), so the curve
+    has ``steps + 2`` entries and shows the jump; ``jump[k] = f_switch(k) / f_half(softmax)``.
+    """
+    half = cfg.steps // 2
+    shape = cfg.over
+    lr = cfg.lr_scale / (shape[0] * shape[1])
+    curves: dict[str, list[list[float]]] = {f"softmax->{k}": [] for k in KERNELS}
+    jump: dict[str, list[float]] = {f"softmax->{k}": [] for k in KERNELS}
+    for r in prog(range(cfg.seeds), desc="S24 two-stage", total=cfg.seeds):
+        m1, X, y = _task(shape, "softmax", "QKV", seed + r)
+        p1, tr1 = _gd(m1, X, y, half, lr)
+        for k in KERNELS:
+            m2 = _model(shape, k, TRAINABLE["QKV"], seed + r)
+            _, tr2 = _gd(m2, X, y, cfg.steps - half, lr, params=p1)
+            curves[f"softmax->{k}"].append(pad(tr1.losses + tr2.losses, cfg.steps + 2))
+            jump[f"softmax->{k}"].append(tr2.losses[0] / tr1.losses[-1] if tr1.losses[-1] > 0 else math.nan)
+    return {"curves": curves, "jump": jump, "half": half}
+
+
+def _thm2(cfg: S24Config, seed: int, prog) -> dict[str, Any]:
+    """[S24] Thm 2 budget sweep: W_Q only, HD ≥ Nn, ``thm2_seeds`` seeds, both kernels per seed.
+
+    One GD run of ``max(thm2_budgets)`` steps per (seed, kernel); GD is deterministic, so the
+    loss after ``b`` steps of it is the result at budget ``b``. Records ``f_b/f_0`` and
+    ``‖∇_{W_Q} f‖`` at init and at each budget.
+    """
+    budgets = sorted(cfg.thm2_budgets)
+    shape = cfg.over
+    lr = cfg.lr_scale / (shape[0] * shape[1])
+    rows = []
+    jobs = [(r, k) for r in range(cfg.thm2_seeds) for k in KERNELS]
+    for r, k in prog(jobs, desc="S24 Thm 2 sweep", total=len(jobs)):
+        m, X, y = _task(shape, k, "Q", seed + r)
+        grads: dict[int, float] = {}
+
+        def cb(t, theta, f, m=m, X=X, y=y, grads=grads):
+            if t == 0 or t in budgets:
+                grads[t] = _grad_norm_WQ(m, {**m.all_params(), **theta}, X, y)
+
+        _, tr = gradient_descent(lambda p, m=m, X=X, y=y: m.loss(p, X, y), m.params(), steps=budgets[-1],
+                                 lr=lr, callback=cb)
+        f = pad(tr.losses, budgets[-1] + 1)
+        rows.append({"seed": seed + r, "kernel": k, "f0": f[0], "diverged": tr.diverged,
+                     "ratio": {str(b): f[b] / f[0] for b in budgets},
+                     "grad_WQ": {str(t): v for t, v in grads.items()}})
+    return {"budgets": budgets, "rows": rows, "rtol": GLOBAL_OPT_RTOL}
+
+
 def run(size: str = "quick", seed: int = 0, out: str | Path | None = None, *,
         plots: bool = True, progress=None) -> ExperimentResult:
     """Run the [S24] experiments at ``size`` (``"smoke"``, ``"quick"``, ``"full"``).
 
     Returns an :class:`ExperimentResult` whose ``numbers`` hold every loss curve
-    (``curves[setting][trainable][kernel]`` = one list per seed), the two-stage curves, the
-    landscape grids and the summary statistics that the findings quote.
+    (``curves[setting][trainable][kernel]`` = one list per seed), the two-stage curves and
+    jumps, the Thm 2 budget sweep, the landscape grids (each kernel at its own trained point),
+    the Pathfinder runs and the summary statistics that the findings quote.
     """
     size, seed, outp = check_size(size), check_seed(seed), check_out(out)
     cfg = CONFIGS[size]
     seeded(seed)
     prog = progress or (lambda it, **kw: it)
     settings = {"HD>=Nn": cfg.over, "HD<Nn": cfg.under}
-    jobs = [(s, w, k, r) for s in settings for w in TRAINABLE for k in KERNELS for r in range(cfg.seeds)]
-    curves: dict[str, Any] = {s: {w: {k: [] for k in KERNELS} for w in TRAINABLE} for s in settings}
-    diverged: dict[str, int] = {}
     with Timer() as timer, warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        for s, w, k, r in prog(jobs, desc="S24 curves", total=len(jobs)):
-            shape = settings[s]
-            m, X, y = _task(shape, k, w, seed + r)
-            lr = cfg.lr_scale / (shape[0] * shape[1])
-            _, tr = _gd(m, X, y, cfg.steps, lr)
-            curves[s][w][k].append(pad(tr.losses, cfg.steps + 1))
-            if tr.diverged:
-                key = f"{s}/{w}/{k}"
-                diverged[key] = diverged.get(key, 0) + 1
-        # two-stage protocol (HD >= Nn, all of QKV trained), every seed
-        half = cfg.steps // 2
-        two_stage: dict[str, list[list[float]]] = {"softmax->softmax": [], "softmax->gaussian": []}
-        landscape: dict[str, Any] = {}
-        shape = cfg.over
-        lr = cfg.lr_scale / (shape[0] * shape[1])
-        for r in prog(range(cfg.seeds), desc="S24 two-stage", total=cfg.seeds):
-            m1, X, y = _task(shape, "softmax", "QKV", seed + r)
-            p1, tr1 = _gd(m1, X, y, half, lr)
-            for k in KERNELS:
-                m2 = _model(shape, k, TRAINABLE["QKV"], seed + r)
-                _, tr2 = _gd(m2, X, y, cfg.steps - half, lr, params=p1)
-                two_stage[f"softmax->{k}"].append(pad(tr1.losses + tr2.losses[1:], cfg.steps + 1))
-                if r == 0:
-                    full = {**m2.all_params(), **p1}
-                    landscape[k] = _landscape(m2, full, X, y, cfg.grid, cfg.span, seed)
+        curves, diverged, trained = _curves(cfg, settings, seed, prog)
+        two_stage = _two_stage(cfg, seed, prog)
+        thm2 = _thm2(cfg, seed, prog)
+        landscape = {k: _landscape(m, p, X, y, cfg.grid, cfg.span, seed) for k, (m, p, X, y) in trained.items()}
+        pf = run_pathfinder(cfg.pathfinder, seed, prog)
     numbers = _summarise(cfg, curves, two_stage, landscape, diverged)
+    numbers["thm2"] = thm2
+    numbers["pathfinder"] = pf
     figures: list[Figure] = []
     if plots:
         _plot(cfg, numbers, outp, figures)
+        plot_pathfinder(cfg.pathfinder, pf, outp, figures)
     findings = _findings(cfg, numbers)
-    config = {"size": size, **cfg.__dict__,
+    config = {"size": size, **{k: v for k, v in cfg.__dict__.items() if k != "pathfinder"},
+              "pathfinder": cfg.pathfinder.__dict__,
               "lr": {s: cfg.lr_scale / (v[0] * v[1]) for s, v in settings.items()},
               "shapes (N, n, D, d, H)": {s: list(v) for s, v in settings.items()}}
+    ts = numbers["two_stage_summary"]
     return ExperimentResult("S24", "[S24] softmax vs Gaussian attention under GD", size, seed, config,
                             numbers, tuple(figures), tuple(findings),
                             ("W_Q-only targets come from a teacher differing only in W_Q (reconstructed), "
                              "so f* = 0; QKV targets are i.i.d. N(0,1).",
-                             "Gaussian kernel unnormalised (MATH.md §2), underflow warnings silenced."),
+                             "Gaussian kernel unnormalised (MATH.md §2), underflow warnings silenced.",
+                             "Landscape: each kernel's slice is centred on its own trained point (seed 0, "
+                             f"HD≥Nn, (W_Q, W_K, W_V), {cfg.steps} GD steps); both panels share one colour "
+                             "scale.",
+                             _two_stage_note(ts)),
                             timer.seconds)
+
+
+def _two_stage_note(ts: dict[str, Any]) -> str:
+    g, s_ = ts["softmax->gaussian"], ts["softmax->softmax"]
+    pt = ts["paired_final"]
+    return ("Two-stage protocol (not a claim of [S24] in MATH.md §5, so no verdict): at the switch the loss "
+            f"jumps ×{g['jump_median']:.3g} (range ×{g['jump_min']:.3g}..×{g['jump_max']:.3g}) when the "
+            "Gaussian kernel takes over the softmax weights. Compared at equal total steps, median f_T/f_0 is "
+            f"{g['median_final_over_initial']:.3g} (→Gaussian) vs {s_['median_final_over_initial']:.3g} "
+            f"(→softmax); {pt.statement('→Gaussian', '→softmax')}. The old metric f_T/f_switch measured "
+            "from the jumped loss and so "
+            "credited the Gaussian with recovering from its own jump.")
 
 
 def _ratio_stats(runs: list[list[float]]) -> dict[str, float]:
@@ -202,17 +300,23 @@ def _summarise(cfg, curves, two_stage, landscape, diverged) -> dict[str, Any]:
         for w, by_k in by_w.items():
             for k, runs in by_k.items():
                 summary[f"{s}/{w}/{k}"] = {**_ratio_stats(runs), "median_steps_to_1e-3": _steps_to(runs, 1e-3)}
-    ts = {k: _ratio_stats(v) for k, v in two_stage.items()}
-    half = cfg.steps // 2
-    for k, v in two_stage.items():
-        ts[k]["median_stage2_gain"] = float(np.median([r[-1] / r[half] for r in v if r[half] > 0]))
+    ts: dict[str, Any] = {k: _ratio_stats(v) for k, v in two_stage["curves"].items()}
+    for k, jumps in two_stage["jump"].items():
+        ts[k].update({"jump_median": float(np.median(jumps)), "jump_min": float(np.min(jumps)),
+                      "jump_max": float(np.max(jumps)), "jumps": jumps})
+    fin = {k: [r[-1] / r[0] if math.isfinite(r[-1]) else math.inf for r in v]
+           for k, v in two_stage["curves"].items()}
+    with np.errstate(divide="ignore"):
+        ts["paired_final"] = paired_test(np.log10(fin["softmax->gaussian"]), np.log10(fin["softmax->softmax"]))
     land = {}
     for k, L in landscape.items():
         Z = np.asarray(L["loss"])
         c = Z.shape[0] // 2
-        land[k] = {"center": float(Z[c, c]), "min": float(np.nanmin(Z)), "max": float(np.nanmax(Z)),
+        land[k] = {"center": float(Z[c, c]), "trained_loss": curves["HD>=Nn"]["QKV"][k][0][-1],
+                   "min": float(np.nanmin(Z)), "max": float(np.nanmax(Z)),
                    "max_over_center": float(np.nanmax(Z) / Z[c, c]) if Z[c, c] > 0 else math.inf}
-    return {"curves": curves, "two_stage": two_stage, "landscape": landscape, "summary": summary,
+    return {"curves": curves, "two_stage": two_stage["curves"], "two_stage_jump": two_stage["jump"],
+            "landscape": landscape, "summary": summary,
             "two_stage_summary": ts, "landscape_summary": land, "diverged_runs": diverged}
 
 
@@ -242,75 +346,121 @@ def _plot(cfg: S24Config, numbers: dict[str, Any], out: Path | None, figures: li
 
     fig, ax = plt.subplots(figsize=(6, 4))
     half = cfg.steps // 2
+    t = np.r_[np.arange(half + 1), np.arange(half, cfg.steps + 1)]  # the switch step appears twice
     for k, c in (("softmax->softmax", "tab:blue"), ("softmax->gaussian", "tab:orange")):
         g, lo, hi = geo_band(numbers["two_stage"][k])
-        t = np.arange(len(g))
         ax.semilogy(t, g, color=c, label=k)
         ax.fill_between(t, lo, hi, color=c, alpha=0.2)
-    ax.axvline(half, color="gray", ls="--", lw=1, label="kernel switch")
+    ax.axvline(half, color="gray", ls="--", lw=1,
+               label="kernel switch (vertical jump = same weights, other kernel)")
     ax.set_xlabel("GD step t")
     ax.set_ylabel("loss f(θ_t) (log scale)")
     ax.set_title("[S24] two-stage: softmax, then softmax or Gaussian (HD≥Nn)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     save(fig, out, "s24_two_stage.png", "[S24] two-stage protocol: softmax for the first half, then "
-         "either kernel from the same weights.", figures)
+         "either kernel from the same weights; the jump at the switch is drawn.", figures)
+    _plot_landscape(plt, numbers, out, figures)
+    _plot_thm2(plt, numbers, out, figures)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4))
+
+def _plot_landscape(plt, numbers: dict[str, Any], out: Path | None, figures: list[Figure]) -> None:
+    """Both kernels' slices, each centred on its own trained point, on one shared colour scale."""
+    logs = {k: np.log10(np.maximum(np.asarray(numbers["landscape"][k]["loss"]), 1e-300)) for k in KERNELS}
+    vmin = min(float(np.nanmin(z)) for z in logs.values())
+    vmax = max(float(np.nanmax(z)) for z in logs.values())
+    levels = np.linspace(vmin, vmax, 21)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    cs = None
     for ax, k in zip(axes, KERNELS, strict=True):
         L = numbers["landscape"][k]
-        Z = np.log10(np.maximum(np.asarray(L["loss"]), 1e-300))
-        cs = ax.contourf(L["alpha"], L["beta"], Z, levels=20, cmap="viridis")
-        ax.contour(L["alpha"], L["beta"], Z, levels=10, colors="k", linewidths=0.4)
-        ax.plot([0], [0], "r*", ms=9, label="trained point")
+        cs = ax.contourf(L["alpha"], L["beta"], logs[k], levels=levels, cmap="viridis")
+        ax.contour(L["alpha"], L["beta"], logs[k], levels=levels[::2], colors="k", linewidths=0.4)
+        f0 = numbers["landscape_summary"][k]["center"]
+        ax.plot([0], [0], "r*", ms=9, label=f"{k}'s trained point (f = {f0:.2g})")
         ax.set_xlabel("α (filter-normalised direction in W_Q)")
         ax.set_ylabel("β (filter-normalised direction in W_K)")
-        ax.set_title(f"{k}: log10 loss", fontsize=9)
+        ax.set_title(f"{k}: log10 loss around its own trained point", fontsize=9)
         ax.legend(fontsize=7, loc="upper right")
-        fig.colorbar(cs, ax=ax, label="log10 f")
-    fig.suptitle("[S24] 2-D loss slice around the stage-1 point (same W_V, data)", fontsize=10)
+    fig.colorbar(cs, ax=list(axes), label="log10 f (shared scale)")
+    fig.suptitle("[S24] 2-D loss slices (seed 0, HD≥Nn, (W_Q, W_K, W_V) trained)", fontsize=10)
+    save(fig, out, "s24_landscape.png", "[S24] loss landscape slices along random filter-normalised "
+         "directions in W_Q (α) and W_K (β), each kernel at its own trained point, one colour scale.", figures)
+
+
+def _plot_thm2(plt, numbers: dict[str, Any], out: Path | None, figures: list[Figure]) -> None:
+    """f_b/f_0 per seed at each budget, both kernels, seeds paired by a line."""
+    th = numbers["thm2"]
+    budgets = th["budgets"]
+    fig, axes = plt.subplots(1, len(budgets), figsize=(3.2 * len(budgets), 3.6), sharey=True)
+    for ax, b in zip(np.atleast_1d(axes), budgets, strict=True):
+        by = {k: [r["ratio"][str(b)] for r in th["rows"] if r["kernel"] == k] for k in KERNELS}
+        for a_, c_ in zip(by["softmax"], by["gaussian"], strict=True):
+            ax.plot([0, 1], [max(a_, 1e-300), max(c_, 1e-300)], color="gray", lw=0.7, alpha=0.6)
+        for i, k in enumerate(KERNELS):
+            ax.scatter([i] * len(by[k]), np.maximum(by[k], 1e-300), color=("tab:blue", "tab:orange")[i])
+        ax.axhline(th["rtol"], color="k", ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_xticks([0, 1], list(KERNELS))
+        ax.set_title(f"{b} GD steps", fontsize=9)
+        ax.grid(alpha=0.3, which="both", axis="y")
+    np.atleast_1d(axes)[0].set_ylabel("f_b / f_0 (log; dotted: 'optimum reached')")
+    fig.suptitle("[S24] Thm 2 (W_Q only): both kernels per seed, budget sweep", fontsize=10)
     fig.tight_layout()
-    save(fig, out, "s24_landscape.png", "[S24] loss landscape slice along random filter-normalised "
-         "directions in W_Q (α) and W_K (β), both kernels.", figures)
+    save(fig, out, "s24_thm2_budgets.png", "[S24] Theorem 2 budget sweep: loss reduction per seed (lines pair "
+         "the two kernels of one seed) after each step budget.", figures)
 
 
 def _findings(cfg: S24Config, numbers: dict[str, Any]) -> list[Finding]:
     S = numbers["summary"]
     scale = (f"N,n,D,d,H = {cfg.over} (HD≥Nn) and {cfg.under} (HD<Nn); {cfg.seeds} seeds; "
              f"{cfg.steps} GD steps")
-    out = []
+    reached = {k: round(S[f"HD>=Nn/QKV/{k}"]["fraction_global_opt"] * S[f"HD>=Nn/QKV/{k}"]["runs"])
+               for k in KERNELS}
+    fails = sum(cfg.seeds - v for v in reached.values())
+    # a run that did not reach the tolerance in the budget is no counterexample to a linear rate;
+    # one that diverged or ended above f_0 is
+    bad = sum(1 for k in KERNELS for c in numbers["curves"]["HD>=Nn"]["QKV"][k]
+              if not math.isfinite(c[-1]) or c[-1] >= c[0])
+    verdict = "held" if fails == 0 else ("finding" if bad else "inconclusive")
     over = [S[f"HD>=Nn/QKV/{k}"]["median_final_over_initial"] for k in KERNELS]
     under = [S[f"HD<Nn/QKV/{k}"]["median_final_over_initial"] for k in KERNELS]
-    ok = all(o <= GLOBAL_OPT_RTOL for o in over) and all(u > o for u, o in zip(under, over, strict=True))
-    out.append(Finding(
+    out = [Finding(
         "S24", "Theorem 1: with HD ≥ Nn, GD on (W_Q, W_K, W_V) drives the loss to 0 linearly for both kernels; "
-        "HD < Nn is outside the theorem.",
-        "supported" if ok else ("mixed" if any(o <= GLOBAL_OPT_RTOL for o in over) else "not supported"),
-        f"median f_T/f_0 with HD≥Nn: softmax {over[0]:.2e}, Gaussian {over[1]:.2e}; with HD<Nn: "
-        f"softmax {under[0]:.2e}, Gaussian {under[1]:.2e}.", scale))
-    gq = S["HD>=Nn/Q/gaussian"]
-    sq = S["HD>=Nn/Q/softmax"]
-    if gq["fraction_global_opt"] > sq["fraction_global_opt"] or (
-            gq["fraction_global_opt"] == sq["fraction_global_opt"]
-            and gq["median_final_over_initial"] < sq["median_final_over_initial"]):
-        verdict = "supported"
-    elif gq["fraction_global_opt"] == sq["fraction_global_opt"] == 0 and (
-            gq["median_final_over_initial"] < sq["median_final_over_initial"]):
-        verdict = "mixed"
-    else:
-        verdict = "not supported"
-    out.append(Finding(
-        "S24", "Theorem 2: training W_Q only, Gaussian attention reaches the global optimum more often and "
-        "faster than softmax.", verdict,
-        f"fraction of seeds with f_T ≤ 1e-3 f_0 (f* = 0 by construction): "
-        f"Gaussian {gq['fraction_global_opt']:.2f}, softmax {sq['fraction_global_opt']:.2f}; "
-        f"median f_T/f_0: Gaussian {gq['median_final_over_initial']:.2e}, "
-        f"softmax {sq['median_final_over_initial']:.2e} (HD≥Nn).", scale))
-    ts = numbers["two_stage_summary"]
-    g2, s2 = ts["softmax->gaussian"]["median_stage2_gain"], ts["softmax->softmax"]["median_stage2_gain"]
-    out.append(Finding(
-        "S24", "Two-stage: switching from softmax to the Gaussian kernel after a softmax phase speeds up the "
-        "remaining descent.", "supported" if g2 < s2 else "not supported",
-        f"median f_T/f_switch: →Gaussian {g2:.2e}, →softmax {s2:.2e} (lower is better).", scale))
+        "HD < Nn is outside the theorem.", verdict,
+        f"runs reaching f_T ≤ {GLOBAL_OPT_RTOL:g}·f_0 with HD≥Nn: softmax {reached['softmax']}/{cfg.seeds}, "
+        f"Gaussian {reached['gaussian']}/{cfg.seeds}; median f_T/f_0 with HD≥Nn: softmax {over[0]:.2e}, "
+        f"Gaussian {over[1]:.2e}; with HD<Nn: softmax {under[0]:.2e}, Gaussian {under[1]:.2e}.", scale,
+        2 * cfg.seeds, f"runs not reaching it {rate_ci(fails, 2 * cfg.seeds)}, runs diverging or ending "
+        "above f_0: "
+        f"{bad} (both kernels pooled)")]
+    out += _thm2_findings(cfg, numbers["thm2"])
+    out.append(pathfinder_finding(cfg.pathfinder, numbers["pathfinder"]))
+    return out
+
+
+def _thm2_findings(cfg: S24Config, th: dict[str, Any]) -> list[Finding]:
+    """One finding per budget: paired Wilcoxon of log10(f_b/f_0), Gaussian vs softmax, over seeds."""
+    rows = th["rows"]
+    n = cfg.thm2_seeds
+    g0 = {k: [r["grad_WQ"]["0"] for r in rows if r["kernel"] == k] for k in KERNELS}
+    grad_txt = ("‖∇_{W_Q} f‖ at init: " + ", ".join(
+        f"{k} median {np.median(g0[k]):.2g} (min {np.min(g0[k]):.2g})" for k in KERNELS))
+    out = []
+    for b in th["budgets"]:
+        ratio = {k: np.array([r["ratio"][str(b)] for r in rows if r["kernel"] == k]) for k in KERNELS}
+        with np.errstate(divide="ignore"):
+            pt = paired_test(np.log10(ratio["gaussian"]), np.log10(ratio["softmax"]))
+        hit = {k: rate_ci(int((ratio[k] <= th["rtol"]).sum()), n) for k in KERNELS}
+        out.append(Finding(
+            "S24", f"Theorem 2 ({b} GD steps): training W_Q only, Gaussian attention reaches the global "
+            "optimum "
+            "more often and faster than softmax.", pt.verdict(claim_a_better=True),
+            f"median f_b/f_0: Gaussian {np.median(ratio['gaussian']):.2e}, "
+            f"softmax {np.median(ratio['softmax']):.2e}; "
+            f"optimum (f_b ≤ {th['rtol']:g}·f_0, f* = 0 by construction) reached: Gaussian {hit['gaussian']}, "
+            f"softmax {hit['softmax']}; {grad_txt} (HD≥Nn).",
+            f"N,n,D,d,H = {cfg.over}; {n} seeds; budget {b} of the sweep {list(th['budgets'])}", n,
+            pt.statement("Gaussian", "softmax") + " on log10(f_b/f_0)"))
     return out

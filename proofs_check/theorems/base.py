@@ -1,17 +1,20 @@
 """Theorem objects: assumptions, a conclusion with a margin, and the records they return.
 
-A :class:`Theorem` turns one claim of MATH.md §5 into two functions of an *instance*
-(a small frozen dataclass of sizes, scales and seeds from which the theorem builds the
-model and the data deterministically, so that Hypothesis can shrink it and a
-counterexample prints as a readable configuration):
+A :class:`Theorem` turns one claim of MATH.md §5 into functions of an *instance* (a small frozen
+dataclass of sizes, scales and seeds, :mod:`proofs_check.configs`, from which the theorem builds
+the model and the data deterministically, so that Hypothesis can shrink it and a counterexample
+prints as a readable configuration and replays from a file):
 
 * ``assumptions(instance) -> list[Assumption]`` — each ``(name, holds, value)``;
-* ``conclusion(instance) -> Conclusion`` — ``(holds, margin, details)``. The *margin*
-  is how far the instance is from violating the claim, on the scale the theorem states
-  in ``margin_scale``; ``holds`` is ``margin >= 0`` (exact claims allow a stated rounding
-  tolerance, already folded into the margin).
+* ``measure(instance) -> dict`` — every quantity the claim compares (the expensive part);
+* ``judge(quantities, strength=1) -> Conclusion`` — ``(holds, margin, details, vacuous,
+  excluded)``. The *margin* is how far the instance is from violating the claim, on the scale the
+  theorem states in ``margin_scale``; ``holds`` is ``margin >= 0`` (exact claims allow a rounding
+  tolerance relative to the compared quantities' own scale, folded into the margin).
+  ``strength = k`` checks the bound made ``k`` times stronger: a deliberately false variant whose
+  catch rate measures the check's power (:mod:`proofs_check.theorems.power`).
 
-:meth:`Theorem.check` runs both and returns a frozen :class:`CheckResult`.
+:meth:`Theorem.check` runs them and returns a frozen :class:`CheckResult`.
 
 Theorems marked ``reconstructed=True`` follow our reading of a paper whose full text we
 did not have (MATH.md preamble). When one fails on an instance, that is a *finding*:
@@ -24,14 +27,17 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from attncond.models import AttentionBlock, MultiHeadAttention, synthetic_regression
+from attncond.models import KernelUnderflowWarning
+
+from ..configs import AttentionConfig, BlockConfig
 
 __all__ = [
     "Assumption",
@@ -42,6 +48,7 @@ __all__ = [
     "BlockConfig",
     "jsonable",
     "relu_margin",
+    "log_ratio_margin",
 ]
 
 EPS64 = float(np.finfo(np.float64).eps)
@@ -94,17 +101,31 @@ class Assumption:
 
 @dataclass(frozen=True)
 class Conclusion:
-    """The claim evaluated on one instance: ``holds``, the ``margin`` (>= 0 iff it holds) and details."""
+    """The claim evaluated on one instance.
+
+    ``holds`` and the ``margin`` (>= 0 iff it holds, on the theorem's ``margin_scale``); ``details``
+    (every measured quantity). Two qualifiers keep artefacts apart from findings:
+
+    * ``vacuous`` — why the bound is trivial on this instance (e.g. ``"bound <= 0"``), else ``None``:
+      the claim holds there but says nothing; such draws are counted ("held (vacuous on k/n)");
+    * ``excluded`` — why the instance cannot decide the claim (a degenerate tie such as ``κ ≡ 1`` at
+      ``D = 1``, a rank undecidable in float64, a statistical test significant neither way), else
+      ``None``: such draws are neither passes nor failures.
+    """
 
     holds: bool
     margin: float
     details: dict[str, Any] = field(default_factory=dict)
+    vacuous: str | None = None
+    excluded: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"holds": bool(self.holds), "margin": float(self.margin), "details": jsonable(self.details)}
+        return {"holds": bool(self.holds), "margin": float(self.margin), "details": jsonable(self.details),
+                "vacuous": self.vacuous, "excluded": self.excluded}
 
     def __repr__(self) -> str:
-        return f"Conclusion(holds={self.holds}, margin={self.margin:.6g})"
+        extra = "".join(f", {k}={getattr(self, k)!r}" for k in ("vacuous", "excluded") if getattr(self, k))
+        return f"Conclusion(holds={self.holds}, margin={self.margin:.6g}{extra})"
 
 
 @dataclass(frozen=True)
@@ -113,8 +134,10 @@ class CheckResult:
 
     ``holds`` is the conclusion's verdict; ``assumptions_hold`` says whether the instance
     satisfied every assumption (a conclusion failing on an instance that violates an
-    assumption is no counterexample). ``counterexample`` is true when the assumptions
-    hold and the conclusion does not.
+    assumption is no counterexample). ``counterexample`` is true when the assumptions hold,
+    the instance is not excluded (tie, undecidable) and the conclusion fails. ``quantities`` are
+    the raw measurements (:meth:`Theorem.measure`) from which :meth:`Theorem.judge` derives
+    strengthened variants without recomputation.
     """
 
     theorem_id: str
@@ -124,6 +147,7 @@ class CheckResult:
     reconstructed: bool
     variant_that_holds: str | None
     seconds: float
+    quantities: Any = field(default=None, repr=False, compare=False)
 
     @property
     def assumptions_hold(self) -> bool:
@@ -138,8 +162,21 @@ class CheckResult:
         return float(self.conclusion.margin)
 
     @property
+    def excluded(self) -> str | None:
+        return self.conclusion.excluded
+
+    @property
+    def vacuous(self) -> str | None:
+        return self.conclusion.vacuous
+
+    @property
+    def decided(self) -> bool:
+        """The assumptions hold and the instance is not excluded: it counts as a pass or a failure."""
+        return self.assumptions_hold and self.excluded is None
+
+    @property
     def counterexample(self) -> bool:
-        return self.assumptions_hold and not self.holds
+        return self.decided and not self.holds
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -150,6 +187,8 @@ class CheckResult:
             "conclusion": self.conclusion.to_dict(),
             "holds": self.holds,
             "margin": self.margin,
+            "vacuous": self.vacuous,
+            "excluded": self.excluded,
             "counterexample": self.counterexample,
             "reconstructed": self.reconstructed,
             "variant_that_holds": self.variant_that_holds,
@@ -159,27 +198,38 @@ class CheckResult:
     def __repr__(self) -> str:
         failed = [a.name for a in self.assumptions if not a.holds]
         extra = f", failed_assumptions={failed}" if failed else ""
+        for k in ("vacuous", "excluded"):
+            if getattr(self, k):
+                extra += f", {k}={getattr(self, k)!r}"
         return (f"CheckResult({self.theorem_id!r}, holds={self.holds}, margin={self.margin:.6g}"
                 f"{extra}, instance={self.instance!r})")
 
 
 @dataclass(frozen=True)
 class Theorem:
-    """A claim of MATH.md §5 as an object (subclasses implement the two methods).
+    """A claim of MATH.md §5 (or a user's own) as an object.
+
+    Subclasses implement :meth:`assumptions`, :meth:`measure` (the expensive part: build the model,
+    compute the quantities) and :meth:`judge` (cheap: compare them, optionally with the bound made
+    ``strength`` times stronger — the "bound ×10 / ×100" false variants of :mod:`.power` reuse the
+    measurements). A theorem with no scalable bound sets ``strengths=()``.
 
     Attributes
     ----------
     id : registry key, e.g. ``"S24.thm1.rank"``.
     citation : paper and statement, e.g. ``"[S24] Theorem 1"``, plus the MATH.md section.
-    statement : the claim in words and formulas.
+    statement : the reconstruction that is checked, in words and formulas.
     reconstructed : true when the statement is our reading of a paper (MATH.md preamble).
     margin_scale : what the margin measures and its units.
     instance_type : the dataclass of instances this theorem accepts.
+    paper_statement : the claim as MATH.md §5 states it (quoted next to ``statement``).
     exact : an exact identity/inequality (checked up to a stated rounding tolerance).
     variant_that_holds : for a reconstructed claim that may fail, the statement (or registered
         id) that holds instead; ``None`` when none is known or needed.
     statistical_test : for a statistical claim, the test and its confidence level.
     max_examples : cap on Hypothesis examples per run (cost control for GD-based claims).
+    strengths : the factors of the "bound ×k" false variants (``()``: no scalable bound).
+    switches : the reconstruction's switchable choices and their values (shown by ``describe``).
     """
 
     id: str
@@ -188,23 +238,52 @@ class Theorem:
     reconstructed: bool
     margin_scale: str
     instance_type: type
+    paper_statement: str = ""
     exact: bool = False
     variant_that_holds: str | None = None
     statistical_test: str | None = None
     max_examples: int | None = None
+    strengths: tuple[float, ...] = (10.0, 100.0)
 
     # -- to be implemented by subclasses ------------------------------------------
     def assumptions(self, instance: Any) -> list[Assumption]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def conclusion(self, instance: Any) -> Conclusion:  # pragma: no cover - abstract
+    def measure(self, instance: Any) -> dict[str, Any]:  # pragma: no cover - abstract
+        """Every quantity the conclusion needs (a plain dict of numbers)."""
+        raise NotImplementedError
+
+    def judge(self, q: dict[str, Any], strength: float = 1.0) -> Conclusion:  # pragma: no cover - abstract
+        """The conclusion from the measured ``q``; ``strength > 1`` makes the bound that many times
+        stronger (a deliberately false variant)."""
         raise NotImplementedError
 
     def violating_instance(self) -> Any:  # pragma: no cover - abstract
         """A deliberately violating instance on which ``conclusion(...).holds`` is ``False``."""
         raise NotImplementedError
 
+    # -- optional hooks -------------------------------------------------------------
+    def prior_assumptions(self, instance: Any) -> list[Assumption]:
+        """The assumptions that can be checked before the (possibly expensive) measurement; the
+        strategies filter on these. Default: all of :meth:`assumptions`."""
+        return self.assumptions(instance)
+
+    def kernel_variants(self) -> tuple[tuple[str, str, Theorem], ...]:
+        """``(name, description, theorem)`` false variants with the wrong kernel in the claim,
+        evaluated on the theorem's own draws (default: none)."""
+        return ()
+
+    @property
+    def switches(self) -> dict[str, Any]:
+        """The reconstruction's switchable choices (dataclass fields beyond the base ones)."""
+        base = {f.name for f in dataclasses.fields(Theorem)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in base}
+
     # -- shared -------------------------------------------------------------------
+    def conclusion(self, instance: Any, strength: float = 1.0) -> Conclusion:
+        """``judge(measure(instance), strength)``."""
+        return self.judge(self.measure(instance), strength)
+
     def validate(self, instance: Any) -> Any:
         """Refuse an instance of the wrong type (TypeError naming the expected type)."""
         if not isinstance(instance, self.instance_type):
@@ -217,12 +296,18 @@ class Theorem:
     def assumptions_hold(self, instance: Any) -> bool:
         return all(a.holds for a in self.assumptions(self.validate(instance)))
 
+    def prior_assumptions_hold(self, instance: Any) -> bool:
+        return all(a.holds for a in self.prior_assumptions(self.validate(instance)))
+
     def check(self, instance: Any) -> CheckResult:
         """Evaluate the assumptions and the conclusion on ``instance``."""
         self.validate(instance)
         t0 = time.perf_counter()
-        assumptions = tuple(self.assumptions(instance))
-        conclusion = self.conclusion(instance)
+        with warnings.catch_warnings():  # the claims judge underflow themselves (e.g. the rank at 400 digits)
+            warnings.simplefilter("ignore", KernelUnderflowWarning)
+            assumptions = tuple(self.assumptions(instance))
+            q = self.measure(instance)
+        conclusion = self.judge(q)
         return CheckResult(
             theorem_id=self.id,
             instance=instance,
@@ -231,6 +316,7 @@ class Theorem:
             reconstructed=self.reconstructed,
             variant_that_holds=self.variant_that_holds,
             seconds=time.perf_counter() - t0,
+            quantities=q,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -238,6 +324,7 @@ class Theorem:
         return {
             "id": self.id,
             "citation": self.citation,
+            "paper_statement": self.paper_statement,
             "statement": self.statement,
             "reconstructed": self.reconstructed,
             "exact": self.exact,
@@ -246,6 +333,8 @@ class Theorem:
             "variant_that_holds": self.variant_that_holds,
             "statistical_test": self.statistical_test,
             "max_examples": self.max_examples,
+            "strengths": list(self.strengths),
+            "switches": jsonable(self.switches),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,118 +345,16 @@ class Theorem:
         return f"{type(self).__name__}({self.id!r}, {self.citation!r}{tag})"
 
 
-# ---------------------------------------------------------------------------------- instances
-def _pos_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be a positive integer, got {v!r}")
+def log_ratio_margin(value: float, bound: float, tol: float = 0.0) -> float:
+    """``log10((value + tol) / bound)`` for a lower bound ``value >= bound``: decades of slack.
+
+    ``+inf`` when ``bound <= 0`` and ``value + tol >= 0``; ``-inf`` when ``value + tol <= 0 < bound``.
+    """
+    v = value + tol
+    if math.isnan(v) or math.isnan(bound):
+        return -math.inf
+    if bound <= 0:
+        return math.inf if v >= 0 else -math.inf
     if v <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {v}")
-    return int(v)
-
-
-def _pos_float(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a positive number, got {v!r}")
-    if not math.isfinite(float(v)) or float(v) <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-    return float(v)
-
-
-@dataclass(frozen=True)
-class AttentionConfig:
-    """An [S24] multi-head attention instance (MATH.md §3 "MH") with synthetic data.
-
-    ``X`` has i.i.d. ``N(0, x_scale²)`` entries and ``y`` i.i.d. ``N(0, 1)``
-    (:func:`models.synthetic_regression` with ``seed``); the weights come from
-    :class:`models.MultiHeadAttention` with the same ``seed`` and ``init_scale`` (the
-    ``W_Q``/``W_K`` multiplier: ≪ 1 near-uniform attention, ≫ 1 sharp attention).
-    """
-
-    N: int = 2
-    n: int = 2
-    D: int = 2
-    d: int = 1
-    H: int = 2
-    kernel: str = "softmax"
-    value_param: str = "per_head"
-    d_out: int = 1
-    trainable: tuple[str, ...] = ("W_Q", "W_K", "W_V")
-    init_scale: float = 1.0
-    x_scale: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for k in ("N", "n", "D", "d", "H", "d_out"):
-            _pos_int(k, getattr(self, k))
-        _pos_float("init_scale", self.init_scale)
-        _pos_float("x_scale", self.x_scale)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.trainable, tuple):
-            raise TypeError(f"trainable must be a tuple of parameter names, got {self.trainable!r}")
-
-    @property
-    def HD(self) -> int:
-        return self.H * self.D
-
-    @property
-    def Nn(self) -> int:
-        return self.N * self.n
-
-    def replace(self, **kw: Any) -> AttentionConfig:
-        return dataclasses.replace(self, **kw)
-
-    def build(
-        self, *, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
-    ) -> tuple[MultiHeadAttention, torch.Tensor, torch.Tensor]:
-        """``(model, X, y)`` for this configuration (float64 on the CPU by default)."""
-        data = synthetic_regression(self.N, self.n, self.D, self.d_out, self.seed, x_scale=self.x_scale,
-                                    dtype=dtype, device=device)
-        model = MultiHeadAttention(
-            self.D, self.d, self.H, kernel=self.kernel, value_param=self.value_param, d_out=self.d_out,
-            trainable=self.trainable, init_scale=self.init_scale, dtype=dtype, device=device, seed=self.seed,
-        )
-        return model, data.X, data.y
-
-
-@dataclass(frozen=True)
-class BlockConfig:
-    """A [Q25] single-head block instance (MATH.md §3 "Block") with synthetic data.
-
-    ``init_scale`` multiplies ``W_Q``/``W_K`` (≪ 1: near-uniform attention);
-    ``v_scale`` multiplies ``W_V`` (std ``v_scale/√D``).
-    """
-
-    N: int = 2
-    n: int = 2
-    D: int = 2
-    d: int = 1
-    init_scale: float = 0.01
-    v_scale: float = 1.0
-    x_scale: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for k in ("N", "n", "D", "d"):
-            _pos_int(k, getattr(self, k))
-        for k in ("init_scale", "v_scale", "x_scale"):
-            _pos_float(k, getattr(self, k))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-
-    def replace(self, **kw: Any) -> BlockConfig:
-        return dataclasses.replace(self, **kw)
-
-    def build(self, *, residual: bool = True, ffn: bool = False, trainable: Sequence[str] | None = None,
-              dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
-              **block_kw: Any) -> tuple[AttentionBlock, torch.Tensor, torch.Tensor]:
-        """``(block, X, Y)`` with ``Y`` of shape (N, n, D), i.i.d. ``N(0, 1)``."""
-        data = synthetic_regression(self.N, self.n, self.D, self.D, self.seed, x_scale=self.x_scale,
-                                    dtype=dtype, device=device)
-        block = AttentionBlock(self.D, self.d, residual=residual, ffn=ffn, trainable=trainable,
-                               init_scale=self.init_scale, dtype=dtype, device=device, seed=self.seed,
-                               **block_kw)
-        if self.v_scale != 1.0:
-            with torch.no_grad():
-                block.W_V.mul_(self.v_scale)
-        return block, data.X, data.y
+        return -math.inf
+    return math.log10(v / bound)

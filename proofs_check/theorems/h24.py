@@ -23,15 +23,19 @@ know of no simple variant that holds on every draw.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
 
 import torch
+from hypothesis import strategies as st
 
 from attncond.models import KernelUnderflowWarning
 
+from ..strategies import attention_configs, near_uniform_attention
 from .base import Assumption, AttentionConfig, Conclusion, Theorem, relu_margin
+from .registry import register
 
 __all__ = ["NormSoftmaxGradientTheorem", "row_statistics", "THEOREMS"]
 
@@ -84,9 +88,11 @@ class NormSoftmaxGradientTheorem(Theorem):
                        min(inst.D, inst.d) >= self.min_width, {"D": inst.D, "d": inst.d}),
         ]
 
-    def conclusion(self, inst: AttentionConfig) -> Conclusion:
-        gs = _grad_norms(inst, "softmax")
-        gn = _grad_norms(inst, self.kernel)
+    def measure(self, inst: AttentionConfig) -> dict:
+        return {"softmax": _grad_norms(inst, "softmax"), self.kernel: _grad_norms(inst, self.kernel)}
+
+    def judge(self, q: dict, strength: float = 1.0) -> Conclusion:
+        gs, gn = q["softmax"], q[self.kernel]
 
         def dec(a: float, b: float) -> float:
             if b == 0:
@@ -94,17 +100,25 @@ class NormSoftmaxGradientTheorem(Theorem):
             return -math.inf if a == 0 else math.log10(a / b)
 
         mq, mk = dec(gn["W_Q"], gs["W_Q"]), dec(gn["W_K"], gs["W_K"])
-        margin = relu_margin(min(mq, mk) - math.log10(1 + STRICT))
+        margin = relu_margin(min(mq, mk) - math.log10(strength * (1 + STRICT)))
         return Conclusion(margin > 0, margin, {
             "grad_W_Q": {"softmax": gs["W_Q"], self.kernel: gn["W_Q"]},
             "grad_W_K": {"softmax": gs["W_K"], self.kernel: gn["W_K"]},
             "decades_W_Q": mq, "decades_W_K": mk,
         })
 
+    def kernel_variants(self) -> tuple[tuple[str, str, Theorem], ...]:
+        wrong = dataclasses.replace(self, id=self.id + "~kernel=softmax", kernel="softmax")
+        return (("kernel=softmax", "softmax in place of NormSoftmax: identical gradients, so the strict "
+                 "inequality must fail", wrong),)
+
     def violating_instance(self) -> AttentionConfig:
         # sharp attention: every row statistic exceeds tau, so NormSoftmax = softmax(z/tau): equal gradients
         return AttentionConfig(N=2, n=3, D=4, d=2, H=2, init_scale=30.0, seed=0)
 
+
+_PAPER = ("[H24] NormSoftmax (MATH.md §5.7): for near-uniform attention (logit spread below tau), NormSoftmax "
+          "yields larger ||grad_{W^Q}||, ||grad_{W^K}|| than standard softmax.")
 
 THEOREMS: tuple[Theorem, ...] = (
     NormSoftmaxGradientTheorem(
@@ -114,6 +128,7 @@ THEOREMS: tuple[Theorem, ...] = (
                   "strictly "
                   "larger ||grad_{W^Q} f|| and ||grad_{W^K} f|| than softmax(z/tau).",
         reconstructed=True, exact=False, instance_type=AttentionConfig, kernel="normsoftmax",
+        paper_statement=_PAPER,
         variant_that_holds="H24.normsoftmax_std_gradient (row std instead of variance, n >= 3, D >= 2, d >= "
                            "2), "
                            "which held on ~97% of 200 draws (seed 0); no variant held on every draw",
@@ -127,6 +142,7 @@ THEOREMS: tuple[Theorem, ...] = (
                   "tau = sqrt(d), "
                   "NormSoftmax(std) gives strictly larger ||grad_{W^Q} f|| and ||grad_{W^K} f|| than "
                   "softmax(z/tau).",
+        paper_statement=_PAPER,
         reconstructed=True, exact=False, instance_type=AttentionConfig, kernel="normsoftmax_std", min_keys=3,
         min_width=2,
         margin_scale="min over W^Q, W^K of log10(||grad_normsoftmax_std|| / ||grad_softmax||) - log10(1 + "
@@ -134,3 +150,25 @@ THEOREMS: tuple[Theorem, ...] = (
                      "decades",
     ),
 )
+
+
+def _h24(**kw):
+    base = dict(N=(1, 3), n=(2, 4), D=(1, 5), d=(1, 3), H=(1, 2))
+    base.update(kw)
+    return base
+
+
+register(THEOREMS[0], lambda: near_uniform_attention(**_h24(init_scale=(1e-3, 0.5))),
+         violations={"logit spread below tau: max row var(z) < 1 tau": lambda: attention_configs(
+             **_h24(init_scale=(5.0, 30.0)))},
+         bias="init_scale in [1e-3, 0.5]: near-uniform attention, where the spread assumption holds")
+register(THEOREMS[1],
+         lambda: near_uniform_attention(**_h24(n=(3, 4), D=(2, 5), d=(2, 3), init_scale=(1e-3, 0.5))),
+         violations={"logit spread below tau: max row std(z) < 1 tau": lambda: attention_configs(
+             **_h24(n=(3, 4), D=(2, 5), d=(2, 3), init_scale=(5.0, 30.0))),
+             "n >= 3 keys per row": lambda: near_uniform_attention(**_h24(n=2, D=(2, 5), d=(2, 3),
+                                                                           init_scale=(1e-3, 0.5))),
+             "D >= 2 and d >= 2": lambda: st.one_of(
+                 near_uniform_attention(**_h24(n=(3, 4), D=(2, 5), d=1, init_scale=(1e-3, 0.5))),
+                 near_uniform_attention(**_h24(n=(3, 4), D=1, d=(2, 3), init_scale=(1e-3, 0.5))))},
+         bias="n >= 3, D, d >= 2 by construction; init_scale in [1e-3, 0.5] (near-uniform)")

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from attncond.models.checks import check_positive_float
 from attncond.spectral import policy
+from attncond.spectral.diagnostics.softmax_jacobian import check_nonneg_float
 from attncond.spectral.operators.autodiff import HessianOperator
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
@@ -20,13 +22,15 @@ from attncond.spectral.solvers.lanczos import symmetric_lanczos
 class HessianExtremes:
     """Extreme eigenvalues of ``∇²L`` (MATH.md §4, "Local curvature").
 
-    ``smallest_nonzero``: the eigenvalue (Ritz value) with ``|λ| > zero_tol`` nearest 0 among
-    those seen — all of them for ``method="dense"``; for Lanczos the ``k`` at each end, which
-    is the smallest non-zero eigenvalue of a PSD Hessian. ``null_dim_seen``: how many
-    eigenvalues (Ritz values) with ``|λ| ≤ zero_tol`` the solver saw — exact for
-    ``method="dense"``, a lower bound for Lanczos (a single Krylov space sees one copy of a
-    repeated eigenvalue). ``cond_nonzero =
-    λ_max/smallest_nonzero`` when the Hessian is PSD up to ``zero_tol``.
+    ``smallest_nonzero``: the eigenvalue with ``|λ| > zero_tol`` nearest 0. ``method="dense"``: from
+    all ``p`` eigenvalues. Lanczos: only for a PSD Hessian (``λ_min ≥ −zero_tol``), as the smallest
+    converged Ritz value whose Bauer–Fike interval lies above ``zero_tol`` with every smaller Ritz
+    value certified zero; an indefinite Hessian's eigenvalue nearest 0 is interior, which Lanczos at
+    the ends does not compute: ``None``, ``converged=False`` and a ``reason`` (use ``method="dense"``).
+    ``null_dim_seen``: eigenvalues with ``|λ| ≤ zero_tol`` — exact for dense (``null_dim_exact``);
+    for Lanczos the number of orthonormal Ritz vectors certified in ``[−zero_tol, zero_tol]``
+    (Kahan's residual bound), a lower bound (a Krylov space sees one copy of a repeated eigenvalue).
+    ``cond_nonzero = λ_max/smallest_nonzero`` when the Hessian is PSD up to ``zero_tol``.
     """
 
     lambda_max: float
@@ -41,14 +45,37 @@ class HessianExtremes:
     matvecs: int
     converged: bool
     reason: str | None
+    null_dim_exact: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return record_to_dict(self)
 
     def __repr__(self) -> str:
         return record_repr(self, ("lambda_max", "lambda_min", "smallest_nonzero", "null_dim_seen",
-                                  "cond_nonzero",
-                            "indefinite", "method", "converged"))
+                                  "cond_nonzero", "indefinite", "method", "converged"))
+
+def _join(*parts: str | None) -> str | None:
+    out = "; ".join(p for p in parts if p)
+    return out or None
+
+def _lanczos_nonzero(r: Any, thr: float) -> tuple[float | None, int, str | None]:
+    """``(smallest_nonzero or None, certified zero count, reason)`` from the smallest Lanczos block."""
+    b = r.smallest
+    th, rho, ok = np.asarray(b.values), np.asarray(b.residual_norms), np.asarray(b.converged)
+    order = np.argsort(th)
+    th, rho, ok = th[order], rho[order], ok[order]
+    if float(th[0] - rho[0]) < -thr:
+        return None, 0, ("indefinite Hessian: its non-zero eigenvalue nearest 0 is interior and the Lanczos "
+                         "route computes the ends only; smallest_nonzero not computed (use method='dense')")
+    zero = np.logical_and.accumulate(ok & (np.abs(th) + np.sqrt(np.cumsum(rho**2)) <= thr))
+    nz = int(zero.sum())
+    i = nz
+    if i >= th.size or not ok[: i + 1].all() or float(th[i] - rho[i]) <= thr:
+        return None, nz, ("smallest non-zero eigenvalue not certified on the Lanczos route (Ritz values at "
+                          "the small end not converged or not separated from zero_tol); use method='dense'")
+    return float(th[i]), nz, ("Lanczos: smallest_nonzero is the first converged Ritz value above zero_tol; "
+                              "null_dim_seen is a lower bound (one Krylov space sees one copy of a "
+                              "repeated eigenvalue)")
 
 def hessian_extremes(
     loss: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
@@ -65,8 +92,9 @@ def hessian_extremes(
 
     ``method="lanczos"``: :func:`spectral.symmetric_lanczos` on :class:`HessianOperator` for the
     ``k`` largest and ``k`` smallest Ritz values; ``"dense"``: all ``p`` HVPs and ``eigvalsh``
-    (exact null-space count); ``"auto"``: dense for ``p ≤ AUTO.hessian_dense_max_params`` (1500), else Lanczos.
-    ``zero_tol`` defaults to ``p·eps·|λ|_max``.
+    (exact null-space count); ``"auto"``: dense for ``p ≤ AUTO.hessian_dense_max_params`` (1500), else
+    Lanczos. ``zero_tol`` (finite, ``≥ 0``) defaults to ``p·eps·|λ|_max``; ``tol`` must be finite and
+    ``> 0``. See :class:`HessianExtremes` for what the Lanczos route certifies.
     """
     if not callable(loss):
         raise TypeError(f"loss must be callable(params) -> scalar, got {type(loss).__name__}")
@@ -74,35 +102,39 @@ def hessian_extremes(
         raise ValueError(f"unknown method {method!r}; known: 'auto', 'dense', 'lanczos'")
     if isinstance(k, bool) or not isinstance(k, int) or k < 2:
         raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    tol = check_positive_float("tol", tol)
+    zt = None if zero_tol is None else check_nonneg_float("zero_tol", zero_tol)
     op = HessianOperator(loss, params)
     p = op.shape[0]
     eps = torch.finfo(op.dtype).eps
     dense_max = policy.AUTO.hessian_dense_max_params
     chosen = method if method != "auto" else ("dense" if p <= dense_max else "lanczos")
-    reason = None
     if chosen == "dense":
         Hd = op.to_dense()
         lam = torch.linalg.eigvalsh(0.5 * (Hd + Hd.T)).detach().cpu().double().numpy()
-        conv, matvecs = True, op.n_products
+        lmax_abs = float(np.abs(lam).max(initial=0.0))
+        thr = p * eps * lmax_abs if zt is None else zt
+        zero = np.abs(lam) <= thr
+        nonzero = lam[~zero]
+        smallest_nz = float(nonzero[np.argmin(np.abs(nonzero))]) if nonzero.size else None
+        conv, matvecs, nd, exact = True, op.n_products, int(zero.sum()), True
+        reason = None if nonzero.size else f"all {lam.size} eigenvalues are zero (<= {thr:.3g})"
     else:
-        kk = min(k, max(1, p // 2))
+        kk = min(k, p)
         r = symmetric_lanczos(op, kk, "both", tol=tol, maxiter=maxiter, seed=seed)
         lam = np.sort(np.concatenate([r.smallest.values, r.largest.values]))
-        conv, matvecs, reason = bool(r.converged), r.matvecs, r.reason
-    lmax_abs = float(np.abs(lam).max(initial=0.0))
-    thr = p * eps * lmax_abs if zero_tol is None else float(zero_tol)
-    zero = np.abs(lam) <= thr
-    nonzero = lam[~zero]
+        lmax_abs = float(np.abs(lam).max(initial=0.0))
+        thr = p * eps * lmax_abs if zt is None else zt
+        smallest_nz, nd, why = _lanczos_nonzero(r, thr)
+        conv = bool(r.converged) and smallest_nz is not None
+        matvecs, exact, reason = r.matvecs, False, _join(r.reason, why)
     indefinite = bool(lam[0] < -thr)
-    smallest_nz = float(nonzero[np.argmin(np.abs(nonzero))]) if nonzero.size else None
-    if smallest_nz is None:
-        reason = (reason + "; " if reason else "") + f"all {lam.size} eigenvalues seen are zero (≤ {thr:.3g})"
     cond = None
     if smallest_nz is not None and not indefinite and smallest_nz > 0:
         cond = float(lam[-1]) / smallest_nz
     return HessianExtremes(
         lambda_max=float(lam[-1]), lambda_min=float(lam[0]), smallest_nonzero=smallest_nz,
-        null_dim_seen=int(zero.sum()), cond_nonzero=cond, indefinite=indefinite, zero_tol=thr, n_params=p,
+        null_dim_seen=nd, cond_nonzero=cond, indefinite=indefinite, zero_tol=thr, n_params=p,
         method=("auto->" + chosen) if method == "auto" else chosen, matvecs=int(matvecs), converged=conv,
-        reason=reason,
+        reason=reason, null_dim_exact=exact,
     )

@@ -33,45 +33,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from attncond.models import AttentionBlock, MultiHeadAttention, get_kernel
+from attncond.models import AdaptedModel, AttentionBlock, MultiHeadAttention, kernel_variant
 from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.attention_stats import AttentionStats, attention_stats
 from attncond.spectral.diagnostics.b0 import BetaPaper, b0_conditioning, beta_paper
 from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
 from attncond.spectral.diagnostics.pl import PLConstant, pl_constant
+from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics
 from attncond.spectral.diagnostics.rows import row_order, row_spec
 from attncond.spectral.diagnostics.softmax_jacobian import SoftmaxJacobianSpectrum, softmax_jacobian_spectrum
 from attncond.spectral.diagnostics.z import ZConditioning, attention_output_matrix
-from attncond.spectral.results import SpectralEstimate, format_value, record_to_dict, to_jsonable
+from attncond.spectral.results import SpectralEstimate
 
 _NAN = float("nan")
 
 
 # --------------------------------------------------------------------------- diagnose
-@dataclass(frozen=True, repr=False)
-class DiagnosticRow:
-    """One line of a :class:`Diagnostics` report; ``defined=False`` rows carry the reason."""
-
-    key: str
-    label: str
-    value: float | int | bool | None
-    interval: tuple[float, float] | None = None
-    defined: bool = True
-    note: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return record_to_dict(self)
-
-    def __repr__(self) -> str:
-        v = format_value(self.value) if self.defined else "undefined"
-        return f"DiagnosticRow({self.key}: {v}" + (f", note={self.note!r})" if self.note else ")")
-
 def _row(key: str, value: Any, interval: tuple[float, float] | None = None, note: str | None = None,
          **label_ctx: Any) -> DiagnosticRow:
     """A defined row; its label comes from :data:`ROWS` (an unknown key is an error)."""
@@ -82,60 +64,6 @@ def _undef(key: str, reason: str, **label_ctx: Any) -> DiagnosticRow:
     """A row that does not apply or could not be computed, with the reason."""
     return DiagnosticRow(key, row_spec(key).make_label(**label_ctx), None, None, False, reason)
 
-
-@dataclass(frozen=True, repr=False)
-class Diagnostics:
-    """Everything :func:`diagnose` computed for one model, plus the typed sub-results."""
-
-    model: str
-    config: dict[str, Any]
-    rows: tuple[DiagnosticRow, ...]
-    b0: SpectralEstimate | None = None
-    beta: BetaPaper | None = None
-    pl: PLConstant | None = None
-    z: dict[str, ZConditioning] = field(default_factory=dict)
-    softmax: SoftmaxJacobianSpectrum | None = None
-    attention: AttentionStats | None = None
-    hessian: HessianExtremes | None = None
-    spectra: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
-    seconds: float = 0.0
-
-    def row(self, key: str) -> DiagnosticRow:
-        for r in self.rows:
-            if r.key == key:
-                return r
-        raise KeyError(f"no diagnostic {key!r}; known: {[r.key for r in self.rows]}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"model": self.model, "config": to_jsonable(self.config),
-                               "rows": [r.to_dict() for r in self.rows], "seconds": self.seconds}
-        for k in ("b0", "beta", "pl", "softmax", "attention", "hessian"):
-            v = getattr(self, k)
-            out[k] = None if v is None else v.to_dict()
-        out["z"] = {k: v.to_dict() for k, v in self.z.items()}
-        out["spectra"] = {k: to_jsonable(v) for k, v in self.spectra.items()}
-        return out
-
-    def table(self) -> str:
-        """Plain-text table: diagnostic, value, certified interval, note."""
-        head = ("diagnostic", "value", "interval", "note")
-        cells = []
-        for r in self.rows:
-            val = "undefined" if not r.defined else (
-                ("yes" if r.value else "no") if isinstance(r.value, bool) else format_value(r.value))
-            iv = "" if r.interval is None else f"[{format_value(r.interval[0])}, {format_value(r.interval[1])}]"
-            cells.append((r.label, val, iv, r.note or ""))
-        w = [max(len(h), *(len(c[j]) for c in cells)) for j, h in enumerate(head)]
-        lines = [f"{self.model} {self.config}", "  ".join(h.ljust(x) for h, x in zip(head, w, strict=True)),
-                 "  ".join("-" * x for x in w)]
-        lines += ["  ".join(c.ljust(x) for c, x in zip(row, w, strict=True)).rstrip() for row in cells]
-        return "\n".join(lines)
-
-    def __repr__(self) -> str:
-        return f"Diagnostics(model={self.model!r}, rows={len(self.rows)}, seconds={self.seconds:.3g})"
-
-    def __str__(self) -> str:
-        return self.table()
 
 def _safe(rows: list[DiagnosticRow], keys: Sequence[str], fn: Callable[[], Any]) -> Any:
     """Run ``fn``; on a ``ValueError``/``RuntimeError``/``ArithmeticError`` mark ``keys`` undefined."""
@@ -157,7 +85,7 @@ def _est_rows(prefix: str, est: SpectralEstimate) -> list[DiagnosticRow]:
 
 def diagnose(
     model: Any,
-    X: Any,
+    X: Any = None,
     y: Any = None,
     *,
     trainable: Sequence[str] | None = None,
@@ -171,7 +99,10 @@ def diagnose(
 
     Parameters
     ----------
-    model : attncond.models.MultiHeadAttention or attncond.models.AttentionBlock
+    model : attncond.models.MultiHeadAttention, attncond.models.AttentionBlock or attncond.models.AdaptedModel
+        An :class:`~attncond.models.AdaptedModel` (the user's own module, ``models.adapt``) goes to
+        :func:`attncond.spectral.diagnostics.foreign.diagnose_adapted` (``X`` defaults to its
+        example inputs; ``trainable`` may be parameter patterns; ``residual`` does not apply).
         [S24] model: ``B0`` (certified σ's and κ), ``β``, ``μ`` with the corrected bound and which
         bound holds, softmax-Jacobian spectrum, attention statistics and (with ``y``) Hessian
         extremes. [Q25] block: ``Z`` with and/or without residual, the Weyl bound, ``μ`` of the
@@ -201,14 +132,23 @@ def diagnose(
     TypeError, ValueError
         Unsupported model, unknown ``residual``, invalid ``hessian``/``sparsity_eps``, bad inputs.
     """
+    if isinstance(model, AdaptedModel):  # the user's own model: diagnostics/foreign.py
+        from attncond.spectral.diagnostics.foreign import diagnose_adapted
+
+        return diagnose_adapted(model, X, y, trainable=trainable, hessian=hessian, sparsity_eps=sparsity_eps,
+                                tol=tol, spectra=spectra)
     if not isinstance(model, (MultiHeadAttention, AttentionBlock)):
-        raise TypeError(f"model must be a models.MultiHeadAttention or models.AttentionBlock, got "
-                        f"{type(model).__name__}")
+        raise TypeError(f"model must be a models.MultiHeadAttention or models.AttentionBlock (attncond's own), "
+                        f"or a models.AdaptedModel (wrap your own nn.Module with models.adapt(module, inputs, "
+                        f"params=...)), got {type(model).__name__}")
+    if X is None:
+        raise ValueError("X (the inputs) is required for attncond's own models")
     if residual not in ("both", "on", "off"):
         raise ValueError(f"unknown residual {residual!r}; known: 'both', 'on', 'off'")
     if hessian is not None and not isinstance(hessian, bool):
         raise TypeError(f"hessian must be a bool or None, got {hessian!r}")
     check_positive_float("sparsity_eps", sparsity_eps)
+    tol = check_positive_float("tol", tol)
     do_h = (y is not None) if hessian is None else hessian
     if do_h and y is None:
         raise ValueError("hessian=True needs targets y")
@@ -334,8 +274,7 @@ def _attention_rows(rows: list[DiagnosticRow], spec: dict[str, np.ndarray], mode
     """Softmax-Jacobian spectrum (row-stochastic kernels only), entropy and sparsity."""
     S = model.attention(Xt).detach()
     kname = model.kernel_name
-    gauss_norm = kname == "gaussian" and bool(model.kernel_options.get("normalize", False))
-    row_stochastic = get_kernel(kname).row_stochastic or gauss_norm  # the KERNELS registry decides
+    row_stochastic = kernel_variant(kname, model.kernel_options).row_stochastic  # the KERNELS registry decides
     sj = None
     if row_stochastic:
         rows4 = S if S.ndim == 4 else S.unsqueeze(1)
@@ -374,7 +313,7 @@ def _hessian_rows(rows: list[DiagnosticRow], model: Any, Xt: torch.Tensor, y: An
         rows.append(_undef("hessian.smallest_nonzero", hes.reason or ""))
     else:
         rows.append(_row("hessian.smallest_nonzero", hes.smallest_nonzero))
-    note = hes.method
+    note = hes.method if hes.null_dim_exact else f"{hes.method}; a lower bound (Lanczos sees one copy of 0)"
     if is_mh and model.value_param == "per_head" and "W_V" in tr and "W_O" not in tr and model.d > model.d_out:
         flat = model.H * model.D * (model.d - model.d_out)
         note += f"; {flat} = H·D·(d−d_out) are flat: W_V,h acts only via W_V,h W_O,h"

@@ -13,8 +13,11 @@ from typing import Any
 
 __all__ = ["RowSpec", "ROWS", "row_spec", "MODEL_KINDS", "sweep_columns"]
 
-#: model kinds a row can apply to: the [S24] MultiHeadAttention and the [Q25] AttentionBlock
-MODEL_KINDS = ("mh", "block")
+#: model kinds a row can apply to: the [S24] MultiHeadAttention, the [Q25] AttentionBlock and the
+#: user's own model (models.AdaptedModel, diagnostics/foreign.py; its per-layer rows
+#: ``layer.<L>.jac.*`` and per-head rows ``attn.<layer>.h<k>.*`` are made from the ``jac.*`` and
+#: ``softmaxJ.*``/``attn.*`` entries with the layer and head in the key)
+MODEL_KINDS = ("mh", "block", "adapted")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class RowSpec:
         return self.label.format(**ctx) if ctx else self.label
 
 
-_MH, _BL, _BOTH = ("mh",), ("block",), ("mh", "block")
+_MH, _BL, _BOTH, _AD = ("mh",), ("block",), ("mh", "block"), ("adapted",)
 
 ROWS: tuple[RowSpec, ...] = (
     RowSpec("b0.sigma_max", "σ_max(B0)", _MH),
@@ -71,6 +74,13 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("hessian.lambda_min", "Hessian λ_min", _BOTH, table=True),
     RowSpec("hessian.smallest_nonzero", "Hessian non-zero λ nearest 0", _BOTH, table=True),
     RowSpec("hessian.null_dim", "Hessian null-space dimension seen", _BOTH, table=True, table_note=True),
+    RowSpec("adapter.eager", "eager attention / math SDPA backend", _AD),
+    RowSpec("jac.sigma_max", "σ_max(J)", _AD),
+    RowSpec("jac.sigma_min", "σ_min(J)", _AD),
+    RowSpec("jac.kappa", "κ(J)", _AD),
+    RowSpec("jac.null_dim", "null-space dimension of J", _AD),
+    RowSpec("jac.sigma_min_nonzero", "smallest non-zero σ(J)", _AD),
+    RowSpec("jac.kappa_nonzero", "σ_max/σ_min,nz(J)", _AD),
 )
 
 _BY_KEY = {r.key: r for r in ROWS}

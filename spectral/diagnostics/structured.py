@@ -27,21 +27,21 @@ from typing import Any
 
 import torch
 
-from attncond.models import AttentionBlock, MultiHeadAttention
+from attncond.models import (
+    AttentionBlock,
+    KernelCapabilityError,
+    MultiHeadAttention,
+    get_kernel,
+    softmax_centred,
+)
 from attncond.models.checks import check_subset
 from attncond.spectral.operators.autodiff import JacobianOperator, jacobian_gram
 from attncond.spectral.operators.gram import gram_matrix as symmetric_gram
 from attncond.spectral.results import to_jsonable
 
-#: kernels with an implemented closed-form NTK Gram: name -> (logit type, row map).
-#: ``"dot"``: ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``.
-#: ``"softmax"``: ``S_a = softmax(ℓ_a)``; ``"exp"``: ``S = exp(ℓ)``; ``"identity"``: ``S = ℓ``.
-CLOSED_FORM_KERNELS: dict[str, tuple[str, str]] = {
-    "softmax": ("dot", "softmax"),
-    "temperature": ("dot", "softmax"),
-    "linear": ("dot", "identity"),
-    "gaussian": ("dist", "exp"),  # "softmax" when kernel_options normalize=True
-}
+#: the (logits, row map) forms the structured NTK Gram implements
+_GRAM_LOGITS: tuple[str, ...] = ("dot", "dist")
+_GRAM_ROW_MAPS: tuple[str, ...] = ("softmax", "exp", "identity")
 
 def _check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
     if not isinstance(model, MultiHeadAttention):
@@ -70,19 +70,22 @@ def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     return 0.5 * (G + G.T)
 
 def closed_form_kernel(model: MultiHeadAttention) -> tuple[str, str] | None:
-    """``(logit type, row map)`` of the model's kernel if a closed form exists, else ``None``."""
+    """``(logit type, row map)`` of the model's kernel if a closed-form NTK Gram exists, else ``None``.
+
+    Asks the kernel registry (``models.KERNELS``, capability ``closed_form_ntk_gram``). ``"dot"``:
+    ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``. Row maps: ``"softmax"``
+    (``S_a = softmax(ℓ_a)``), ``"exp"`` (``S = exp(ℓ)``), ``"identity"`` (``S = ℓ``).
+    """
     model = _check_mh(model)
-    kind = CLOSED_FORM_KERNELS.get(model.kernel_name)
-    if kind is None:
-        return None
-    opts = dict(model.kernel_options)
-    if model.kernel_name == "gaussian":
-        normalize = bool(opts.pop("normalize", False))
-        opts.pop("on_underflow", None)
-        kind = ("dist", "softmax" if normalize else "exp")
-    if opts:  # unknown options change the kernel: no closed form claimed
-        return None
-    return kind
+    kern = get_kernel(model.kernel_name)
+    if not kern.has("closed_form_ntk_gram") or kern.unknown_options(model.kernel_options):
+        return None  # unknown options change the kernel: no closed form claimed
+    form = kern.variant(model.kernel_options).form
+    if form is None or form.logits not in _GRAM_LOGITS or form.row_map not in _GRAM_ROW_MAPS:
+        raise KernelCapabilityError(
+            f"kernel {kern.name!r} declares closed_form_ntk_gram but its form {form} is not one the "
+            f"structured Gram implements (logits {_GRAM_LOGITS}, row maps {_GRAM_ROW_MAPS})")
+    return form.logits, form.row_map
 
 @dataclass(frozen=True, repr=False)
 class NTKGram:
@@ -208,9 +211,8 @@ def _structured_gram(
         Q = X @ model.W_Q[h]
         K = X @ model.W_K[h]
         # E[i,a,j,o] = ∂f_{i,a,o}/∂ℓ_{i,a,j}
-        if rowmap == "softmax":
-            obar = Sh @ C  # (N, n, d_out)
-            E = Sh.unsqueeze(-1) * (C.unsqueeze(1) - obar.unsqueeze(2))
+        if rowmap == "softmax":  # S_aj (c_j − Σ_l S_al c_l), centred without cancellation at one-hot rows
+            E = Sh.unsqueeze(-1) * softmax_centred(Sh.unsqueeze(-1), C.unsqueeze(1), dim=2)
         elif rowmap == "exp":
             E = Sh.unsqueeze(-1) * C.unsqueeze(1)
         else:  # identity
@@ -218,9 +220,11 @@ def _structured_gram(
         W = E / tau  # (N, a, j, o)
         Qr = _rep(Q.reshape(T, d), dout)
         if "W_Q" in trainable:
-            g = torch.einsum("iajo,ijd->iaod", W, K)
-            if logit == "dist":  # ∂f/∂q_a = Σ_j W (k_j − q_a)
-                g = g - W.sum(2).unsqueeze(-1) * Q.unsqueeze(2)
+            if logit == "dist":  # ∂f/∂q_a = Σ_j W_aj (k_j − q_a), from explicit differences: the expanded
+                # W K − (Σ_j W_aj) q_a cancels where S_aj is large, i.e. k_j ≈ q_a (sharp Gaussian rows)
+                g = torch.einsum("iajo,iajd->iaod", W, K.unsqueeze(1) - Q.unsqueeze(2))
+            else:
+                g = torch.einsum("iajo,ijd->iaod", W, K)
             gq.append(g.reshape(R, d))
         if "W_K" in trainable:
             U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)

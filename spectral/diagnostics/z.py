@@ -64,6 +64,10 @@ def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True
     reason = est.reason
     if est.rank_deficient:
         reason = (reason + "; " if reason else "") + "Z is singular to working precision: κ = inf"
+    if not bool(Z.any()):
+        reason = (reason + "; " if reason else "") + (
+            f"Z is identically zero in {Z.dtype}: its entries underflowed (see KernelUnderflowWarning); the "
+            "values are those of the computed Z, not of the exact one")
     holds = None if weyl is None else bool(est.sigma_min_interval[1] >= weyl - 10 * Z.shape[0] *
                                            torch.finfo(Z.dtype).eps * max(est.sigma_max, 1.0))
     return ZConditioning(

@@ -9,6 +9,7 @@ the counter. Concrete operators implement ``_matmat`` and ``_rmatmat`` only.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,64 @@ class ProductCounter:
     def __init__(self) -> None:
         self.n = 0
 
+#: products are scaled (see :class:`ScaleState`) when ``max|Ax|/max|x|`` leaves ``[2^-SAFE_EXP, 2^SAFE_EXP]``:
+#: inside it squares, sums of squares and ``eps``-multiples stay normal floating-point numbers
+SAFE_EXP = 256
+
+class OperatorOutputError(ValueError):
+    """A product of an operator returned something it may not (NaN/inf, wrong shape or dtype)."""
+
+class ScaleState:
+    """Power-of-two scaling shared by an operator and its adjoint (issue 16, scale-safe solvers).
+
+    ``exp`` is the exponent ``e`` of the scaling ``A ↦ 2^e A`` applied to every product output
+    (exact in floating point while the outputs are normal numbers). ``pending=True`` means ``e``
+    is decided by the first product with a non-zero output: ``e = 0`` when
+    ``2^-SAFE_EXP ≤ max|Ax|/max|x| ≤ 2^SAFE_EXP``, else ``e = −exponent(max|Ax|/max|x|)``
+    (the scaled operator then has norm of order 1). Ordinary operators have ``pending=False``
+    and ``exp=0``; :func:`attncond.spectral.operators.explicit.autoscaled` makes scaled copies.
+    """
+
+    __slots__ = ("exp", "pending")
+
+    def __init__(self, exp: int = 0, pending: bool = False) -> None:
+        self.exp = int(exp)
+        self.pending = bool(pending)
+
+def scale_exponent(ratio: float) -> int:
+    """``0`` inside the safe range ``[2^-SAFE_EXP, 2^SAFE_EXP]``, else ``−exponent(ratio)`` (``frexp``)."""
+    if not math.isfinite(ratio) or ratio <= 0.0:
+        return 0
+    e = math.frexp(ratio)[1]
+    return 0 if -SAFE_EXP <= e <= SAFE_EXP else -e
+
+def ldexp(y: torch.Tensor, e: int) -> torch.Tensor:
+    """``y·2^e``, exact unless the result leaves the normal range (multiplications by ``2^±≤1000``)."""
+    while e:
+        step = max(-1000, min(1000, e))
+        y = y * (2.0 ** step)
+        e -= step
+    return y
+
+def check_device(device: Any, name: str = "device") -> torch.device | None:
+    """``None`` or a usable :class:`torch.device`; a CUDA/MPS device on a build without it is a clear error."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (TypeError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{name}={device!r} is not a torch device: {exc}") from None
+    if dev.type == "meta":
+        raise ValueError(f"{name}='meta' holds no data; use 'cpu' or 'cuda'")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+        raise ValueError(f"{name}={device!r} requested but {why}; use device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}={device!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"{name}={device!r} requested but MPS is not available; use device='cpu'")
+    return dev
+
 class LinearOp:
     """A real linear operator ``A: R^n → R^m`` acting on torch tensors.
 
@@ -77,6 +136,7 @@ class LinearOp:
         self.dtype: torch.dtype = resolve_dtype(dtype)  # type: ignore[assignment]
         self.device: torch.device = torch.device(device)
         self._counter = counter if counter is not None else ProductCounter()
+        self._scaling = ScaleState()
         self.name = name or type(self).__name__
 
     # ------------------------------------------------------------------ counting
@@ -113,7 +173,7 @@ class LinearOp:
         if x.ndim == 2:
             return self.matmat(x)
         self._counter.n += 1
-        return self._matvec(x)
+        return self._post(self._matvec(x), (self.shape[0],), "matvec", x)
 
     def rmatvec(self, y: torch.Tensor) -> torch.Tensor:
         """``Aᵀ y`` for ``y`` of shape ``(m,)`` (or ``(m, k)``, then as :meth:`rmatmat`)."""
@@ -121,7 +181,7 @@ class LinearOp:
         if y.ndim == 2:
             return self.rmatmat(y)
         self._counter.n += 1
-        return self._rmatvec(y)
+        return self._post(self._rmatvec(y), (self.shape[1],), "rmatvec", y)
 
     def matmat(self, X: torch.Tensor) -> torch.Tensor:
         """``A X`` for ``X`` of shape ``(n, k)``; counts ``k`` products."""
@@ -131,7 +191,7 @@ class LinearOp:
         self._counter.n += X.shape[1]
         if X.shape[1] == 0:
             return X.new_zeros((self.shape[0], 0))
-        return self._matmat(X)
+        return self._post(self._matmat(X), (self.shape[0], X.shape[1]), "matmat", X)
 
     def rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
         """``Aᵀ Y`` for ``Y`` of shape ``(m, k)``; counts ``k`` products."""
@@ -141,10 +201,44 @@ class LinearOp:
         self._counter.n += Y.shape[1]
         if Y.shape[1] == 0:
             return Y.new_zeros((self.shape[1], 0))
-        return self._rmatmat(Y)
+        return self._post(self._rmatmat(Y), (self.shape[1], Y.shape[1]), "rmatmat", Y)
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         return self.matvec(x)
+
+    # ------------------------------------------------------------------ output guard
+    def _post(self, y: Any, shape: tuple[int, ...], kind: str, x: torch.Tensor) -> torch.Tensor:
+        """Check one product's output (tensor, shape, dtype, finite) and apply the power-of-two scale."""
+        where = f"operator {self.name} (shape {self.shape}), product #{self.n_products} ({kind})"
+        if not isinstance(y, torch.Tensor):
+            raise OperatorOutputError(f"{where} returned {type(y).__name__}, expected a torch tensor")
+        if tuple(y.shape) != tuple(shape):
+            raise OperatorOutputError(
+                f"{where} returned shape {tuple(y.shape)} ({y.numel()} entries); the declared shape "
+                f"{self.shape} needs {tuple(shape)}")
+        if y.dtype != self.dtype:
+            raise OperatorOutputError(f"{where} returned dtype {y.dtype}; the operator declares {self.dtype}")
+        xmax = float(x.abs().max()) if self._scaling.pending and x.numel() else 1.0
+        return self.scale_output(y, xmax, where)
+
+    def scale_output(self, y: torch.Tensor, xmax: float, where: str | None = None) -> torch.Tensor:
+        """Refuse non-finite ``y`` (a clear error naming the operator) and multiply by ``2^exp``.
+
+        ``xmax`` is ``max|x|`` of the product's input (1 for a materialised block of ``A``): a
+        pending :class:`ScaleState` decides its exponent from ``max|y|/xmax`` here.
+        """
+        where = where or f"operator {self.name} (shape {self.shape}), product #{self.n_products}"
+        if not bool(torch.isfinite(y).all()):
+            bad = int((~torch.isfinite(y)).sum())
+            raise OperatorOutputError(
+                f"{where} returned {bad} NaN/inf value(s) for a finite input; the operator is broken "
+                "or its products overflow the floating-point range (scale it down)")
+        st = self._scaling
+        if st.pending and y.numel():
+            ymax = float(y.abs().max())
+            if ymax > 0.0 and xmax > 0.0:
+                st.exp, st.pending = scale_exponent(ymax / xmax), False
+        return ldexp(y, st.exp) if st.exp else y
 
     # --------------------------------------------------------- to be overridden
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,6 +316,7 @@ class AdjointOp(LinearOp):
             counter=base._counter,
             name=f"{base.name}.T",
         )
+        self._scaling = base._scaling
         self.base = base
         self.is_explicit = base.is_explicit
 

@@ -13,6 +13,8 @@ the counter.
 
 from __future__ import annotations
 
+import copy
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +24,18 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 
-from attncond.spectral.operators.base import FLOAT_DTYPES, LinearOp, resolve_dtype, same_device
+from attncond.spectral.operators.base import (
+    FLOAT_DTYPES,
+    AdjointOp,
+    LinearOp,
+    OperatorOutputError,
+    ScaleState,
+    check_device,
+    ldexp,
+    resolve_dtype,
+    same_device,
+    scale_exponent,
+)
 
 
 class DenseOp(LinearOp):
@@ -118,10 +131,31 @@ class CallableOp(LinearOp):
         return x.detach().cpu().numpy() if self._host else x
 
     def _out(self, y: Any, shape: tuple[int, ...]) -> torch.Tensor:
+        """The callable's output as a tensor of ``shape``; refuses complex output, lower precision
+        than the operator's dtype (a float32 product cannot be certified at float64 accuracy) and a
+        length that disagrees with the declared shape."""
+        where = f"operator {self.name} (shape {self.shape}), product #{self.n_products}"
         if isinstance(y, torch.Tensor):
             t = y
         else:
-            t = torch.from_numpy(np.ascontiguousarray(np.asarray(y, dtype=self._np_dtype)))
+            a = np.asarray(y)
+            if a.dtype == object:
+                raise OperatorOutputError(f"{where}: the callable returned {type(y).__name__}, not numbers")
+            t = torch.from_numpy(np.ascontiguousarray(a))
+        if t.is_complex():
+            raise OperatorOutputError(
+                f"{where}: the callable returned complex values ({t.dtype}); complex operators are not "
+                "supported (use the real form [[Re, -Im], [Im, Re]])")
+        if t.is_floating_point() and torch.finfo(t.dtype).eps > torch.finfo(self.dtype).eps:
+            raise OperatorOutputError(
+                f"{where}: the callable returned {t.dtype} inside a {self.dtype} operator; its products "
+                f"cannot be certified at {self.dtype} accuracy (return {self.dtype}, or build the "
+                f"operator with dtype={t.dtype})")
+        n = math.prod(shape)
+        if t.numel() != n:
+            raise OperatorOutputError(
+                f"{where}: the callable returned {t.numel()} entries (shape {tuple(t.shape)}); the declared "
+                f"shape {self.shape} needs {tuple(shape)} ({n} entries)")
         return t.to(device=self.device, dtype=self.dtype).reshape(shape)
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,6 +198,7 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
     TypeError : unsupported type.
     """
     req_dtype = resolve_dtype(dtype)
+    device = check_device(device)
     if isinstance(A, LinearOp):
         if device is not None and not same_device(device, A.device):
             raise ValueError(f"device mismatch: A lives on {A.device}, requested device={device}")
@@ -190,6 +225,11 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
     if isinstance(A, spla.LinearOperator):
         if len(A.shape) != 2:
             raise ValueError("A must be 2-D")
+        if np.dtype(A.dtype).kind == "c":
+            raise ValueError(
+                f"A is a complex scipy LinearOperator (dtype {np.dtype(A.dtype)}); complex operators are "
+                "not supported: pass the real form [[Re, -Im], [Im, Re]] (its singular values are those of A, "
+                "each twice)")
         dt = req_dtype
         if dt is None:
             dt = torch.float32 if np.dtype(A.dtype) == np.float32 else torch.float64
@@ -209,7 +249,7 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
             raise ValueError("A must be 2-D")
         data = np.asarray(sp.csr_matrix(A).data)
         if np.iscomplexobj(data):
-            raise ValueError("A must be real")
+            raise ValueError("A must be real: complex matrices are not supported (use [[Re, -Im], [Im, Re]])")
         _check_finite_np(data)
         dt = req_dtype or (torch.float32 if data.dtype == np.float32 else torch.float64)
         return SparseOp(A, dt, device or "cpu")
@@ -227,8 +267,10 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
         )
     if t.ndim != 2:
         raise ValueError(f"A must be 2-D, got shape {tuple(t.shape)}")
+    if t.device.type == "meta":
+        raise ValueError("A is a meta tensor (shape only, no data): materialise it on 'cpu' or 'cuda' first")
     if t.is_complex():
-        raise ValueError("A must be real")
+        raise ValueError("A must be real: complex matrices are not supported (use [[Re, -Im], [Im, Re]])")
     if req_dtype is None:
         req_dtype = t.dtype if t.dtype in FLOAT_DTYPES else torch.float64
         if t.is_floating_point() and t.dtype not in FLOAT_DTYPES:
@@ -237,3 +279,56 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
     if not bool(torch.isfinite(t).all()):
         raise ValueError("A contains NaN or inf entries")
     return DenseOp(t)
+
+
+def max_abs_entry(op: LinearOp) -> float:
+    """``max |a_ij|`` of an explicit operator (no products)."""
+    if isinstance(op, AdjointOp):
+        return max_abs_entry(op.base)
+    if isinstance(op, DenseOp):
+        return float(op.A.abs().max()) if op.A.numel() else 0.0
+    if isinstance(op, SparseOp):
+        v = op._A.values()
+        return float(v.abs().max()) if v.numel() else 0.0
+    raise TypeError(f"max_abs_entry needs an explicit DenseOp/SparseOp, got {type(op).__name__}")
+
+def _scaled_explicit(op: LinearOp, e: int) -> LinearOp:
+    if isinstance(op, AdjointOp):
+        return _scaled_explicit(op.base, e).adjoint()
+    if isinstance(op, DenseOp):
+        out = DenseOp(ldexp(op.A, e), name=op.name)
+    else:
+        out = copy.copy(op)
+        out._A, out._AT = (torch.sparse_csr_tensor(M.crow_indices(), M.col_indices(), ldexp(M.values(), e),
+                                                   size=M.shape) for M in (op._A, op._AT))
+    out._counter = op._counter
+    out._scaling = ScaleState()
+    return out
+
+def autoscaled(op: LinearOp) -> tuple[LinearOp, ScaleState]:
+    """A copy of ``op`` scaled by a power of two ``2^e`` so that its products stay far from under- and
+    overflow (issue 16); returns ``(copy, state)`` with ``state.exp = e`` once decided.
+
+    Explicit operators: ``e`` from ``max|a_ij|`` (:func:`scale_exponent`), the entries are scaled
+    (exact for normal entries; entries below ``2^-1022`` after scaling down lose bits, far below
+    ``eps·max|a_ij|``). Matrix-free operators: ``e`` is decided by the first product with a
+    non-zero output and applied to every output (exact while the outputs are normal numbers; the
+    returned state is the copy's own and holds ``e`` after the first such product);
+    products that overflow inside the user's operator cannot be rescued and raise
+    :class:`OperatorOutputError`. The copy shares ``op``'s product counter. Singular values of the
+    copy are ``2^e`` times those of ``op``; divide exactly by ``2^e`` (``np.ldexp``).
+    """
+    stored = (DenseOp, SparseOp)
+    if isinstance(op, stored) or (isinstance(op, AdjointOp) and isinstance(op.base, stored)):
+        e = scale_exponent(max_abs_entry(op))
+        if e == 0:
+            return op, ScaleState()
+        return _scaled_explicit(op, e), ScaleState(e)
+    if op.is_explicit and not isinstance(op, AdjointOp):
+        return op, ScaleState()  # a custom explicit operator: its to_dense() may bypass the products
+    if isinstance(op, AdjointOp):  # scale the base, so that .adjoint() of the copy is scaled as well
+        base, state = autoscaled(op.base)
+        return base.adjoint(), state
+    out = copy.copy(op)
+    out._scaling = ScaleState(pending=True)
+    return out, out._scaling

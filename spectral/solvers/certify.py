@@ -98,9 +98,14 @@ def certify_small_side(
     if M < N:
         raise ValueError("certify_small_side needs a tall operator")
     V = V.to(op_tall.dtype)
+    # issue 16: a zero or non-finite Ritz vector certifies nothing (PROPACK returned v = 0 for σ_min)
+    invalid = invalid_ritz_columns(V) if U is None else invalid_ritz_columns(V) | invalid_ritz_columns(U)
+    V = torch.where(torch.isfinite(V), V, torch.zeros_like(V))
     nrm = torch.linalg.vector_norm(V, dim=0)
     nrm = torch.where(nrm > 0, nrm, torch.ones_like(nrm))
     V = V / nrm
+    if U is not None:
+        U = torch.where(torch.isfinite(U), U, torch.zeros_like(U))
     W = op_tall.matmat(V)
     sig = torch.linalg.vector_norm(W, dim=0)
     if U is None:
@@ -154,7 +159,14 @@ def certify_small_side(
                 g = min(g, values[i])
             if g > 0 and math.isnan(kt[i]):
                 kt[i] = eta[i] ** 2 / g
+    if invalid.any():  # never certified: value nan, interval [0, inf], not converged (meets_tol is False)
+        values[invalid], lower[invalid], upper[invalid], eta[invalid] = np.nan, 0.0, np.inf, np.inf
     return Certified(values, lower, upper, eta, kt, gap_cert, U, V, delta)
+
+def invalid_ritz_columns(V: torch.Tensor) -> np.ndarray:
+    """Columns of ``V`` that are zero or hold NaN/inf (issue 16: such Ritz vectors are never certified)."""
+    bad = ~torch.isfinite(V).all(0) | ~(torch.linalg.vector_norm(torch.nan_to_num(V), dim=0) > 0)
+    return bad.detach().cpu().numpy()
 
 def block_from(
     c: Certified,
@@ -317,7 +329,10 @@ class EigCertificate:
 
 def certify_eigvecs(S: LinearOp, Y: torch.Tensor, *, end: str, lam_max_hint: float) -> EigCertificate:
     """Rayleigh quotients ``θ_i = y_iᵀ S y_i`` and Bauer–Fike intervals (``k`` products)."""
-    Y = Y / torch.linalg.vector_norm(Y, dim=0)
+    invalid = invalid_ritz_columns(Y)  # issue 16: zero / non-finite vectors are never certified
+    Y = torch.nan_to_num(Y, nan=0.0, posinf=0.0, neginf=0.0)
+    nrm = torch.linalg.vector_norm(Y, dim=0)
+    Y = Y / torch.where(nrm > 0, nrm, torch.ones_like(nrm))
     SY = S.matmat(Y)
     theta = (Y * SY).sum(0)
     R = SY - Y * theta
@@ -333,4 +348,6 @@ def certify_eigvecs(S: LinearOp, Y: torch.Tensor, *, end: str, lam_max_hint: flo
             lower[0] = max(lower[0], th[0] - delta)
         elif end == "smallest":
             upper[0] = min(upper[0], th[0] + delta)
+    if invalid.any():
+        th[invalid], lower[invalid], upper[invalid], rho[invalid] = np.nan, -np.inf, np.inf, np.inf
     return EigCertificate(th, lower, upper, rho, Y, float(delta))

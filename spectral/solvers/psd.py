@@ -24,6 +24,7 @@ from attncond.spectral.operators.explicit import DenseOp
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
 from attncond.spectral.solvers.lanczos import solve_lanczos
+from attncond.spectral.solvers.validate import check_tol
 
 __all__ = ["PSDExtremes", "GramExtremes", "psd_extremes", "gram_extremes", "one_eigenvalue_below"]
 
@@ -237,6 +238,7 @@ def gram_extremes(G: torch.Tensor, method: str = "auto", *, tol: float = 1e-10, 
     """
     if method not in GRAM_METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(map(repr, GRAM_METHODS))}")
+    tol = check_tol(tol)
     if not isinstance(G, torch.Tensor) or G.ndim != 2 or G.shape[0] != G.shape[1]:
         raise ValueError(f"G must be a square 2-D tensor, got {getattr(G, 'shape', type(G))}")
     if not bool(torch.isfinite(G).all()):

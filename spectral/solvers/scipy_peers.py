@@ -96,8 +96,12 @@ def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None
         smax_hint = max(smax_hint, float(np.max(s)))
         c = certify_small_side(T, V, end=end, sigma_max_hint=smax_hint, U=Ul)
         conv = meets_tol(c, tol)
+        if bool(np.isnan(c.values).any()):
+            reasons.append(f"{solver} ({end}) returned a zero or non-finite singular vector "
+                           f"(sigma={raw[end]}); "
+                           "a zero vector certifies nothing, so the result is not trusted")
         agree = _raw_agrees(np.asarray(raw[end]), c, tol)
-        if not bool(agree.all()):
+        if not bool(agree.all()) and not bool(np.isnan(c.values).any()):
             bad = int(np.argmin(agree))
             reasons.append(
                 f"{solver} ({end}) returned sigma={raw[end][bad]:.6g} but its singular vector gives "

@@ -20,7 +20,7 @@ def qk(seed=0, batch=(2, 3), n=5, d=4, scale=1.0, dtype=f64):
     return Q.to(dtype), K.to(dtype)
 
 
-@pytest.mark.parametrize("name", ["softmax", "temperature", "normsoftmax", "normsoftmax_std"])
+@pytest.mark.parametrize("name", [k for k, v in KERNELS.items() if v.row_stochastic])
 @given(seed=st.integers(0, 10_000), scale=st.floats(1e-3, 30.0), n=st.integers(2, 9))
 def test_row_stochastic_kernels_rows_sum_to_one(name, seed, scale, n):
     Q, K = qk(seed, n=n, scale=scale)

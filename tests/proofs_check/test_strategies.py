@@ -13,13 +13,12 @@ from proofs_check.strategies import (
     attention_configs,
     block_configs,
     hd_equals_nn,
-    instances,
     near_uniform_attention,
     probability_vectors,
     sharp_attention,
     tiny_sigma_min_X,
 )
-from proofs_check.theorems import get_theorem
+from proofs_check.theorems import get_theorem, instances
 
 
 @given(attention_configs(N=(1, 3), n=2, D=(2, 5), d=(1, 2), H=(1, 3), kernels=("softmax",),
@@ -105,3 +104,29 @@ def test_instances_satisfy_the_assumptions(tid):
 def test_instances_unknown_id():
     with pytest.raises(ValueError, match="unknown theorem id"):
         instances("nope")
+
+
+@given(attention_configs(N=(2, 3), n=(2, 3), D=(1, 4), H=(1, 2), hd_below_nn=True))
+def test_hd_below_nn(cfg):
+    assert cfg.HD < cfg.Nn
+
+
+def test_violating_strategies_violate_exactly_one_assumption():
+    from proofs_check.theorems import entry, violating_instances
+
+    def run(tid: str, name: str) -> None:
+        thm = get_theorem(tid)
+
+        @settings(max_examples=5)
+        @given(violating_instances(tid, name))
+        def inner(inst):
+            held = {a.name: a.holds for a in thm.assumptions(inst)}
+            assert held[name] is False and all(v for k, v in held.items() if k != name)
+
+        inner()
+
+    for tid in ("S24.thm1.rank", "S24.thm1.pl_bound_paper", "Q25.residual"):
+        for name in entry(tid).violations:
+            run(tid, name)
+    with pytest.raises(ValueError, match="registers no violating strategy"):
+        violating_instances("S24.thm1.rank", "nope")

@@ -20,8 +20,17 @@ from attncond.reproduce import (
 )
 from attncond.reproduce import h24 as h24_mod
 from attncond.reproduce import i25 as i25_mod
+from attncond.reproduce import q25 as q25_mod
 from attncond.reproduce import s24 as s24_mod
-from attncond.reproduce._common import VERDICTS, prepare_out
+from attncond.reproduce._common import (
+    VERDICTS,
+    paired_test,
+    prepare_out,
+    rate_ci,
+    sign_test_p,
+    sign_verdict,
+    spearman_test,
+)
 from attncond.reproduce._measure import softmax_jacobian_kappa
 from models.data import digits_two_step
 
@@ -49,6 +58,8 @@ def test_every_experiment_ran_and_reports_findings(smoke):
         assert len(r.findings) >= 3, name
         for f in r.findings:
             assert f.paper == name and f.verdict in VERDICTS and f.evidence and f.scale
+            assert isinstance(f.seeds, int) and f.seeds >= 1
+            assert any(w in f.confidence for w in ("Clopper", "Wilcoxon", "sign test", "Spearman p"))
         assert r.figures == ()  # plots=False
         assert name in repr(r) and "smoke" in repr(r)
 
@@ -74,17 +85,65 @@ def test_s24_losses_decrease_and_two_stage_shares_stage_one(smoke):
         assert over["median_final_over_initial"] < under["median_final_over_initial"]
     half = cfg.steps // 2
     ts = r.numbers["two_stage"]
-    for a, b in zip(ts["softmax->softmax"], ts["softmax->gaussian"], strict=True):
+    jump = r.numbers["two_stage_jump"]
+    for i, (a, b) in enumerate(zip(ts["softmax->softmax"], ts["softmax->gaussian"], strict=True)):
+        assert len(a) == len(b) == cfg.steps + 2  # the switch step holds both kernels' losses
         assert a[: half + 1] == b[: half + 1]  # same stage-1 run, then the kernels part
-        assert a[half + 1:] != b[half + 1:]
+        assert a[half + 1] == a[half] and jump["softmax->softmax"][i] == 1.0  # same kernel: no jump
+        assert b[half + 1] == pytest.approx(jump["softmax->gaussian"][i] * b[half], rel=1e-12)
+        assert jump["softmax->gaussian"][i] != 1.0
+    # the two-stage protocol is no claim of [S24] in MATH.md: no verdict, but a note with the jump
+    assert not any("Two-stage" in f.claim for f in r.findings)
+    assert any("jumps ×" in n for n in r.notes)
     land = r.numbers["landscape"]
     for k in ("softmax", "gaussian"):
         Z = np.asarray(land[k]["loss"])
         assert Z.shape == (cfg.grid, cfg.grid) and np.isfinite(Z).all()
         assert land[k]["alpha"][cfg.grid // 2] == 0.0
-    # the centre of the softmax slice is the stage-1 point of seed 0
+    # the centre of each slice is that kernel's own trained point (seed 0, HD >= Nn, QKV)
     c = cfg.grid // 2
-    assert land["softmax"]["loss"][c][c] == pytest.approx(ts["softmax->softmax"][0][half], rel=1e-10)
+    for k in ("softmax", "gaussian"):
+        assert land[k]["loss"][c][c] == pytest.approx(curves["HD>=Nn"]["QKV"][k][0][-1], rel=1e-10), k
+
+
+def test_s24_thm2_budget_sweep_is_paired_and_records_the_init_gradient(smoke):
+    from scipy.stats import wilcoxon
+
+    r = smoke["S24"]
+    cfg = s24_mod.CONFIGS["smoke"]
+    th = r.numbers["thm2"]
+    assert th["budgets"] == sorted(cfg.thm2_budgets)
+    rows = th["rows"]
+    assert len(rows) == 2 * cfg.thm2_seeds
+    # independent recomputation of one seed: GD for exactly b steps gives the recorded f_b/f_0,
+    # and the initial gradient norm matches autograd on the loss
+    m, X, y = s24_mod._task(cfg.over, "softmax", "Q", 0)
+    lr = cfg.lr_scale / (cfg.over[0] * cfg.over[1])
+    row = next(x for x in rows if x["seed"] == 0 and x["kernel"] == "softmax")
+    b = th["budgets"][0]
+    _, tr = s24_mod._gd(m, X, y, b, lr)
+    assert row["ratio"][str(b)] == pytest.approx(tr.losses[-1] / tr.losses[0], rel=1e-12)
+    W = m.W_Q.detach().clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(m.loss({**m.all_params(), "W_Q": W}, X, y), [W])
+    assert row["grad_WQ"]["0"] == pytest.approx(float(g.norm()), rel=1e-12)
+    thm2 = [f for f in r.findings if f.claim.startswith("Theorem 2")]
+    assert len(thm2) == len(th["budgets"])  # one verdict per budget
+    for f, b in zip(thm2, th["budgets"], strict=True):
+        lg = {k: np.log10([x["ratio"][str(b)] for x in rows if x["kernel"] == k])
+              for k in ("gaussian", "softmax")}
+        p = wilcoxon(lg["gaussian"] - lg["softmax"]).pvalue
+        assert f"p = {p:.3g}" in f.confidence and f.seeds == cfg.thm2_seeds
+        if p >= 0.05:
+            assert f.verdict == "inconclusive"
+        else:
+            assert f.verdict == ("held" if np.median(lg["gaussian"] - lg["softmax"]) < 0 else "finding")
+    pf = r.numbers["pathfinder"]
+    pcfg = cfg.pathfinder
+    assert len(pf["runs"]) == 2 * pcfg.seeds
+    for x in pf["runs"]:
+        assert len(x["train_loss"]) == pcfg.steps and all(math.isfinite(v) for v in x["train_loss"])
+        assert 0.0 <= x["final_test_accuracy"] <= 1.0
+    assert any(f.claim.startswith("Fig. 1") for f in r.findings)
 
 
 def test_q25_residual_conditions_z_and_weyl_holds(smoke):
@@ -114,6 +173,52 @@ def test_q25_residual_conditions_z_and_weyl_holds(smoke):
         r.numbers["rate_range"], [np.exp(ly).min(), np.exp(ly).max()], rtol=1e-12)
 
 
+def test_q25_regimes_count_d1_ties_as_ties_and_stack_runs(smoke):
+    r = smoke["Q25"]
+    cfg = q25_mod.CONFIGS["smoke"]
+    reg = r.numbers["regimes"]
+    assert set(reg) == {f"N={N},n={n},D={D}" for N, n, D in cfg.regimes}
+    assert any(N >= D > 1 for N, _, D in cfg.regimes)  # N >= D is run, not only N < D
+    d1 = reg["N=8,n=8,D=1"]
+    assert d1["ties"] == d1["points"] == len(cfg.scales) * cfg.seeds and d1["wins"] == d1["losses"] == 0
+    for p in r.numbers["raw_regimes"]["N=8,n=8,D=1"]:
+        assert p["plain"]["cond"] == p["residual"]["cond"] == 1.0
+    nd = next(f for f in r.findings if "(N ≥ D)" in f.claim)
+    assert "tie by construction" in nd.evidence and nd.verdict != "finding"
+    for key, v in reg.items():
+        assert v["wins"] + v["losses"] + v["ties"] == v["points"], key
+    st = r.numbers["stack"]
+    assert {x["residual"] for x in st} == {False, True} and len(st) == 2 * cfg.seeds
+    for x in st:
+        assert len(x["kappa_Z_layers"]) == cfg.stack_L and x["losses"][-1] < x["losses"][0]
+    assert any(f.claim.startswith("Multi-layer") for f in r.findings)
+
+
+def test_stats_helpers_exact_values():
+    t = paired_test([1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7])
+    assert (t.p, t.wins_a, t.wins_b, t.verdict(True), t.verdict(False)) == (2 / 2**6, 6, 0, "held", "finding")
+    t5 = paired_test([1, 2, 3, 4, 5], [2, 3, 4, 5, 6])
+    assert t5.p == t5.p_floor == 2 / 2**5 and t5.verdict() == "inconclusive" and "no outcome" in t5.statement()
+    tie = paired_test([1.0, 2.0], [1.0, 2.0])
+    assert tie.ties == 2 and tie.p == 1.0 and tie.verdict() == "inconclusive"
+    inf = paired_test([1.0, 2.0, 3.0, 4.0, 5.0, math.inf], [2.0, 3.0, 4.0, 5.0, 6.0, 1.0])
+    assert inf.wins_b == 1 and inf.p > 0.05  # "never reached" ranks as the largest loss
+    hb = paired_test([0.9] * 6, [0.5] * 6, higher_better=True)
+    assert hb.wins_a == 6 and hb.verdict(True) == "held"
+    ci = rate_ci(0, 10)
+    assert ci.low == 0.0 and ci.high == pytest.approx(1 - 0.025 ** (1 / 10), rel=1e-9)
+    ci = rate_ci(10, 10)
+    assert ci.high == 1.0 and ci.low == pytest.approx(0.025 ** (1 / 10), rel=1e-9)
+    rho, p, n = spearman_test([1, 2, 3], [1, 2, 3])
+    assert rho == pytest.approx(1.0) and p == pytest.approx(1 / 3) and n == 3  # floor 2/3!
+    assert sign_test_p(6, 0) == 2 / 2**6 and sign_verdict(6, 0) == "held" and sign_verdict(0, 6) == "finding"
+    assert sign_verdict(0, 0) == "inconclusive"
+    with pytest.raises(ValueError, match="seeds"):
+        Finding("S24", "c", "held", "e", "s", 0, "p = 1")
+    with pytest.raises(ValueError, match="confidence"):
+        Finding("S24", "c", "held", "e", "s", 3, "")
+
+
 def test_i25_conditioning_grows_with_sparsity_and_linear_control_is_flat(smoke):
     r = smoke["I25"]
     cfg = i25_mod.CONFIGS["smoke"]
@@ -127,6 +232,18 @@ def test_i25_conditioning_grows_with_sparsity_and_linear_control_is_flat(smoke):
     assert all(a < b for a, b in zip(mw, mw[1:], strict=False)), mw
     its = [pt[f"softmax@{t:g}"]["iterations"] for t in taus]
     assert all(a < b for a, b in zip(its, its[1:], strict=False)), its
+    # both start types are recorded; the verdict on iterations comes from the random starts
+    for row in r.numbers["rows"]:
+        assert len(row["iterations_random_starts"]) == cfg.random_starts
+        assert row["iterations_random"] == float(np.median(row["iterations_random_starts"]))
+    soft = [x for x in r.numbers["rows"] if x["attention"] == "softmax"]
+    from scipy.stats import spearmanr
+
+    rho = spearmanr([x["kappa_H"] for x in soft], [x["iterations_random"] for x in soft]).statistic
+    assert r.numbers["spearman_iterations_random_vs_kappaH"][0] == pytest.approx(rho)
+    f = next(f for f in r.findings if f.claim.startswith("GD needs more iterations"))
+    assert "random starts" in f.claim and "random starts" in f.confidence
+    assert "slowest eigenvector" in f.evidence
     lin = [pt[f"linear@{t:g}"]["kappa_H"] for t in taus]
     assert max(lin) / min(lin) == pytest.approx(1.0, abs=1e-9)
     assert len({pt[f"linear@{t:g}"]["iterations"] for t in taus}) == 1
@@ -171,6 +288,13 @@ def test_h24_accuracies_gradients_and_95pct_step(smoke):
     # value-weight gradients at step 0 differ; the seeds share one data set
     by_v = {x["variant"]: x for x in runs}
     assert by_v["softmax"]["initial_abs_grad"]["W_V"] != by_v["normsoftmax"]["initial_abs_grad"]["W_V"]
+    for x in runs:  # Q/K vs V curves over training: one point per evaluation, averaged over layers
+        assert len(x["qk_abs_grad_curve"]) == len(x["v_abs_grad_curve"]) == n_eval
+        for i in range(n_eval):
+            qk = x["abs_grad_curve"]["W_Q"][i] + x["abs_grad_curve"]["W_K"][i]
+            assert x["qk_abs_grad_curve"][i] == pytest.approx(float(np.mean(qk)), rel=1e-12)
+    assert set(r.numbers["qk_over_v_grad_curve"]) == set(h24_mod.VARIANTS)
+    assert len(r.numbers["init_gradients"]) == cfg.init_grad_seeds * len(h24_mod.VARIANTS)
     heat = by_v["heat"]["logit_multiplier"]
     assert heat[0] == pytest.approx(cfg.heat_start) and heat[-1] < heat[0]
     per = r.numbers["per_variant"]
@@ -253,7 +377,7 @@ def test_resolve_and_bad_input(tmp_path):
     with pytest.raises(TypeError, match="out must be a path"):
         prepare_out(3)
     with pytest.raises(ValueError, match="verdict"):
-        Finding("S24", "c", "proven", "e", "s")
+        Finding("S24", "c", "proven", "e", "s", 1, "p = 1")
     with pytest.raises(ValueError, match="at least one"):
         write_report([], tmp_path)
     with pytest.raises(TypeError, match="ExperimentResult"):

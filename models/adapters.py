@@ -1,0 +1,535 @@
+r"""Adapters: attncond's functional protocol for the user's own attention ``nn.Module``.
+
+:class:`AdaptedModel` wraps any ``torch.nn.Module`` that contains attention and gives it the
+protocol that ``spectral`` uses on attncond's own models (MATH.md §4): ``params()`` (the
+selected parameters ``θ_M``), ``functional(params, *inputs)`` (the output with ``θ_M``
+substituted, a thin wrapper of ``torch.func.functional_call``), ``check_inputs``,
+``trainable``, ``named_parameters`` and ``attention(*inputs)`` — the attention probabilities
+per layer and head with the support mask of each row (padding, causal).
+
+Families (``family="auto"`` detects them):
+
+=============  ==================================================================================
+``"mha"``      ``torch.nn.MultiheadAttention`` (the module itself or submodules, e.g. in
+               ``nn.TransformerEncoderLayer``): every call is forced to ``need_weights=True,
+               average_attn_weights=False`` (the explicit softmax path, which supports
+               forward-mode AD and returns per-head probabilities); eval-mode fast paths are
+               avoided by running the MHA submodules with ``dropout=0`` in train mode.
+``"hf"``       Hugging Face ``transformers`` models: switched to ``attn_implementation="eager"``;
+               probabilities from ``output_attentions=True``; causal masks from the attention
+               modules' ``is_causal``; padding from the ``attention_mask`` input.
+``"timm"``     timm ``Attention`` blocks (``qkv``, ``num_heads``, ``attn_drop``, ``fused_attn``):
+               ``fused_attn=False``; probabilities from a forward hook on ``attn_drop``.
+``"hook"``     anything else: ``probs_module=`` names the submodule(s) whose forward *output*
+               is the probability tensor ``(N, H, n_q, n_k)`` or ``(N, n_q, n_k)`` (e.g. an
+               ``nn.Softmax``) — the documented hook point.
+=============  ==================================================================================
+
+Every call runs under ``torch.nn.attention.sdpa_kernel([SDPBackend.MATH])`` (``eager=True``):
+the fused scaled-dot-product kernels have no forward-mode AD and no double backward, the
+math backend has both. With ``eager=False`` the module runs as it is; :meth:`check_forward_ad`
+then tells whether forward-mode products work, and what to do if not.
+
+Inputs are batch-first, ``inputs[0]`` of shape ``(N, …)`` (tokens ``(N, n, D)``, ids ``(N, n)``,
+images ``(N, C, H, W)``); ``attention_mask`` follows the Hugging Face convention (1 = attend,
+0 = padding) with shape ``(N, n)``. The output's first axis must be the sample axis.
+transformers and timm are never imported here: families are recognised by duck typing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .checks import as_float_tensor, check_choice
+
+__all__ = ["AdaptedModel", "AttentionMap", "ForwardADUnsupported", "FAMILIES", "adapt", "select_params"]
+
+FAMILIES = ("auto", "mha", "hf", "timm", "hook")
+LOOKED_FOR = (
+    "torch.nn.MultiheadAttention modules; a Hugging Face transformers model (a `config` with "
+    "`_attn_implementation`); timm Attention blocks (`qkv`, `num_heads`, `attn_drop`, "
+    "`fused_attn`); or a hook point given as probs_module='<submodule name pattern>' whose "
+    "output is the attention probability tensor (N, H, n_q, n_k)"
+)
+
+
+class ForwardADUnsupported(RuntimeError):
+    """Forward-mode AD (``torch.func.jvp``) fails through the model; the message says what to do."""
+
+
+@dataclass(frozen=True, repr=False)
+class AttentionMap:
+    """Attention probabilities of one layer: ``probs`` ``(N, H, n_q, n_k)``; ``support`` a bool
+    tensor broadcastable to it (``True`` where the entry may be non-zero: unmasked) or ``None``
+    (no mask); ``masks`` names the masks applied (``"padding"``, ``"causal"``)."""
+
+    layer: str
+    probs: torch.Tensor
+    support: torch.Tensor | None
+    masks: tuple[str, ...]
+
+    @property
+    def heads(self) -> int:
+        return int(self.probs.shape[1])
+
+    def support_full(self) -> torch.Tensor:
+        """``support`` expanded to the shape of ``probs`` (all ``True`` without a mask)."""
+        if self.support is None:
+            return torch.ones_like(self.probs, dtype=torch.bool)
+        return self.support.expand_as(self.probs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "shape": list(self.probs.shape), "masks": list(self.masks)}
+
+    def __repr__(self) -> str:
+        return f"AttentionMap({self.layer!r}, shape={tuple(self.probs.shape)}, masks={self.masks})"
+
+
+def select_params(module: nn.Module, pattern: str | Sequence[str]) -> tuple[str, ...]:
+    """Names of ``module.named_parameters()`` matching any ``fnmatch`` pattern (in module order).
+
+    ``"*"`` selects everything; ``"*.query.weight"``, ``"layer.0.attention.*"`` or a list of
+    patterns select parts. A pattern that matches nothing raises ``ValueError`` listing the
+    parameter names.
+    """
+    pats = (pattern,) if isinstance(pattern, str) else tuple(pattern)
+    if not pats or not all(isinstance(p, str) and p for p in pats):
+        raise TypeError(f"params must be a non-empty pattern string or a list of them, got {pattern!r}")
+    names = [k for k, _ in module.named_parameters()]
+    if not names:
+        raise ValueError(f"the module {type(module).__name__} has no parameters")
+    chosen = [k for k in names if any(fnmatch.fnmatchcase(k, p) for p in pats)]
+    for p in pats:
+        if not any(fnmatch.fnmatchcase(k, p) for k in names):
+            shown = ", ".join(names[:60]) + (f", … ({len(names)} in all)" if len(names) > 60 else "")
+            raise ValueError(f"params pattern {p!r} matches no parameter of {type(module).__name__}; "
+                             f"its parameters are: {shown}")
+    return tuple(chosen)
+
+
+def _is_hf(module: nn.Module) -> bool:
+    cfg = getattr(module, "config", None)
+    return cfg is not None and hasattr(cfg, "_attn_implementation") and \
+        type(module).__module__.startswith("transformers")
+
+
+def _is_timm_attn(m: nn.Module) -> bool:
+    return all(hasattr(m, a) for a in ("qkv", "num_heads", "attn_drop")) and hasattr(m, "fused_attn")
+
+
+def _detect(module: nn.Module, probs_module: Any) -> str:
+    if probs_module is not None:
+        return "hook"
+    if _is_hf(module):
+        return "hf"
+    mods = list(module.modules())
+    if any(isinstance(m, nn.MultiheadAttention) for m in mods):
+        return "mha"
+    if any(_is_timm_attn(m) for m in mods):
+        return "timm"
+    raise ValueError(f"no attention found in {type(module).__name__}; looked for: {LOOKED_FOR}")
+
+
+class _Call(nn.Module):
+    """Wrapper so that ``functional_call`` runs a custom forward; parameters get the prefix ``m.``."""
+
+    def __init__(self, m: nn.Module, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        self.m = m
+        self.fn = fn
+
+    def forward(self, *inputs: Any) -> Any:
+        return self.fn(self.m, *inputs)
+
+
+class AdaptedModel:
+    """attncond's functional protocol for a foreign attention module (module docstring).
+
+    Parameters
+    ----------
+    module : the ``nn.Module`` (weights as they are; random init or the user's own).
+    inputs : example inputs, a tensor or a tuple of tensors (batch-first, see module docstring).
+    params : ``fnmatch`` pattern or list of patterns over ``module.named_parameters()``
+        (default ``"*"``): the parameters ``θ_M`` that ``J = ∂ vec(output)/∂θ_M`` is taken over.
+    output : which output to differentiate: ``None`` (the family's default: the MHA output,
+        ``last_hidden_state`` or the first output), an attribute/key name, an index, or a
+        callable ``out -> Tensor``.
+    forward : ``forward(module, *inputs) -> out``, overriding the family's default call.
+    attention_mask : optional ``(N, n)`` padding mask (1 = attend, 0 = padding); appended to
+        the inputs and passed to the module (``key_padding_mask`` for nn.MHA).
+    causal : ``True``/``False``, or ``None`` to detect (HF ``is_causal``); for nn.MHA it also
+        applies the causal ``attn_mask``.
+    family : one of :data:`FAMILIES`.
+    probs_module : hook point for ``family="hook"``: pattern(s) of submodule names whose output
+        is the probability tensor.
+    eager : run under the math SDPA backend and switch HF/timm models to eager attention.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        inputs: Any,
+        *,
+        params: str | Sequence[str] = "*",
+        output: str | int | Callable[[Any], torch.Tensor] | None = None,
+        forward: Callable[..., Any] | None = None,
+        attention_mask: Any = None,
+        causal: bool | None = None,
+        family: str = "auto",
+        probs_module: str | Sequence[str] | None = None,
+        eager: bool = True,
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"module must be a torch.nn.Module, got {type(module).__name__}")
+        check_choice("family", family, FAMILIES)
+        if forward is not None and not callable(forward):
+            raise TypeError(f"forward must be callable(module, *inputs), got {type(forward).__name__}")
+        if causal is not None and not isinstance(causal, bool):
+            raise TypeError(f"causal must be a bool or None, got {causal!r}")
+        if output is not None and not isinstance(output, (str, int)) and not callable(output):
+            raise TypeError(f"output must be None, a name, an index or a callable, got {output!r}")
+        self.module = module
+        self.family = _detect(module, probs_module) if family == "auto" else family
+        if self.family == "hook" and probs_module is None:
+            raise ValueError("family='hook' needs probs_module=<submodule name pattern(s)>")
+        self.probs_module = probs_module
+        self.trainable = select_params(module, params)
+        ps = dict(module.named_parameters())
+        self.dtype = ps[self.trainable[0]].dtype
+        self.device = ps[self.trainable[0]].device
+        self.eager = bool(eager)
+        self.notes: list[str] = []
+        self._has_mask = attention_mask is not None
+        self._output = output
+        self._user_forward = forward
+        self.causal = self._detect_causal() if causal is None else causal
+        if self._has_mask and forward is None and self.family not in ("hf",) and \
+                not isinstance(module, nn.MultiheadAttention):
+            raise ValueError("attention_mask for a module that is neither nn.MultiheadAttention nor a Hugging "
+                             "Face model needs forward=(module, *inputs, mask) -> output to say where it goes")
+        self._switch_eager()
+        self._wrapper = _Call(module, self._forward)
+        raw = inputs if isinstance(inputs, tuple) else (inputs,)
+        self.inputs = self.check_inputs(raw + ((attention_mask,) if self._has_mask else ()))
+        self._attn_modules = self._find_attention()
+
+    # ------------------------------------------------------------------ set-up
+    def _detect_causal(self) -> bool:
+        if self.family != "hf":
+            return False
+        return any(getattr(m, "is_causal", False) is True for m in self.module.modules())
+
+    def _switch_eager(self) -> None:
+        if not self.eager:
+            self.notes.append("eager=False: the module runs as given (fused kernels may lack forward AD)")
+            return
+        if self.family == "hf":
+            cfgs = {id(c): c for m in self.module.modules() if (c := getattr(m, "config", None)) is not None
+                    and hasattr(c, "_attn_implementation")}
+            changed = [c for c in cfgs.values() if c._attn_implementation != "eager"]
+            for c in cfgs.values():
+                c._attn_implementation = "eager"
+            if changed:
+                self.notes.append("switched the Hugging Face model to attn_implementation='eager' "
+                                  "(fused SDPA has no forward-mode AD; eager returns the probabilities)")
+        for m in self.module.modules():
+            if _is_timm_attn(m) and getattr(m, "fused_attn", False):
+                m.fused_attn = False
+                self.notes.append("set fused_attn=False on timm Attention blocks")
+        self.notes.append("calls run under the math SDPA backend (forward-mode AD supported)")
+
+    def _find_attention(self) -> list[tuple[str, nn.Module]]:
+        named = list(self.module.named_modules())
+        if self.family == "mha":
+            found = [(k or "<module>", m) for k, m in named if isinstance(m, nn.MultiheadAttention)]
+        elif self.family == "timm":
+            found = [(k or "<module>", m.attn_drop) for k, m in named if _is_timm_attn(m)]
+        elif self.family == "hook":
+            pats = (self.probs_module,) if isinstance(self.probs_module, str) else tuple(self.probs_module)
+            found = [(k, m) for k, m in named if k and any(fnmatch.fnmatchcase(k, p) for p in pats)]
+            if not found:
+                raise ValueError(f"probs_module {self.probs_module!r} matches no submodule of "
+                                 f"{type(self.module).__name__}; submodules: {[k for k, _ in named if k][:60]}")
+        else:
+            return []
+        if not found:
+            raise ValueError(f"no attention found in {type(self.module).__name__} for family "
+                             f"{self.family!r}; looked for: {LOOKED_FOR}")
+        return found
+
+    # ------------------------------------------------------------------ inputs
+    def check_inputs(self, inputs: Any) -> tuple[torch.Tensor, ...]:
+        """Validate the input tuple: tensors (numpy accepted), the first floating ones of the
+        model's dtype, one sample axis ``N`` first, the mask ``(N, n)`` of 0/1 values."""
+        raw = inputs if isinstance(inputs, tuple) else (inputs,)
+        if not raw:
+            raise ValueError("inputs must hold at least one tensor")
+        out = []
+        n_main = len(raw) - (1 if self._has_mask else 0)
+        for j, x in enumerate(raw):
+            name = "attention_mask" if (self._has_mask and j == len(raw) - 1) else f"inputs[{j}]"
+            if name == "attention_mask":
+                t = torch.as_tensor(x, device=self.device)
+                if t.is_floating_point() or t.dtype == torch.bool:
+                    t = t.to(torch.long)
+            elif isinstance(x, torch.Tensor) and not x.is_floating_point():
+                t = x.to(self.device)
+            else:
+                t = as_float_tensor(name, x, dtype=self.dtype, device=self.device)
+            if t.ndim < 1 or t.shape[0] < 1:
+                raise ValueError(f"{name} must have a leading sample axis N >= 1, got shape {tuple(t.shape)}")
+            out.append(t)
+        N = out[0].shape[0]
+        for j, t in enumerate(out[1:n_main], start=1):
+            if t.shape[0] != N:
+                raise ValueError(f"inputs[{j}] has {t.shape[0]} samples along dim 0, inputs[0] has {N}")
+        if self._has_mask:
+            self._check_mask(out[-1], out[0])
+        return tuple(out)
+
+    def _check_mask(self, mask: torch.Tensor, X: torch.Tensor) -> None:
+        want = (X.shape[0], X.shape[1]) if X.ndim >= 2 else None
+        if mask.ndim != 2 or want is None or tuple(mask.shape) != want:
+            raise ValueError(f"attention_mask must have shape (N, n) = {want} to fit inputs[0] of shape "
+                             f"{tuple(X.shape)}, got {tuple(mask.shape)}")
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError("attention_mask must hold 0/1 values (1 = attend, 0 = padding)")
+        if not bool((mask != 0).any(dim=1).all()):
+            raise ValueError("attention_mask has a sample with every token masked: its rows are undefined")
+
+    # ------------------------------------------------------------------ calls
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[None]:
+        """Deterministic evaluation: eval mode (no dropout), nn.MHA in train mode with dropout 0
+        (no fused fast path), forced need_weights, and the math SDPA backend when ``eager``."""
+        saved = [(m, m.training) for m in self.module.modules()]
+        mhas = [m for m in self.module.modules() if isinstance(m, nn.MultiheadAttention)]
+        drops = [(m, m.dropout) for m in mhas]
+        handles = [m.register_forward_pre_hook(_force_weights, with_kwargs=True) for m in mhas]
+        self.module.eval()
+        for m in mhas:
+            m.train()
+            m.dropout = 0.0
+        try:
+            if self.eager:
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+
+                with sdpa_kernel([SDPBackend.MATH]):
+                    yield
+            else:
+                yield
+        finally:
+            for h in handles:
+                h.remove()
+            for m, d in drops:
+                m.dropout = d
+            for m, t in saved:
+                m.training = t
+
+    def _forward(self, m: nn.Module, *inputs: torch.Tensor) -> Any:
+        if self._user_forward is not None:
+            return self._user_forward(m, *inputs)
+        X, mask = (inputs[:-1], inputs[-1]) if self._has_mask else (inputs, None)
+        if self.family == "hf":
+            return self._hf_call(m, X, mask, output_attentions=False)
+        if isinstance(m, nn.MultiheadAttention):
+            return _mha_call(m, X[0], mask, self.causal)
+        return m(*X)
+
+    def _hf_call(self, m: nn.Module, X: tuple[torch.Tensor, ...], mask: Any, output_attentions: bool) -> Any:
+        kw: dict[str, Any] = {}
+        main = getattr(m, "main_input_name", "input_ids")
+        x = X[0]
+        key = "inputs_embeds" if (main == "input_ids" and x.is_floating_point()) else main
+        kw[key] = x
+        if mask is not None:  # a prepared 4-D additive mask: HF's own mask builder branches on the
+            # data (`padding_mask.all()`), which torch.func.vmap cannot trace; 4-D masks are used as given
+            kw["attention_mask"] = self._additive_mask(mask, x.shape[1], x.dtype if x.is_floating_point()
+                                                       else self.dtype)
+        if output_attentions:
+            kw["output_attentions"] = True
+        return m(*X[1:], **kw)
+
+    def _additive_mask(self, mask: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+        """``(N, 1, n, n)`` additive mask: 0 where attended (padding and, if causal, ``j ≤ i``),
+        ``finfo.min`` elsewhere (its softmax weight is exactly 0)."""
+        allowed = (mask != 0)[:, None, None, :].expand(mask.shape[0], 1, n, mask.shape[-1])
+        if self.causal:
+            allowed = allowed & torch.ones(n, mask.shape[-1], dtype=torch.bool, device=mask.device).tril()
+        zero = torch.zeros((), dtype=dtype, device=mask.device)
+        low = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=mask.device)
+        return torch.where(allowed, zero, low)
+
+    def _select(self, out: Any) -> torch.Tensor:
+        sel = self._output
+        if callable(sel):
+            t = sel(out)
+        elif isinstance(sel, str):
+            t = out[sel] if isinstance(out, Mapping) else getattr(out, sel)
+        elif isinstance(sel, int):
+            t = out[sel]
+        elif isinstance(out, torch.Tensor):
+            t = out
+        elif hasattr(out, "last_hidden_state") and out.last_hidden_state is not None:
+            t = out.last_hidden_state
+        elif isinstance(out, (tuple, list)) or hasattr(out, "to_tuple"):
+            t = out[0]
+        else:
+            raise TypeError(f"cannot pick a tensor from the output of type {type(out).__name__}; pass output=")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"the selected output is {type(t).__name__}, not a tensor; pass output=")
+        return t
+
+    def params(self) -> dict[str, torch.Tensor]:
+        """Detached copies of the selected parameters ``θ_M``, in module order."""
+        ps = dict(self.module.named_parameters())
+        return {k: ps[k].detach().clone() for k in self.trainable}
+
+    def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The wrapped module's ``named_parameters()``."""
+        return self.module.named_parameters()
+
+    def functional(self, params: Mapping[str, torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+        """The selected output with ``params`` substituted (the rest as stored); composable with
+        ``torch.func`` (``jvp``, ``vjp``, ``jacrev``, ``vmap``). Inputs are not re-validated."""
+        p = {"m." + k: v for k, v in params.items()}
+        with self._context():
+            return self._select(torch.func.functional_call(self._wrapper, p, inputs))
+
+    __call__ = functional
+
+    def loss(self, params: Mapping[str, torch.Tensor], *inputs_and_y: torch.Tensor) -> torch.Tensor:
+        """``½ ‖f(θ; inputs) − y‖²`` with ``y`` the last argument (reshaped to the output)."""
+        *inputs, y = inputs_and_y
+        out = self.functional(params, *inputs)
+        r = out - y.reshape(out.shape)
+        return 0.5 * (r * r).sum()
+
+    def output(self) -> torch.Tensor:
+        """The selected output at the stored weights and example inputs."""
+        with torch.no_grad():
+            return self.functional(self.params(), *self.inputs)
+
+    def check_forward_ad(self) -> None:
+        """One ``torch.func.jvp`` through the model; raises :class:`ForwardADUnsupported` with advice."""
+        p = self.params()
+        g = torch.Generator(device="cpu").manual_seed(0)
+        t = {k: torch.randn(v.shape, generator=g, dtype=v.dtype).to(v.device) for k, v in p.items()}
+        try:
+            torch.func.jvp(lambda q: self.functional(q, *self.inputs), (p,), (t,))
+        except (NotImplementedError, RuntimeError) as exc:
+            raise ForwardADUnsupported(
+                f"forward-mode AD (J·v by torch.func.jvp) fails through {type(self.module).__name__}: "
+                f"{str(exc).splitlines()[0]}. Fix: keep eager=True (the default: math SDPA backend, "
+                "eager attention for Hugging Face, fused_attn=False for timm), or build the model with "
+                "attn_implementation='eager' / call nn.MultiheadAttention with need_weights=True. Without "
+                "forward AD, diagnose uses the reverse-mode routes only (per-sample Gram), and Hessian "
+                "rows are unavailable.") from exc
+
+    # ------------------------------------------------------------------ attention capture
+    def attention(self, *inputs: Any) -> tuple[AttentionMap, ...]:
+        """Attention probabilities per layer ``(N, H, n_q, n_k)`` with their support masks."""
+        ins = self.check_inputs(tuple(inputs)) if inputs else self.inputs
+        mask = ins[-1] if self._has_mask else None
+        with torch.no_grad(), self._context():
+            if self.family == "hf":
+                X = ins[:-1] if self._has_mask else ins
+                out = self._hf_call(self.module, X, mask, output_attentions=True)
+                atts = getattr(out, "attentions", None)
+                if not atts:
+                    raise ValueError(f"{type(self.module).__name__} returned no attentions with "
+                                     f"output_attentions=True; looked for: {LOOKED_FOR}")
+                probs = [(f"layer.{i}", a) for i, a in enumerate(atts)]
+            else:
+                probs = self._hooked(ins)
+        return tuple(self._attach(name, P, mask) for name, P in probs)
+
+    def _hooked(self, ins: tuple[torch.Tensor, ...]) -> list[tuple[str, torch.Tensor]]:
+        got: list[tuple[str, torch.Tensor]] = []
+        handles = []
+        for name, m in self._attn_modules:
+            if self.family == "mha":
+                def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
+                    got.append((name, out[1].detach()))
+            elif self.family == "timm":
+                def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
+                    got.append((name, args[0].detach()))
+            else:
+                def hook(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
+                    t = out[0] if isinstance(out, (tuple, list)) else out
+                    got.append((name, t.detach()))
+            handles.append(m.register_forward_hook(hook))
+        try:
+            self._forward(self.module, *ins)
+        finally:
+            for h in handles:
+                h.remove()
+        return got
+
+    def _attach(self, name: str, P: torch.Tensor, mask: torch.Tensor | None) -> AttentionMap:
+        if P.ndim == 3:
+            P = P.unsqueeze(1)
+        if P.ndim != 4:
+            raise ValueError(f"attention probabilities of {name} have shape {tuple(P.shape)}; expected "
+                             "(N, H, n_q, n_k) or (N, n_q, n_k)")
+        N, _, nq, nk = P.shape
+        sup = None
+        masks: list[str] = []
+        if mask is not None and mask.shape[-1] == nk:
+            sup = (mask != 0).reshape(N, 1, 1, nk)
+            masks.append("padding")
+        if self.causal:
+            c = torch.ones(nq, nk, dtype=torch.bool, device=P.device).tril(nk - nq).reshape(1, 1, nq, nk)
+            sup = c if sup is None else sup & c
+            masks.append("causal")
+        return AttentionMap(name, P, sup, tuple(masks))
+
+    def describe(self) -> dict[str, Any]:
+        """Family, selected parameters (names and count), input shapes, masks and notes."""
+        ps = dict(self.module.named_parameters())
+        return {"module": type(self.module).__name__, "family": self.family,
+                "params": list(self.trainable), "n_params": int(sum(ps[k].numel() for k in self.trainable)),
+                "inputs": [list(t.shape) for t in self.inputs], "causal": self.causal,
+                "padding_mask": self._has_mask, "dtype": str(self.dtype).replace("torch.", ""),
+                "notes": list(dict.fromkeys(self.notes))}
+
+    def __repr__(self) -> str:
+        d = self.describe()
+        return (f"AdaptedModel({d['module']}, family={d['family']!r}, params={len(d['params'])} tensors/"
+                f"{d['n_params']} entries, inputs={d['inputs']}, causal={d['causal']})")
+
+
+def _force_weights(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    kwargs = dict(kwargs)
+    kwargs["need_weights"] = True
+    kwargs["average_attn_weights"] = False
+    return args, kwargs
+
+
+def _mha_call(m: nn.MultiheadAttention, X: torch.Tensor, mask: torch.Tensor | None,
+              causal: bool) -> torch.Tensor:
+    """``nn.MultiheadAttention`` self-attention on batch-first ``X`` ``(N, n, D)``; output ``(N, n, D)``."""
+    if X.ndim != 3 or X.shape[-1] != m.embed_dim:
+        raise ValueError(f"inputs[0] must have shape (N, n, embed_dim={m.embed_dim}), got {tuple(X.shape)}")
+    n = X.shape[1]
+    attn_mask = None
+    if causal:
+        attn_mask = torch.ones(n, n, dtype=torch.bool, device=X.device).triu(1)
+    kpm = None if mask is None else (mask == 0)
+    x = X if m.batch_first else X.transpose(0, 1)
+    out = m(x, x, x, key_padding_mask=kpm, attn_mask=attn_mask)
+    return out[0] if m.batch_first else out[0].transpose(0, 1)
+
+
+def adapt(module: nn.Module, inputs: Any, **kw: Any) -> AdaptedModel:
+    """``AdaptedModel(module, inputs, **kw)``; an :class:`AdaptedModel` is returned unchanged."""
+    if isinstance(module, AdaptedModel):
+        return module
+    return AdaptedModel(module, inputs, **kw)
