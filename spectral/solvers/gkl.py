@@ -83,6 +83,102 @@ def _ritz(
     ok = bool((est <= torch.clamp(tol * Sb[wanted], min=delta)).all())
     return _Ritz(Ub, Sb, Vbh.T, smax, idx_l, idx_s, ok)
 
+class _Bidiag:
+    """Working state of one GKL run on the tall ``T``: ``T P = Q B``, ``Tᵀ Q = P Bᵀ + r e_ℓᵀ``."""
+
+    def __init__(self, T: LinearOp, ell: int, p0: torch.Tensor, full: bool, gen: torch.Generator) -> None:
+        M, N = T.shape
+        dt, dev = T.dtype, T.device
+        self.T, self.ell, self.full, self.gen = T, ell, full, gen
+        self.P = torch.zeros(N, ell, dtype=dt, device=dev)
+        self.Q = torch.zeros(M, ell, dtype=dt, device=dev)
+        self.B = torch.zeros(ell, ell, dtype=dt, device=dev)
+        self.p = p0 / torch.linalg.vector_norm(p0)
+        self.r = torch.zeros(N, dtype=dt, device=dev)
+        self.j0, self.steps, self.cycles, self.smax, self.fnorm = 0, 0, 0, 0.0, 0.0
+        self.eps = torch.finfo(dt).eps
+
+    def extend(self, check: Any, min_check: int) -> tuple[int, _Ritz | None]:
+        """Bidiagonalisation steps ``j0 … ℓ−1`` with reorthogonalisation of both bases; stops
+        early when ``check`` (the cheap Ritz test, every ``CHECK_EVERY`` steps) passes."""
+        P, Q, B, T, eps = self.P, self.Q, self.B, self.T, self.eps
+        for j in range(self.j0, self.ell):
+            P[:, j] = self.p
+            q_raw = T.matvec(self.p)
+            q, c = orthogonalize(Q[:, :j], q_raw, self.full)
+            B[:j, j] = c
+            alpha = torch.linalg.vector_norm(q)
+            if float(alpha) <= 100 * eps * max(float(torch.linalg.vector_norm(q_raw)), self.smax):
+                q = random_orthonormal(Q[:, :j], self.gen)  # breakdown: continue in a fresh direction
+            else:
+                q = q / alpha
+            B[j, j] = alpha
+            Q[:, j] = q
+            r_raw = T.rmatvec(q)
+            self.r, _ = orthogonalize(P[:, : j + 1], r_raw, self.full)
+            beta = torch.linalg.vector_norm(self.r)
+            self.fnorm = float(beta)
+            self.steps += 1
+            self.smax = max(self.smax, float(alpha), self.fnorm)
+            if j + 1 < self.ell:
+                if self.fnorm <= 100 * eps * max(float(torch.linalg.vector_norm(r_raw)), self.smax):
+                    self.p = random_orthonormal(P[:, : j + 1], self.gen)
+                    B[j, j + 1] = 0.0
+                    self.fnorm = 0.0
+                else:
+                    self.p = self.r / beta
+                    B[j, j + 1] = beta
+                if j + 1 >= min_check and (j + 1 - self.j0) % CHECK_EVERY == 0:
+                    rz = check(B[: j + 1, : j + 1], self.fnorm, self.smax)
+                    if rz.ok:
+                        return j + 1, rz
+        return self.ell, None
+
+    def certify(self, ritz: _Ritz, cur: int, want_l: bool, want_s: bool) -> dict[str, Certified]:
+        """Explicit certification of the wanted Ritz triplets on ``T`` itself (2 products each)."""
+        Pc, Qc = self.P[:, :cur], self.Q[:, :cur]
+        out: dict[str, Certified] = {}
+        for end, want, idx in (("largest", want_l, ritz.idx_l), ("smallest", want_s, ritz.idx_s)):
+            if want:
+                out[end] = certify_small_side(self.T, Pc @ ritz.Vb[:, idx], end=end, sigma_max_hint=ritz.smax,
+                                              U=Qc @ ritz.Ub[:, idx])
+        return out
+
+    def restart(self, ritz: _Ritz, keep: list[int]) -> None:
+        """Thick restart (Baglama–Reichel) on the Ritz triplets ``keep``, continuing with ``r``."""
+        cur = ritz.Sb.shape[0]
+        kk = len(keep)
+        self.P[:, :kk] = self.P[:, :cur] @ ritz.Vb[:, keep]
+        self.Q[:, :kk] = self.Q[:, :cur] @ ritz.Ub[:, keep]
+        self.P[:, kk:] = 0
+        self.Q[:, kk:] = 0
+        self.B.zero_()
+        self.B[range(kk), range(kk)] = ritz.Sb[keep]
+        if self.fnorm > 0:
+            p, _ = orthogonalize(self.P[:, :kk], self.r / self.fnorm, True)
+            self.p = p / torch.linalg.vector_norm(p)
+        else:
+            self.p = random_orthonormal(self.P[:, :kk], self.gen)
+        self.j0 = kk
+
+
+def _gkl_keep(cur: int, k: int, nwant: int, want_l: bool, want_s: bool) -> list[int]:
+    """Ritz indices kept at a thick restart: the wanted ones plus a buffer at each wanted end."""
+    extra = max((cur - nwant - 2) // 2, 0)
+    if want_l and want_s:
+        el, es = extra // 2, extra - extra // 2
+        keep = list(range(k + el)) + list(range(cur - k - es, cur))
+    elif want_l:
+        keep = list(range(k + extra))
+    else:
+        # σ_min only: half the buffer still goes to the *largest* Ritz vectors. Kept in the basis
+        # they deflate the top of the spectrum, so the restarted Krylov polynomial need not damp
+        # it: medium [S24] Jacobian (12,288×1,024, ℓ=64), 1,054 products instead of 1,252.
+        el = extra // 2 if cur >= TOP_KEEP_MIN_ELL else 0
+        keep = list(range(el)) + list(range(cur - k - (extra - el), cur))
+    return sorted(set(keep))
+
+
 def _gkl_core(
     T: LinearOp,
     k: int,
@@ -96,128 +192,35 @@ def _gkl_core(
 ) -> _CoreRun:
     """One thick-restarted GKL run on the tall ``T``."""
     M, N = T.shape
-    dt, dev = T.dtype, T.device
-    eps = torch.finfo(dt).eps
     want_l = which in ("both", "largest")
     want_s = which in ("both", "smallest")
     nwant = k * (int(want_l) + int(want_s))
-    if ncv is not None:
-        ell = ncv
-    elif want_s:
-        ell = max(96, 2 * nwant + 32)
-    else:
-        ell = max(24, 2 * nwant + 16)
+    ell = ncv if ncv is not None else (max(96, 2 * nwant + 32) if want_s else max(24, 2 * nwant + 16))
     ell = int(min(max(ell, nwant + 2), N))
-    P = torch.zeros(N, ell, dtype=dt, device=dev)
-    Q = torch.zeros(M, ell, dtype=dt, device=dev)
-    B = torch.zeros(ell, ell, dtype=dt, device=dev)
-    p = p0 / torch.linalg.vector_norm(p0)
-    j0 = 0
-    steps = 0
-    cycles = 0
-    smax = 0.0
-    fnorm = 0.0
-    r = torch.zeros(N, dtype=dt, device=dev)
+    bd = _Bidiag(T, ell, p0, full, gen)
     explicit: dict[str, Certified] = {}
     converged = False
-    min_check = min(ell, nwant + CHECK_MIN_EXTRA)
+
+    def check(Bj: torch.Tensor, fnorm: float, smax: float) -> _Ritz:
+        return _ritz(Bj, fnorm, k, want_l, want_s, tol, (M, N), smax)
+
     while True:
-        cur = ell  # columns in use this cycle (< ell after an early in-cycle stop)
-        ritz: _Ritz | None = None
-        for j in range(j0, ell):
-            P[:, j] = p
-            q_raw = T.matvec(p)
-            q, c = orthogonalize(Q[:, :j], q_raw, full)
-            B[:j, j] = c
-            alpha = torch.linalg.vector_norm(q)
-            raw = float(torch.linalg.vector_norm(q_raw))
-            if float(alpha) <= 100 * eps * max(raw, smax):
-                q = random_orthonormal(Q[:, :j], gen)
-            else:
-                q = q / alpha
-            B[j, j] = alpha
-            Q[:, j] = q
-            r_raw = T.rmatvec(q)
-            r, _ = orthogonalize(P[:, : j + 1], r_raw, full)
-            beta = torch.linalg.vector_norm(r)
-            fnorm = float(beta)
-            steps += 1
-            smax = max(smax, float(alpha), fnorm)
-            if j + 1 < ell:
-                if fnorm <= 100 * eps * max(float(torch.linalg.vector_norm(r_raw)), smax):
-                    p = random_orthonormal(P[:, : j + 1], gen)
-                    B[j, j + 1] = 0.0
-                    fnorm = 0.0
-                else:
-                    p = r / beta
-                    B[j, j + 1] = beta
-                if j + 1 >= min_check and (j + 1 - j0) % CHECK_EVERY == 0:
-                    rz = _ritz(B[: j + 1, : j + 1], fnorm, k, want_l, want_s, tol, (M, N), smax)
-                    if rz.ok:
-                        cur, ritz = j + 1, rz
-                        break
-        cycles += 1
+        cur, ritz = bd.extend(check, min(ell, nwant + CHECK_MIN_EXTRA))
+        bd.cycles += 1
         if ritz is None:
-            ritz = _ritz(B[:cur, :cur], fnorm, k, want_l, want_s, tol, (M, N), smax)
-        Ub, Sb, Vb, smax = ritz.Ub, ritz.Sb, ritz.Vb, ritz.smax
-        idx_l, idx_s, ok = ritz.idx_l, ritz.idx_s, ritz.ok
-        out_of_steps = steps >= max_steps
-        if ok or out_of_steps or cur == N:
-            Pc, Qc = P[:, :cur], Q[:, :cur]
-            explicit = {}
-            if want_l:
-                explicit["largest"] = certify_small_side(
-                    T,
-                    Pc @ Vb[:, idx_l],
-                    end="largest",
-                    sigma_max_hint=smax,
-                    U=Qc @ Ub[:, idx_l],
-                )
-            if want_s:
-                explicit["smallest"] = certify_small_side(
-                    T,
-                    Pc @ Vb[:, idx_s],
-                    end="smallest",
-                    sigma_max_hint=smax,
-                    U=Qc @ Ub[:, idx_s],
-                )
+            ritz = check(bd.B[:cur, :cur], bd.fnorm, bd.smax)
+        bd.smax = ritz.smax
+        out_of_steps = bd.steps >= max_steps
+        if ritz.ok or out_of_steps or cur == N:
+            explicit = bd.certify(ritz, cur, want_l, want_s)
             converged = all(bool(meets_tol(c, tol).all()) for c in explicit.values())
             if converged or out_of_steps or cur == N:
                 break
-        # ---- thick restart: keep wanted Ritz vectors plus a buffer at each wanted end
-        free = cur - nwant - 2
-        extra = max(free // 2, 0)
-        keep: list[int] = []
-        if want_l and want_s:
-            el, es = extra // 2, extra - extra // 2
-            keep = list(range(k + el)) + list(range(cur - k - es, cur))
-        elif want_l:
-            keep = list(range(k + extra))
-        else:
-            # σ_min only: half the buffer still goes to the *largest* Ritz vectors. Kept in
-            # the basis they deflate the top of the spectrum, so the restarted Krylov
-            # polynomial need not damp it: medium [S24] Jacobian (12,288×1,024, ℓ=64),
-            # 1,054 products instead of 1,252 with the smallest end alone.
-            el = extra // 2 if cur >= TOP_KEEP_MIN_ELL else 0
-            keep = list(range(el)) + list(range(cur - k - (extra - el), cur))
-        keep = sorted(set(keep))
-        kk = len(keep)
-        P[:, :kk] = P[:, :cur] @ Vb[:, keep]
-        Q[:, :kk] = Q[:, :cur] @ Ub[:, keep]
-        P[:, kk:] = 0
-        Q[:, kk:] = 0
-        B.zero_()
-        B[range(kk), range(kk)] = Sb[keep]
-        if fnorm > 0:
-            p = r / fnorm
-            p, _ = orthogonalize(P[:, :kk], p, True)
-            p = p / torch.linalg.vector_norm(p)
-        else:
-            p = random_orthonormal(P[:, :kk], gen)
-        j0 = kk
-    certs = CertifiedEnds(explicit.get("largest"), explicit.get("smallest"), smax, steps=steps, cycles=cycles,
-                          subspace=ell)
+        bd.restart(ritz, _gkl_keep(cur, k, nwant, want_l, want_s))
+    certs = CertifiedEnds(explicit.get("largest"), explicit.get("smallest"), bd.smax, steps=bd.steps,
+                          cycles=bd.cycles, subspace=ell)
     return _CoreRun(certs, converged)
+
 
 def golub_kahan_lanczos(
     A: Any,
