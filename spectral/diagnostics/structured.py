@@ -142,6 +142,93 @@ def _rep(A: torch.Tensor, d_out: int) -> torch.Tensor:
     """Repeat the rows of a token-indexed ``(T, k)`` matrix ``d_out`` times (``o`` fastest)."""
     return A if d_out == 1 else A.repeat_interleave(d_out, dim=0)
 
+class _GramSum:
+    """``G = Σ`` of the per-parameter Gram terms, with the parts kept when asked and reused GEMM buffers."""
+
+    def __init__(self, R: int, dt: torch.dtype, dev: torch.device, want_parts: bool) -> None:
+        self.R, self.dt, self.dev, self.want_parts = R, dt, dev, want_parts
+        self.G = torch.zeros(R, R, dtype=dt, device=dev)
+        self.parts: dict[str, torch.Tensor] = {}
+        self.bufs: dict[int, torch.Tensor] = {}  # R×R GEMM outputs, reused (fresh ones page-fault)
+
+    def add(self, name: str, M: torch.Tensor) -> None:
+        self.G.add_(M)
+        if self.want_parts:
+            self.parts[name] = self.parts[name] + M if name in self.parts else M.clone()
+
+    def add_hadamard(self, name: str, A: torch.Tensor, B: torch.Tensor) -> None:
+        if self.want_parts:
+            self.add(name, A * B)
+        else:  # one fused pass over G instead of a product pass and an add pass
+            self.G.addcmul_(A, B)
+
+    def gram(self, A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
+        """``A Aᵀ``. BLAS syrk (half the flops) only for very wide factors; for these (≤ H·D
+        columns) a GEMM, because mirroring syrk's triangle costs about what it saves (1024×128:
+        11.5 ms vs 14.7 ms; 8192×64: slower), see spectral.operators.gram. ``slot`` writes the GEMM
+        into buffer ``slot``, allocated on first use."""
+        if A.shape[1] >= SYRK_MIN_COLS:
+            return symmetric_gram(A)
+        if slot is None:
+            return A @ A.T
+        if slot not in self.bufs:
+            self.bufs[slot] = torch.empty(self.R, self.R, dtype=self.dt, device=self.dev)
+        return torch.mm(A, A.T, out=self.bufs[slot])
+
+
+def _value_terms(acc: _GramSum, model: MultiHeadAttention, X: torch.Tensor, S: torch.Tensor,
+                 trainable: tuple[str, ...]) -> None:
+    """The W_V (joint, per-head with d_out = 1) and W_O terms: ``(B Bᵀ) ⊗ (W_Oᵀ W_O)`` and ``(HHᵀ) ⊗ I``."""
+    N, n, D = X.shape
+    H, d, dout = model.H, model.d, model.d_out
+    T = N * n
+    if "W_V" in trainable and model.value_param == "joint":
+        B = model.weighted_inputs(X).reshape(T, H * D)
+        acc.add("W_V", _kron_last(acc.gram(B), model.W_O.T @ model.W_O))
+    if "W_O" in trainable:
+        Hc = model.heads(X).reshape(T, H * d)
+        acc.add("W_O", _kron_last(Hc @ Hc.T, torch.eye(dout, dtype=X.dtype, device=X.device)))
+    if "W_V" in trainable and model.value_param == "per_head" and dout == 1:
+        # Σ_h ‖W^O_h‖² B_h B_hᵀ = B̃ B̃ᵀ with B̃ = [‖W^O_1‖ B_1, …, ‖W^O_H‖ B_H]: one GEMM
+        wn = model.W_O.reshape(H, d).norm(dim=1)  # (H,)
+        Bt = (S @ X.unsqueeze(1)) * wn.reshape(1, H, 1, 1)  # (N, H, n, D)
+        acc.add("W_V", acc.gram(Bt.permute(0, 2, 1, 3).reshape(T, H * D), 0))
+
+
+def _logit_weights(model: MultiHeadAttention, X: torch.Tensor, Sh: torch.Tensor, h: int, rowmap: str,
+                   tau: float) -> torch.Tensor:
+    """``W[i,a,j,o] = ∂f_{i,a,o}/∂ℓ_{i,a,j} / τ`` for head ``h`` (softmax rows centred without cancellation)."""
+    N, n, _ = X.shape
+    dout = model.d_out
+    C = X @ _value_out(model, h)  # (N, n, d_out): c_j, token values after W_O
+    if rowmap == "softmax":  # S_aj (c_j − Σ_l S_al c_l), centred without cancellation at one-hot rows
+        E = Sh.unsqueeze(-1) * softmax_centred(Sh.unsqueeze(-1), C.unsqueeze(1), dim=2)
+    elif rowmap == "exp":
+        E = Sh.unsqueeze(-1) * C.unsqueeze(1)
+    else:  # identity
+        E = C.unsqueeze(1).expand(N, n, n, dout)
+    return E / tau
+
+
+def _key_term_distance(acc: _GramSum, U: torch.Tensor, Qr: torch.Tensor, K: torch.Tensor, W: torch.Tensor,
+                       Xt: torch.Tensor) -> torch.Tensor:
+    """The W_K Gram term for distance logits: ``∂f/∂k_j = W (q_a − k_j)`` (cross and quadratic terms)."""
+    N, n = W.shape[0], W.shape[1]
+    R, T = U.shape[0], Xt.shape[0]
+    KK = acc.gram(U).mul_(acc.gram(Qr))
+    Kt = K.reshape(T, -1)
+    M = ((U @ Xt.T) * (Qr @ Kt.T)).reshape(R, N, n)
+    cross = torch.einsum("rij,iajo->riao", M, W).reshape(R, R)
+    del M
+    KK.sub_(cross).sub_(cross.T)
+    del cross
+    P = ((Xt @ Xt.T) * (Kt @ Kt.T)).reshape(T, N, n).permute(1, 2, 0)  # (N, n, T)
+    Y = torch.einsum("iajo,ijt->iaot", W, P).reshape(R, N, n)
+    del P
+    KK.add_(torch.einsum("rij,iajo->riao", Y, W).reshape(R, R))
+    return KK
+
+
 def _structured_gram(
     model: MultiHeadAttention, X: torch.Tensor, trainable: tuple[str, ...], want_parts: bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -151,73 +238,23 @@ def _structured_gram(
     T, R = N * n, N * n * dout
     tau = _tau(model)
     Xt = X.reshape(T, D)
-    dt, dev = X.dtype, X.device
-    G = torch.zeros(R, R, dtype=dt, device=dev)
-    parts: dict[str, torch.Tensor] = {}
-
-    def add(name: str, M: torch.Tensor) -> None:
-        G.add_(M)
-        if want_parts:
-            parts[name] = parts[name] + M if name in parts else M.clone()
-
-    def add_hadamard(name: str, A: torch.Tensor, B: torch.Tensor) -> None:
-        if want_parts:
-            add(name, A * B)
-        else:  # one fused pass over G instead of a product pass and an add pass
-            G.addcmul_(A, B)
-
+    acc = _GramSum(R, X.dtype, X.device, want_parts)
     S = model.attention(X)  # (N, H, n, n)
-
-    bufs: dict[int, torch.Tensor] = {}  # R×R GEMM outputs, reused (fresh ones page-fault)
-
-    def gram(A: torch.Tensor, slot: int | None = None) -> torch.Tensor:
-        # BLAS syrk (half the flops) only for very wide factors; for these (≤ H·D columns) a
-        # GEMM, because mirroring syrk's triangle costs about what it saves (1024×128: 11.5 ms
-        # vs 14.7 ms; 8192×64: slower), see spectral.operators.gram; G is symmetrised at the end. ``slot``
-        # writes the GEMM into buffer ``slot``, allocated on first use.
-        if A.shape[1] >= SYRK_MIN_COLS:
-            return symmetric_gram(A)
-        if slot is None:
-            return A @ A.T
-        if slot not in bufs:
-            bufs[slot] = torch.empty(R, R, dtype=dt, device=dev)
-        return torch.mm(A, A.T, out=bufs[slot])
-
     XX = None
     if "W_Q" in trainable:
-        XX = _kron_last(gram(Xt), torch.ones(dout, dout, dtype=dt, device=dev))
-    if "W_V" in trainable and model.value_param == "joint":
-        B = model.weighted_inputs(X).reshape(T, H * D)
-        add("W_V", _kron_last(gram(B), model.W_O.T @ model.W_O))
-    if "W_O" in trainable:
-        Hc = model.heads(X).reshape(T, H * d)
-        add("W_O", _kron_last(Hc @ Hc.T, torch.eye(dout, dtype=dt, device=dev)))
-    if "W_V" in trainable and model.value_param == "per_head" and dout == 1:
-        # Σ_h ‖W^O_h‖² B_h B_hᵀ = B̃ B̃ᵀ with B̃ = [‖W^O_1‖ B_1, …, ‖W^O_H‖ B_H]: one GEMM
-        wn = model.W_O.reshape(H, d).norm(dim=1)  # (H,)
-        Bt = (S @ X.unsqueeze(1)) * wn.reshape(1, H, 1, 1)  # (N, H, n, D)
-        add("W_V", gram(Bt.permute(0, 2, 1, 3).reshape(T, H * D), 0))
-        del Bt
+        XX = _kron_last(acc.gram(Xt), torch.ones(dout, dout, dtype=X.dtype, device=X.device))
+    _value_terms(acc, model, X, S, trainable)
     gq: list[torch.Tensor] = []  # per-head g (R, d): Σ_h (XXᵀ)∘(g_h g_hᵀ) = (XXᵀ)∘(Ĝ Ĝᵀ), Ĝ = [g_1 … g_H]
     for h in range(H):
         Sh = S[:, h]  # (N, n, n)
         if "W_V" in trainable and model.value_param == "per_head" and dout > 1:
-            Bh = (Sh @ X).reshape(T, D)
             Wo = model.W_O[h * d:(h + 1) * d]
-            add("W_V", torch.kron(gram(Bh), Wo.T @ Wo))
+            acc.add("W_V", torch.kron(acc.gram((Sh @ X).reshape(T, D)), Wo.T @ Wo))
         if "W_Q" not in trainable and "W_K" not in trainable:
             continue
-        C = X @ _value_out(model, h)  # (N, n, d_out): c_j, token values after W_O
+        W = _logit_weights(model, X, Sh, h, rowmap, tau)  # (N, a, j, o)
         Q = X @ model.W_Q[h]
         K = X @ model.W_K[h]
-        # E[i,a,j,o] = ∂f_{i,a,o}/∂ℓ_{i,a,j}
-        if rowmap == "softmax":  # S_aj (c_j − Σ_l S_al c_l), centred without cancellation at one-hot rows
-            E = Sh.unsqueeze(-1) * softmax_centred(Sh.unsqueeze(-1), C.unsqueeze(1), dim=2)
-        elif rowmap == "exp":
-            E = Sh.unsqueeze(-1) * C.unsqueeze(1)
-        else:  # identity
-            E = C.unsqueeze(1).expand(N, n, n, dout)
-        W = E / tau  # (N, a, j, o)
         Qr = _rep(Q.reshape(T, d), dout)
         if "W_Q" in trainable:
             if logit == "dist":  # ∂f/∂q_a = Σ_j W_aj (k_j − q_a), from explicit differences: the expanded
@@ -229,27 +266,16 @@ def _structured_gram(
         if "W_K" in trainable:
             U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
             if logit != "dist":
-                add_hadamard("W_K", gram(U, 0), gram(Qr, 1))
-                continue
-            KK = gram(U).mul_(gram(Qr))
-            # distance logits: ∂f/∂k_j = W (q_a − k_j): cross and quadratic terms
-            Kt = K.reshape(T, d)
-            M = ((U @ Xt.T) * (Qr @ Kt.T)).reshape(R, N, n)
-            cross = torch.einsum("rij,iajo->riao", M, W).reshape(R, R)
-            del M
-            KK.sub_(cross).sub_(cross.T)
-            del cross
-            P = ((Xt @ Xt.T) * (Kt @ Kt.T)).reshape(T, N, n).permute(1, 2, 0)  # (N, n, T)
-            Y = torch.einsum("iajo,ijt->iaot", W, P).reshape(R, N, n)
-            del P
-            KK.add_(torch.einsum("rij,iajo->riao", Y, W).reshape(R, R))
-            del Y
-            add("W_K", KK)
+                acc.add_hadamard("W_K", acc.gram(U, 0), acc.gram(Qr, 1))
+            else:
+                acc.add("W_K", _key_term_distance(acc, U, Qr, K, W, Xt))
     if gq:
-        add_hadamard("W_Q", gram(torch.cat(gq, dim=1), 0), XX)
+        acc.add_hadamard("W_Q", acc.gram(torch.cat(gq, dim=1), 0), XX)
     del gq
+    G = acc.G
     G.add_(G.T.clone()).mul_(0.5)
-    return G, parts
+    return G, acc.parts
+
 
 def ntk_gram(
     model: Any,
