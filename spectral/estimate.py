@@ -143,6 +143,31 @@ def extreme_singular_values(
     maxiter : passed to iterative solvers.
     device, dtype : conversions of ``A`` (float64 default for non-float input).
     seed : seed of random start vectors.
+
+    Returns
+    -------
+    SpectralEstimate
+        Values, certified intervals, ``converged``, the route in ``method``, products in
+        ``matvecs``, what the certificate rests on in ``products``, and the solver's record in
+        ``details``.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``method``/``which``, ``tol ≤ 0``, NaN/inf or complex input, a solver that
+        cannot compute the requested end (``randomized`` for ``σ_min``).
+    TypeError
+        Input that no operator can be made of.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from attncond.spectral import extreme_singular_values
+    >>> est = extreme_singular_values(np.diag([4.0, 2.0, 1e-3]))
+    >>> round(est.sigma_max, 12), round(est.sigma_min, 15), est.converged
+    (4.0, 0.001, True)
+    >>> est.sigma_min_interval[0] <= 1e-3 <= est.sigma_min_interval[1]
+    True
     """
     t0 = time.perf_counter()
     ends = _which_to_ends(which)

@@ -56,7 +56,21 @@ SOLVERS: Mapping[str, Solver] = MappingProxyType(_SOLVERS)
 
 
 def register_solver(solver: Solver) -> Solver:
-    """Add ``solver`` to :data:`SOLVERS` (a clear error if the name is taken or reserved)."""
+    """Add ``solver`` to :data:`SOLVERS` (a clear error if the name is taken or reserved).
+
+    Raises
+    ------
+    TypeError
+        ``solver`` is not a :class:`Solver`.
+    ValueError
+        The name is taken (or ``"auto"``), or ``ends`` names an unknown end.
+
+    Examples
+    --------
+    >>> from attncond.spectral.solvers import SOLVERS
+    >>> sorted(SOLVERS)[:3], SOLVERS["randomized"].ends
+    (['arpack', 'dense', 'gkd'], ('largest',))
+    """
     if not isinstance(solver, Solver):
         raise TypeError(f"solver must be a spectral.solvers.Solver, got {type(solver).__name__}")
     if solver.name in _SOLVERS or solver.name == "auto":
