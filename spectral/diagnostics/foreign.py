@@ -47,7 +47,7 @@ import torch
 from attncond.models import AdaptedModel, ForwardADUnsupported
 from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.hessian import hessian_extremes
-from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics
+from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics, compute_or_undefined
 from attncond.spectral.diagnostics.softmax_jacobian import softmax_jacobian_spectrum
 from attncond.spectral.estimate import extreme_singular_values
 from attncond.spectral.operators import JacobianOperator
@@ -509,11 +509,7 @@ class ForeignDetails:
 
 
 def _safe_rows(rows: list[DiagnosticRow], key: str, label: str, fn: Any) -> Any:
-    try:
-        return fn()
-    except (ValueError, RuntimeError, ArithmeticError, NotImplementedError) as exc:
-        rows.append(DiagnosticRow(key, label, None, defined=False, note=f"{type(exc).__name__}: {exc}"))
-        return None
+    return compute_or_undefined(rows, [(key, label)], fn)
 
 
 def diagnose_adapted(

@@ -7,6 +7,7 @@ them from here, so neither imports the other at module level.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ from attncond.spectral.diagnostics.softmax_jacobian import SoftmaxJacobianSpectr
 from attncond.spectral.diagnostics.z import ZConditioning
 from attncond.spectral.results import SpectralEstimate, format_value, record_to_dict, to_jsonable
 
-__all__ = ["DiagnosticRow", "Diagnostics"]
+__all__ = ["DiagnosticRow", "Diagnostics", "compute_or_undefined"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -97,3 +98,17 @@ class Diagnostics:
 
     def __str__(self) -> str:
         return self.table()
+
+
+def compute_or_undefined(rows: list[DiagnosticRow], undefined: Sequence[tuple[str, str]],
+                         fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; if it raises ``ValueError``, ``RuntimeError`` (torch's ``LinAlgError`` and
+    ``NotImplementedError`` included) or ``ArithmeticError``, append an undefined row with the
+    reason for each ``(key, label)`` in ``undefined`` and return ``None``: a failed diagnostic
+    never aborts the report."""
+    try:
+        return fn()
+    except (ValueError, RuntimeError, ArithmeticError) as exc:
+        rows.extend(DiagnosticRow(k, label, None, defined=False, note=f"{type(exc).__name__}: {exc}")
+                    for k, label in undefined)
+        return None

@@ -44,7 +44,7 @@ from attncond.spectral.diagnostics.attention_stats import AttentionStats, attent
 from attncond.spectral.diagnostics.b0 import BetaPaper, b0_conditioning, beta_paper
 from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
 from attncond.spectral.diagnostics.pl import PLConstant, pl_constant
-from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics
+from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics, compute_or_undefined
 from attncond.spectral.diagnostics.rows import row_order, row_spec
 from attncond.spectral.diagnostics.softmax_jacobian import SoftmaxJacobianSpectrum, softmax_jacobian_spectrum
 from attncond.spectral.diagnostics.z import ZConditioning, attention_output_matrix
@@ -66,12 +66,8 @@ def _undef(key: str, reason: str, **label_ctx: Any) -> DiagnosticRow:
 
 
 def _safe(rows: list[DiagnosticRow], keys: Sequence[str], fn: Callable[[], Any]) -> Any:
-    """Run ``fn``; on a ``ValueError``/``RuntimeError``/``ArithmeticError`` mark ``keys`` undefined."""
-    try:
-        return fn()
-    except (ValueError, RuntimeError, ArithmeticError, torch.linalg.LinAlgError) as exc:
-        rows.extend(_undef(k, f"{type(exc).__name__}: {exc}") for k in keys)
-        return None
+    """:func:`compute_or_undefined` with the labels of ``keys`` taken from :data:`ROWS`."""
+    return compute_or_undefined(rows, [(k, row_spec(k).make_label()) for k in keys], fn)
 
 
 def _est_rows(prefix: str, est: SpectralEstimate) -> list[DiagnosticRow]:

@@ -1,9 +1,12 @@
 """ROWS: the one table of diagnostics rows (key, label, models it applies to, sweep column).
 
-:func:`attncond.spectral.diagnostics.diagnose` emits only keys listed here (an unknown key is a
-``KeyError``), the CLI table and ``--json`` list them in this order, and ``attncond sweep``
-takes its CSV metric columns from :attr:`RowSpec.column`. Adding a diagnostic is one entry here
-plus the code in ``diagnose`` that computes it.
+:func:`attncond.spectral.diagnostics.diagnose` emits only keys listed here for attncond's own
+models (an unknown key is a ``KeyError``), the CLI table and ``--json`` list them in this order,
+and ``attncond sweep`` takes its CSV metric columns from :attr:`RowSpec.column`. Adding a
+diagnostic is one entry here plus the code in ``diagnose`` that computes it. Adapted (user)
+models use the ``"adapted"`` entries for their fixed rows; their per-layer and per-head rows
+(``layer.<name>.jac.*``, ``<layer>.h<k>.*``) are keyed by the model's own structure and are
+not listed here.
 """
 
 from __future__ import annotations
