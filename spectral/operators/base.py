@@ -209,30 +209,36 @@ class LinearOp:
     # ------------------------------------------------------------------ output guard
     def _post(self, y: Any, shape: tuple[int, ...], kind: str, x: torch.Tensor) -> torch.Tensor:
         """Check one product's output (tensor, shape, dtype, finite) and apply the power-of-two scale."""
-        where = f"operator {self.name} (shape {self.shape}), product #{self.n_products} ({kind})"
         if not isinstance(y, torch.Tensor):
-            raise OperatorOutputError(f"{where} returned {type(y).__name__}, expected a torch tensor")
+            raise OperatorOutputError(
+                f"{self._where(kind)} returned {type(y).__name__}, expected a torch tensor")
         if tuple(y.shape) != tuple(shape):
             raise OperatorOutputError(
-                f"{where} returned shape {tuple(y.shape)} ({y.numel()} entries); the declared shape "
-                f"{self.shape} needs {tuple(shape)}")
+                f"{self._where(kind)} returned shape {tuple(y.shape)} ({y.numel()} entries); the declared "
+                f"shape {self.shape} needs {tuple(shape)}")
         if y.dtype != self.dtype:
-            raise OperatorOutputError(f"{where} returned dtype {y.dtype}; the operator declares {self.dtype}")
+            raise OperatorOutputError(
+                f"{self._where(kind)} returned dtype {y.dtype}; the operator declares {self.dtype}")
         xmax = float(x.abs().max()) if self._scaling.pending and x.numel() else 1.0
-        return self.scale_output(y, xmax, where)
+        return self.scale_output(y, xmax, kind=kind)
 
-    def scale_output(self, y: torch.Tensor, xmax: float, where: str | None = None) -> torch.Tensor:
+    def _where(self, kind: str | None = None) -> str:
+        """The operator and product an error message names (built only when one is raised)."""
+        return (f"operator {self.name} (shape {self.shape}), product #{self.n_products}"
+                + (f" ({kind})" if kind else ""))
+
+    def scale_output(self, y: torch.Tensor, xmax: float, where: str | None = None, *,
+                     kind: str | None = None) -> torch.Tensor:
         """Refuse non-finite ``y`` (a clear error naming the operator) and multiply by ``2^exp``.
 
         ``xmax`` is ``max|x|`` of the product's input (1 for a materialised block of ``A``): a
         pending :class:`ScaleState` decides its exponent from ``max|y|/xmax`` here.
         """
-        where = where or f"operator {self.name} (shape {self.shape}), product #{self.n_products}"
         if not bool(torch.isfinite(y).all()):
             bad = int((~torch.isfinite(y)).sum())
             raise OperatorOutputError(
-                f"{where} returned {bad} NaN/inf value(s) for a finite input; the operator is broken "
-                "or its products overflow the floating-point range (scale it down)")
+                f"{where or self._where(kind)} returned {bad} NaN/inf value(s) for a finite input; the "
+                "operator is broken or its products overflow the floating-point range (scale it down)")
         st = self._scaling
         if st.pending and y.numel():
             ymax = float(y.abs().max())
