@@ -25,7 +25,7 @@ each value are in ``benchmarks/`` and the README.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 __all__ = ["AutoPolicy", "AUTO"]
 
@@ -44,6 +44,12 @@ class AutoPolicy:
     sparse_matrix_free_min_side: int = 2500
     gkd_max_basis: int = 1024
     gkd_basis_bytes: int = 1024**3
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"AutoPolicy.{f.name} must be a non-negative integer, got {v!r}")
 
 
 #: The policy in force.

@@ -191,3 +191,9 @@ def test_estimate_says_what_its_products_rest_on():
     est = spectral.extreme_singular_values(op)
     assert est.products.startswith("assumed accurate") and "matrix-free" in repr(est)
     assert est.to_dict()["products"] == est.products
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, None, True])
+def test_auto_policy_refuses_bad_thresholds(bad):
+    with pytest.raises(ValueError, match="AutoPolicy.gram_max_side must be a non-negative integer"):
+        spectral.AutoPolicy(gram_max_side=bad)
