@@ -107,3 +107,23 @@ def test_cholesky_lanczos_gram_interval_is_tol_relative(kappa):
     delta = 10.0 * np.sqrt(m) * np.finfo(float).eps * true[-1]
     assert hi - lo <= 2 * tol * true[0] + 2 * delta
     assert abs(r.lambda_min - true[0]) <= 1e-12 * true[-1]
+
+
+@pytest.mark.parametrize("method", ["dense", "cholesky-lanczos", "auto"])
+@pytest.mark.parametrize("log_kappa", [0, 4, 9, 14])
+def test_gram_extremes_never_certifies_an_interval_that_misses(method, log_kappa):
+    """Known spectra, including near-singular Grams: a converged interval contains the truth."""
+    from spectral.diagnostics import gram_extremes
+
+    rng = np.random.default_rng(log_kappa)
+    m = 40
+    lam = np.logspace(0, -log_kappa, m) * 3.0
+    Q, _ = np.linalg.qr(rng.standard_normal((m, m)))
+    G = torch.as_tensor((Q * lam) @ Q.T)
+    G = 0.5 * (G + G.T)
+    true = np.linalg.eigvalsh(G.numpy())
+    r = gram_extremes(G, method, tol=1e-10)
+    lo, hi = r.lambda_max_interval
+    assert lo <= true[-1] <= hi
+    lo, hi = r.lambda_min_interval
+    assert lo <= true[0] <= hi or not r.converged
