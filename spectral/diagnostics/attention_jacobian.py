@@ -204,7 +204,8 @@ class AttentionJacobian(LinearOp):
                                                                     strict=True)}
 
     def _chunks(self, k: int) -> list[tuple[int, int]]:
-        per_col = self.n_tokens * max(self.model.D, self.model.d, self.model.d_out) * self.model.d_out
+        mdl = self.model
+        per_col = mdl.H * self.n_tokens * max(mdl.D, mdl.d, mdl.d_out) * mdl.d_out
         step = max(1, BLOCK_ENTRIES // max(per_col, 1))
         return [(a, min(a + step, k)) for a in range(0, k, step)]
 
@@ -229,57 +230,65 @@ class AttentionJacobian(LinearOp):
         return self._vjp(y[:, None])[:, 0]
 
     def _jvp(self, Xp: torch.Tensor) -> torch.Tensor:
-        """``J X`` for ``X`` ``(p, k)``: ``out[t, o, k]`` summed over heads and weight groups."""
+        """``J X`` for ``X`` ``(p, k)``: batched over heads (GEMMs plus one multiply–sum per group)."""
         mdl, dW = self.model, self._split(Xp)
-        H, dout, k = mdl.H, mdl.d_out, Xp.shape[1]
-        out = Xp.new_zeros(self.n_tokens, dout, k)
-        for h in range(H):
-            if "W_Q" in dW:  # ⟨x_a dW, g_r⟩
-                xdw = torch.einsum("tD,Ddk->tdk", self.Xt, dW["W_Q"][h])
-                out += torch.einsum("tod,tdk->tok", self.Gq[h], xdw)
-            if "W_K" in dW:  # ⟨u_r dW, q_a⟩ (− Σ_j W_rj ⟨x_j dW, k_j⟩ for distance logits)
-                qdw = torch.einsum("td,Ddk->tDk", self.Q[h], dW["W_K"][h])
-                out += torch.einsum("toD,tDk->tok", self.U[h], qdw)
-                if self.logits == "dist":
-                    kdw = torch.einsum("td,Ddk->tDk", self.K[h], dW["W_K"][h])
-                    y = torch.einsum("tD,tDk->tk", self.Xt, kdw)
-                    out -= torch.einsum("iajo,ijk->iaok", self.Wl[h],
-                                        y.reshape(self.N, self.n, k)).reshape(self.n_tokens, dout, k)
-            if "W_V" in dW and mdl.value_param == "per_head":
-                out += torch.einsum("tD,Ddk,do->tok", self.Bh[h], dW["W_V"][h], self.Wo[h])
-        if "W_V" in dW and mdl.value_param == "joint":
-            out += torch.einsum("tP,PQk,Qo->tok", self.B0, dW["W_V"], self.WO)
+        H, D, d, dout, k = mdl.H, mdl.D, mdl.d, mdl.d_out, Xp.shape[1]
+        T = self.n_tokens
+        out = Xp.new_zeros(T, dout, k)
+        if "W_Q" in dW:  # Σ_h ⟨x_a dW_h, g^h_r⟩
+            xdw = torch.matmul(self.Xt, dW["W_Q"].reshape(H, D, d * k)).reshape(H, T, 1, d, k)
+            out += (self.Gq.unsqueeze(-1) * xdw).sum((0, 3))
+        if "W_K" in dW:  # Σ_h u^h_rᵀ dW_h q_a
+            dWt = dW["W_K"].permute(0, 2, 1, 3).reshape(H, d, D * k)
+            qdw = torch.matmul(self.Q, dWt).reshape(H, T, 1, D, k)
+            out += (self.U.unsqueeze(-1) * qdw).sum((0, 3))
+            if self.logits == "dist":  # − Σ_j W_rj x_jᵀ dW k_j
+                kdw = torch.matmul(self.K, dWt).reshape(H, T, D, k)
+                y = (self.Xt.reshape(1, T, D, 1) * kdw).sum(2).reshape(H, self.N, 1, self.n, k)
+                wl = self.Wl.permute(0, 1, 4, 2, 3)  # (H, N, dout, a, j)
+                out -= torch.matmul(wl, y).sum(0).permute(0, 2, 1, 3).reshape(T, dout, k)
+        if "W_V" in dW:
+            if mdl.value_param == "per_head":  # Σ_h B_h dW_h W^O_h
+                M = torch.matmul(dW["W_V"].permute(0, 3, 1, 2), self.Wo.unsqueeze(1))  # (H, k, D, dout)
+                bm = torch.matmul(self.Bh, M.permute(0, 2, 1, 3).reshape(H, D, k * dout))
+                out += bm.sum(0).reshape(T, k, dout).transpose(1, 2)
+            else:  # B0 dW W^O
+                M = torch.matmul(dW["W_V"].permute(2, 0, 1), self.WO)  # (k, HD, dout)
+                bm = self.B0 @ M.permute(1, 0, 2).reshape(-1, k * dout)
+                out += bm.reshape(T, k, dout).transpose(1, 2)
         if "W_O" in dW:
-            out += torch.einsum("tP,Pok->tok", self.Hc, dW["W_O"])
-        return out.reshape(self.n_tokens * dout, k)
+            out += (self.Hc @ dW["W_O"].reshape(-1, dout * k)).reshape(T, dout, k)
+        return out.reshape(T * dout, k)
 
     def _vjp(self, Y: torch.Tensor) -> torch.Tensor:
         """``Jᵀ Y`` for ``Y`` ``(m, k)``, in the column order of ``trainable``."""
         mdl = self.model
-        H, dout, k = mdl.H, mdl.d_out, Y.shape[1]
-        V = Y.reshape(self.n_tokens, dout, k)
+        H, D, d, dout, k = mdl.H, mdl.D, mdl.d, mdl.d_out, Y.shape[1]
+        T = self.n_tokens
+        V = Y.reshape(T, dout, k)
+        Vb = V.reshape(1, T, dout, 1, k)
         grads: dict[str, torch.Tensor] = {}
-        if "W_Q" in self.trainable:
-            grads["W_Q"] = torch.stack([
-                torch.einsum("tD,tdk->Ddk", self.Xt, torch.einsum("tod,tok->tdk", self.Gq[h], V))
-                for h in range(H)])
-        if "W_K" in self.trainable:
-            gk = []
-            for h in range(H):
-                g = torch.einsum("tDk,td->Ddk", torch.einsum("toD,tok->tDk", self.U[h], V), self.Q[h])
-                if self.logits == "dist":
-                    w = torch.einsum("iaok,iajo->ijk", V.reshape(self.N, self.n, dout, k), self.Wl[h])
-                    g = g - torch.einsum("tD,tk,td->Ddk", self.Xt, w.reshape(self.n_tokens, k), self.K[h])
-                gk.append(g)
-            grads["W_K"] = torch.stack(gk)
+        if "W_Q" in self.trainable:  # Σ_r v_r x_aᵀ g_r
+            Yq = (self.Gq.unsqueeze(-1) * Vb).sum(2)  # (H, T, d, k)
+            grads["W_Q"] = torch.matmul(self.Xt.T, Yq.reshape(H, T, d * k))
+        if "W_K" in self.trainable:  # Σ_r v_r u_r q_aᵀ (− Σ_j w_j x_j k_jᵀ)
+            Uv = (self.U.unsqueeze(-1) * Vb).sum(2)  # (H, T, D, k)
+            gk = torch.matmul(Uv.reshape(H, T, D * k).transpose(1, 2), self.Q)  # (H, D·k, d)
+            if self.logits == "dist":  # w_{ij} = Σ_{a,o} v_{iao} W_{iajo}
+                wl = self.Wl.permute(0, 1, 3, 2, 4).reshape(H, self.N, self.n, self.n * dout)
+                w = torch.matmul(wl, V.reshape(1, self.N, self.n * dout, k)).reshape(H, T, 1, k)
+                xw = (self.Xt.reshape(1, T, D, 1) * w).reshape(H, T, D * k)
+                gk = gk - torch.matmul(xw.transpose(1, 2), self.K)
+            grads["W_K"] = gk.reshape(H, D, k, d).transpose(2, 3)
         if "W_V" in self.trainable:
-            if mdl.value_param == "per_head":
-                grads["W_V"] = torch.stack([torch.einsum("tD,tok,do->Ddk", self.Bh[h], V, self.Wo[h])
-                                            for h in range(H)])
-            else:
-                grads["W_V"] = torch.einsum("tP,tok,Qo->PQk", self.B0, V, self.WO)
+            if mdl.value_param == "per_head":  # B_hᵀ V W^O_hᵀ
+                VW = torch.matmul(self.Wo.unsqueeze(1), V.unsqueeze(0))  # (H, T, d, k)
+                grads["W_V"] = torch.matmul(self.Bh.transpose(1, 2), VW.reshape(H, T, d * k))
+            else:  # B0ᵀ V W^Oᵀ
+                VW = torch.matmul(self.WO.unsqueeze(0), V)  # (T, Hd, k)
+                grads["W_V"] = self.B0.T @ VW.reshape(T, -1)
         if "W_O" in self.trainable:
-            grads["W_O"] = torch.einsum("tP,tok->Pok", self.Hc, V)
+            grads["W_O"] = self.Hc.T @ V.reshape(T, dout * k)
         return torch.cat([grads[name].reshape(-1, k) for name in self.trainable], dim=0)
 
     @property
