@@ -22,6 +22,7 @@ from attncond.spectral.diagnostics.softmax_jacobian import (
     softmax_jacobian,
     softmax_jacobian_spectrum,
 )
+from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian
 from attncond.spectral.diagnostics.structured import B0, B0_gram, NTKGram, closed_form_kernel, ntk_gram
 from attncond.spectral.diagnostics.z import ZConditioning, attention_output_matrix
 from attncond.spectral.solvers.psd import gram_extremes
@@ -32,5 +33,5 @@ __all__ = [
     "beta_paper", "pl_constant", "attention_output_matrix", "softmax_jacobian",
     "softmax_jacobian_spectrum", "hessian_extremes", "attention_entropy", "attention_sparsity",
     "attention_stats", "diagnose", "ROWS", "RowSpec", "gram_extremes", "B0", "B0_gram", "ntk_gram",
-    "closed_form_kernel",
+    "closed_form_kernel", "AttentionJacobian",
 ]
