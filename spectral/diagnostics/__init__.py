@@ -6,6 +6,7 @@ sparsity), ``structured`` (closed-form ``B0``, NTK Gram and ``Z`` matrices) and 
 (:func:`diagnose`, :class:`Diagnostics` and the :data:`ROWS` table).
 """
 
+from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian
 from attncond.spectral.diagnostics.attention_stats import (
     AttentionStats,
     attention_entropy,
@@ -22,7 +23,6 @@ from attncond.spectral.diagnostics.softmax_jacobian import (
     softmax_jacobian,
     softmax_jacobian_spectrum,
 )
-from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian
 from attncond.spectral.diagnostics.structured import B0, B0_gram, NTKGram, closed_form_kernel, ntk_gram
 from attncond.spectral.diagnostics.z import ZConditioning, attention_output_matrix
 from attncond.spectral.solvers.psd import gram_extremes
