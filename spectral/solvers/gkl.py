@@ -30,7 +30,7 @@ from attncond.spectral.solvers.certify import (
     meets_tol,
     rounding_allowance,
 )
-from attncond.spectral.solvers.orth import orthogonalize, random_orthonormal
+from attncond.spectral.solvers.orth import basis_buffer, host_scalars, orthogonalize, random_orthonormal
 from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
 
 WHICH = ("both", "largest", "smallest")
@@ -90,8 +90,9 @@ class _Bidiag:
         M, N = T.shape
         dt, dev = T.dtype, T.device
         self.T, self.ell, self.full, self.gen = T, ell, full, gen
-        self.P = torch.zeros(N, ell, dtype=dt, device=dev)
-        self.Q = torch.zeros(M, ell, dtype=dt, device=dev)
+        # column-contiguous bases (orth.basis_buffer): the reorthogonalisation GEMVs read one block
+        self.P = basis_buffer(N, ell, dtype=dt, device=dev)
+        self.Q = basis_buffer(M, ell, dtype=dt, device=dev)
         self.B = torch.zeros(ell, ell, dtype=dt, device=dev)
         self.p = p0 / torch.linalg.vector_norm(p0)
         self.r = torch.zeros(N, dtype=dt, device=dev)
@@ -107,8 +108,8 @@ class _Bidiag:
             q_raw = T.matvec(self.p)
             q, c = orthogonalize(Q[:, :j], q_raw, self.full)
             B[:j, j] = c
-            alpha = torch.linalg.vector_norm(q)
-            if float(alpha) <= 100 * eps * max(float(torch.linalg.vector_norm(q_raw)), self.smax):
+            alpha, qn = host_scalars(torch.linalg.vector_norm(q), torch.linalg.vector_norm(q_raw))
+            if alpha <= 100 * eps * max(qn, self.smax):
                 q = random_orthonormal(Q[:, :j], self.gen)  # breakdown: continue in a fresh direction
             else:
                 q = q / alpha
@@ -116,12 +117,12 @@ class _Bidiag:
             Q[:, j] = q
             r_raw = T.rmatvec(q)
             self.r, _ = orthogonalize(P[:, : j + 1], r_raw, self.full)
-            beta = torch.linalg.vector_norm(self.r)
-            self.fnorm = float(beta)
+            beta, rn = host_scalars(torch.linalg.vector_norm(self.r), torch.linalg.vector_norm(r_raw))
+            self.fnorm = beta
             self.steps += 1
-            self.smax = max(self.smax, float(alpha), self.fnorm)
+            self.smax = max(self.smax, alpha, beta)
             if j + 1 < self.ell:
-                if self.fnorm <= 100 * eps * max(float(torch.linalg.vector_norm(r_raw)), self.smax):
+                if beta <= 100 * eps * max(rn, self.smax):
                     self.p = random_orthonormal(P[:, : j + 1], self.gen)
                     B[j, j + 1] = 0.0
                     self.fnorm = 0.0
