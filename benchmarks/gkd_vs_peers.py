@@ -9,6 +9,10 @@ Cases (truth: dense ``numpy.linalg.svd``, or the closed form for the Laplacians)
   :class:`attncond.spectral.JacobianOperator` (products by ``torch.func``): ``L=8, batch=2``
   (256×768) and ``L=16, batch=4`` (1024×768, rank deficient: the per-head ``W_Q``/``W_K``
   symmetry gives a null space);
+* ``bert_layer`` / ``gpt2_2layer``: a 1-layer Hugging Face ``BertModel`` (hidden 16, 2 heads) and
+  a 2-layer causal ``GPT2Model`` (n_embd 16, 2 heads), float64, inputs ``(4, 8, 16)``, J with
+  respect to the attention projections via :func:`attncond.models.adapt` (BERT 512×768 with a
+  LayerNorm null space; GPT-2 512×1536);
 * ``rankdef_1500x500``: ``U diag(s) Vᵀ`` with 40 exact zeros below a log-spaced bulk [1, 1e-3];
 * ``logspaced_1e8``: 1500×500, σ log-spaced in [1e-8, 1].
 
@@ -48,6 +52,8 @@ import attncond.spectral as spectral  # noqa: E402
 from attncond.spectral.solvers import arpack_svds, golub_kahan_davidson, golub_kahan_lanczos  # noqa: E402
 
 TOL = 1e-10
+#: cases whose products are autodiff Jacobians (expensive products: PRIMME capped at 60,000)
+FOREIGN = ("mha", "bert", "gpt2")
 METHODS = ["gkd", "gkl", "arpack", "primme", "dense"]
 
 
@@ -80,6 +86,29 @@ def mha_jacobian(L: int, batch: int, E: int = 16, H: int = 2) -> spectral.Jacobi
     return spectral.JacobianOperator(fn, {"in_proj_weight": mha.in_proj_weight.detach()}, (X,))
 
 
+def hf_jacobian(family: str) -> spectral.JacobianOperator:
+    """The user's own transformer (issue 13's families): a 1-layer BERT (hidden 16, 2 heads, LayerNorm
+    after attention: a null space) or a 2-layer causal GPT-2 (n_embd 16, 2 heads), float64, J with
+    respect to the attention projections, through :func:`attncond.models.adapt`."""
+    import transformers as tr
+
+    from attncond.models import adapt
+
+    torch.manual_seed(0)
+    if family == "bert":
+        cfg = tr.BertConfig(hidden_size=16, num_attention_heads=2, intermediate_size=32, num_hidden_layers=1,
+                            vocab_size=10, max_position_embeddings=16)
+        model = tr.BertModel(cfg, add_pooling_layer=False).double()
+        a = adapt(model, torch.randn(4, 8, 16, dtype=torch.float64),
+                  params=["*.query.weight", "*.key.weight", "*.value.weight"])
+    else:
+        cfg = tr.GPT2Config(n_embd=16, n_head=2, n_layer=2, vocab_size=10, n_positions=16, bos_token_id=0,
+                            eos_token_id=0)
+        model = tr.GPT2Model(cfg).double()
+        a = adapt(model, torch.randn(4, 8, 16, dtype=torch.float64), params="h.*.attn.c_attn.weight")
+    return spectral.JacobianOperator(lambda p: a.functional(p, *a.inputs), a.params())
+
+
 def cases() -> dict:
     lap_s = lambda n: 2 - 2 * np.cos(np.pi / (n + 1))  # noqa: E731
     g = 40
@@ -88,6 +117,8 @@ def cases() -> dict:
         "lap2d_1600": (lambda: lap2d(g), 2 * lap_s(g)),
         "mha_wide": (lambda: mha_jacobian(8, 2), None),
         "mha_tall": (lambda: mha_jacobian(16, 4), None),
+        "bert_layer": (lambda: hf_jacobian("bert"), None),
+        "gpt2_2layer": (lambda: hf_jacobian("gpt2"), None),
         "rankdef_1500x500": (lambda: synthetic(1500, 500, np.r_[np.logspace(0, -3, 460), np.zeros(40)], 1),
                              0.0),
         "logspaced_1e8": (lambda: synthetic(1500, 500, np.logspace(0, -8, 500), 2), 1e-8),
@@ -99,7 +130,7 @@ def dense_of(A) -> np.ndarray:
         return A.toarray()
     if isinstance(A, np.ndarray):
         return A
-    return A.to_dense().numpy()
+    return A.to_dense().detach().numpy()
 
 
 def run_primme(A, shape, smax: float, cap: int) -> dict:
@@ -184,7 +215,7 @@ def main() -> None:
         make, truth = cases()[name]
         A = make()
         shape = tuple(A.shape)
-        if truth is None or name.startswith("mha"):
+        if truth is None or name.startswith(FOREIGN):
             sv = np.linalg.svd(dense_of(A), compute_uv=False)
             truth = float(sv[-1]) if sv[-1] > max(shape) * 2.2e-16 * sv[0] else 0.0
             smax = float(sv[0])
@@ -195,7 +226,7 @@ def main() -> None:
             runs = []
             for _ in range(max(1, a.repeats)):
                 A = make()  # a fresh operator (product counters start at 0)
-                runs.append(run_one(m, A, shape, smax, not name.startswith("mha")))
+                runs.append(run_one(m, A, shape, smax, not name.startswith(FOREIGN)))
             row = dict(runs[0], seconds=min(r["seconds"] for r in runs))
             if len(runs) > 1:
                 row["seconds_all"] = [r["seconds"] for r in runs]

@@ -6,6 +6,7 @@ sparsity), ``structured`` (closed-form ``B0``, NTK Gram and ``Z`` matrices) and 
 (:func:`diagnose`, :class:`Diagnostics` and the :data:`ROWS` table).
 """
 
+from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian
 from attncond.spectral.diagnostics.attention_stats import (
     AttentionStats,
     attention_entropy,
@@ -32,5 +33,5 @@ __all__ = [
     "beta_paper", "pl_constant", "attention_output_matrix", "softmax_jacobian",
     "softmax_jacobian_spectrum", "hessian_extremes", "attention_entropy", "attention_sparsity",
     "attention_stats", "diagnose", "ROWS", "RowSpec", "gram_extremes", "B0", "B0_gram", "ntk_gram",
-    "closed_form_kernel",
+    "closed_form_kernel", "AttentionJacobian",
 ]

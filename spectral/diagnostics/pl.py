@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,10 +11,17 @@ from typing import Any
 import torch
 
 from attncond.models import MultiHeadAttention
+from attncond.models.checks import check_subset
+from attncond.spectral import policy
+from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian, closed_form_kernel
 from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
 from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram
 from attncond.spectral.results import record_repr, record_to_dict
-from attncond.spectral.solvers.psd import gram_extremes
+from attncond.spectral.solvers.gkd import golub_kahan_davidson
+from attncond.spectral.solvers.psd import GRAM_METHODS, GramExtremes, gram_extremes
+
+#: ``eig_method`` choices: the Gram methods of :func:`gram_extremes` and the matrix-free route
+EIG_METHODS = (*GRAM_METHODS, "matrix-free")
 
 
 @dataclass(frozen=True, repr=False)
@@ -83,22 +91,35 @@ def pl_constant(
     """
     if value_block is not None and not isinstance(value_block, bool):
         raise TypeError(f"value_block must be a bool or None, got {value_block!r}")
+    if eig_method not in EIG_METHODS:
+        raise ValueError(f"unknown eig_method {eig_method!r}; known: {', '.join(map(repr, EIG_METHODS))}")
     t0 = time.perf_counter()
-    ng = ntk_gram(model, X, trainable)
-    G = ng.gram
-    ex = gram_extremes(G, eig_method, tol=tol)
-    m = G.shape[0]
-    eps = torch.finfo(G.dtype).eps
+    notes: list[str] = []
+    ng: NTKGram | None = None
+    if _use_matrix_free(model, X, trainable, eig_method):
+        J = AttentionJacobian(model, X, trainable)
+        ex = _matrix_free_extremes(J, tol)
+        m, n_params, train, route, dtype = J.shape[0], J.shape[1], J.trainable, "matrix-free", J.dtype
+        notes.append(f"matrix-free: GKD on the closed-form AttentionJacobian ({ex.matvecs} products, factors "
+                     f"{J.factor_bytes / 2**20:.0f} MiB); the NTK Gram ({m}x{m}) is never formed and the "
+                     "interval is certified on J (sigma_min^2), with its products taken as exact to rounding")
+    else:
+        ng = ntk_gram(model, X, trainable)
+        ex = gram_extremes(ng.gram, eig_method, tol=tol)
+        m, n_params, train, route, dtype = ng.n_outputs, ng.n_params, ng.trainable, ng.route, ng.gram.dtype
+        if ng.reason:
+            notes.append(ng.reason)
+    eps = torch.finfo(dtype).eps
     gnorm = max(abs(ex.lambda_max), 0.0)
     attainable = gnorm * eps
     zero_thr = m * eps * gnorm
     mu = ex.lambda_min
-    notes: list[str] = []
-    rank_limited = ng.n_params < m
+    rank_limited = n_params < m
     if rank_limited:
-        notes.append(f"p={ng.n_params} < m={m} outputs: J Jᵀ is singular by rank, μ = 0")
-    if ng.reason:
-        notes.append(ng.reason)
+        notes.append(f"p={n_params} < m={m} outputs: J Jᵀ is singular by rank, μ = 0")
+    if not ex.converged:
+        notes.append(f"not converged: the certified interval {ex.lambda_min_interval} holds, but μ is not "
+                     f"resolved to tol={tol:g}")
     corrected = beta_value = vb_mu = None
     holds: dict[str, bool | None] = {"corrected_bound": None, "beta_paper": None}
     vp = getattr(model, "value_param", None)
@@ -107,18 +128,18 @@ def pl_constant(
         beta_value = bp.value
         if bp.reason:
             notes.append(bp.reason)
-        if "W_V" in ng.trainable:
+        if "W_V" in train:
             if vp == "per_head":
                 d = model.d
                 so = min(_sigma_dout(model.W_O[h * d:(h + 1) * d], tol) for h in range(model.H))
             else:
                 so = bp.sigma_min_WO
             corrected = so**2 * bp.sigma_min_B0T**2
-            holds["corrected_bound"] = bool(corrected <= mu + zero_thr)
+            holds["corrected_bound"] = _holds(corrected, ex, zero_thr)
         else:
             notes.append("W_V is not trained: the corrected bound (from J_V J_Vᵀ) does not apply")
-        holds["beta_paper"] = bool(beta_value <= mu + zero_thr)
-        if value_block or (value_block is None and vp == "joint" and "W_V" in ng.trainable):
+        holds["beta_paper"] = _holds(beta_value, ex, zero_thr)
+        if value_block or (value_block is None and vp == "joint" and "W_V" in train):
             gv = ntk_gram(model, X, ("W_V",)).gram
             vb_mu = gram_extremes(gv, eig_method, tol=tol).lambda_min
     else:
@@ -127,7 +148,7 @@ def pl_constant(
     return PLConstant(
         mu=mu, mu_interval=tuple(ex.lambda_min_interval), lambda_max=ex.lambda_max,
         numerically_zero=bool(mu <= zero_thr), attainable_accuracy=attainable, zero_threshold=zero_thr,
-        n_outputs=m, n_params=ng.n_params, rank_limited=rank_limited, route=ng.route,
+        n_outputs=m, n_params=n_params, rank_limited=rank_limited, route=route,
         eig_method=ex.method, corrected_bound=corrected, beta_paper=beta_value, holds=holds,
         value_param=vp, value_block_mu=vb_mu, seconds=time.perf_counter() - t0, notes=tuple(notes),
         gram=ng,
@@ -137,3 +158,50 @@ def pl_constant(
 def _sigma_dout(W: torch.Tensor, tol: float) -> float:
     est = sigma_dout(W, tol=tol)
     return 0.0 if est is None else est.sigma_min
+
+
+def _use_matrix_free(model: Any, X: Any, trainable: Sequence[str] | None, eig_method: str) -> bool:
+    """``eig_method="matrix-free"``, or ``"auto"`` with a closed form whose Gram exceeds
+    ``AUTO.pl_gram_max_bytes``."""
+    if eig_method == "matrix-free":
+        return True
+    if eig_method != "auto" or not isinstance(model, MultiHeadAttention) or closed_form_kernel(model) is None:
+        return False
+    Xt = model.check_inputs(X)
+    m = Xt.shape[0] * Xt.shape[1] * model.d_out
+    if trainable is not None:
+        check_subset("trainable", trainable, tuple(dict(model.named_parameters())))
+    return m * m * Xt.element_size() > policy.AUTO.pl_gram_max_bytes
+
+
+def _matrix_free_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
+    """``λ_min``/``λ_max`` of ``J Jᵀ`` as ``σ²`` of ``J`` by GKD; intervals are the squared certified
+    σ intervals (certified on ``J``). ``p < m``: ``λ_min = 0`` exactly (rank), only σ_max is computed."""
+    m, p = J.shape
+    res = golub_kahan_davidson(J, which="largest" if p < m else "both", tol=tol / 2)
+    big = res.largest
+    lam_max = float(big.values[0]) ** 2
+    lam_max_iv = (float(big.lower[0]) ** 2, float(big.upper[0]) ** 2)
+    if p < m:
+        lam_min, lam_min_iv = 0.0, (0.0, 0.0)
+    else:
+        sm = res.smallest
+        lam_min = float(sm.values[0]) ** 2
+        lam_min_iv = (max(float(sm.lower[0]), 0.0) ** 2, float(sm.upper[0]) ** 2)
+    return GramExtremes(lambda_min=lam_min, lambda_min_interval=lam_min_iv, lambda_max=lam_max,
+                        lambda_max_interval=lam_max_iv, method="matrix-free:gkd", converged=bool(res.converged),
+                        matvecs=int(res.matvecs))
+
+
+def _holds(bound: float, ex: GramExtremes, zero_thr: float) -> bool | None:
+    """``bound ≤ μ + zero_thr`` for a resolved ``μ``; for an unresolved one (NaN) decided on the
+    certified interval: ``True`` below its lower end, ``False`` above its upper end, ``None`` when it
+    straddles the bound (undecided)."""
+    if math.isfinite(ex.lambda_min):
+        return bool(bound <= ex.lambda_min + zero_thr)
+    lo, hi = ex.lambda_min_interval
+    if bound <= lo + zero_thr:
+        return True
+    if bound > hi + zero_thr:
+        return False
+    return None

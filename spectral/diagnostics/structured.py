@@ -19,7 +19,6 @@ output channel ``o`` fastest, then the token ``a``, then the sample ``i`` — th
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,29 +26,18 @@ from typing import Any
 
 import torch
 
-from attncond.models import (
-    AttentionBlock,
-    KernelCapabilityError,
-    MultiHeadAttention,
-    get_kernel,
-    softmax_centred,
-)
+from attncond.models import AttentionBlock, MultiHeadAttention
 from attncond.models.checks import check_subset
+from attncond.spectral.diagnostics.attention_jacobian import (
+    check_mh,
+    closed_form_kernel,
+    logit_weights,
+    temperature,
+)
 from attncond.spectral.operators.autodiff import JacobianOperator, jacobian_gram
 from attncond.spectral.operators.gram import gram_matrix as symmetric_gram
 from attncond.spectral.results import to_jsonable
 
-#: the (logits, row map) forms the structured NTK Gram implements
-_GRAM_LOGITS: tuple[str, ...] = ("dot", "dist")
-_GRAM_ROW_MAPS: tuple[str, ...] = ("softmax", "exp", "identity")
-
-def _check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
-    if not isinstance(model, MultiHeadAttention):
-        raise TypeError(
-            f"{name} must be a models.MultiHeadAttention ([S24] multi-head model), got "
-            f"{type(model).__name__}"
-        )
-    return model
 
 def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     r"""``B0 ∈ R^{Nn×HD}``: row ``(i, a)`` is ``[(S_i1 X_i)_a, …, (S_iH X_i)_a]`` (MATH.md §4).
@@ -57,7 +45,7 @@ def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     Evaluated at the model's current weights (pass the model at initialisation for the
     [S24] ``B0``). ``rank(B0) ≤ min(Nn, HD)``; full row rank needs ``HD ≥ Nn``.
     """
-    model = _check_mh(model)
+    model = check_mh(model)
     Xt = model.check_inputs(X)
     N, n, _ = Xt.shape
     with torch.no_grad():
@@ -68,24 +56,6 @@ def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     B = B0(model, X)
     G = B @ B.T
     return 0.5 * (G + G.T)
-
-def closed_form_kernel(model: MultiHeadAttention) -> tuple[str, str] | None:
-    """``(logit type, row map)`` of the model's kernel if a closed-form NTK Gram exists, else ``None``.
-
-    Asks the kernel registry (``models.KERNELS``, capability ``closed_form_ntk_gram``). ``"dot"``:
-    ``ℓ_aj = q_a·k_j/τ``; ``"dist"``: ``ℓ_aj = −‖q_a − k_j‖²/(2τ)``. Row maps: ``"softmax"``
-    (``S_a = softmax(ℓ_a)``), ``"exp"`` (``S = exp(ℓ)``), ``"identity"`` (``S = ℓ``).
-    """
-    model = _check_mh(model)
-    kern = get_kernel(model.kernel_name)
-    if not kern.has("closed_form_ntk_gram") or kern.unknown_options(model.kernel_options):
-        return None  # unknown options change the kernel: no closed form claimed
-    form = kern.variant(model.kernel_options).form
-    if form is None or form.logits not in _GRAM_LOGITS or form.row_map not in _GRAM_ROW_MAPS:
-        raise KernelCapabilityError(
-            f"kernel {kern.name!r} declares closed_form_ntk_gram but its form {form} is not one the "
-            f"structured Gram implements (logits {_GRAM_LOGITS}, row maps {_GRAM_ROW_MAPS})")
-    return form.logits, form.row_map
 
 @dataclass(frozen=True, repr=False)
 class NTKGram:
@@ -121,16 +91,6 @@ class NTKGram:
 
 #: factors at least this wide get BLAS syrk (spectral.operators.gram) in the closed-form Gram
 SYRK_MIN_COLS = 2048
-
-def _tau(model: MultiHeadAttention) -> float:
-    return math.sqrt(model.d) if model.tau is None else float(model.tau)
-
-def _value_out(model: MultiHeadAttention, h: int) -> torch.Tensor:
-    """``(D, d_out)`` map from a token to head ``h``'s contribution after ``W_O``."""
-    d, D = model.d, model.D
-    if model.value_param == "per_head":
-        return model.W_V[h] @ model.W_O[h * d:(h + 1) * d]
-    return model.W_V[h * D:(h + 1) * D] @ model.W_O
 
 def _kron_last(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """``A ⊗ B`` with ``B``'s index fastest (``torch.kron``), skipping the copy for 1×1 ``B``."""
@@ -195,21 +155,6 @@ def _value_terms(acc: _GramSum, model: MultiHeadAttention, X: torch.Tensor, S: t
         acc.add("W_V", acc.gram(Bt.permute(0, 2, 1, 3).reshape(T, H * D), 0))
 
 
-def _logit_weights(model: MultiHeadAttention, X: torch.Tensor, Sh: torch.Tensor, h: int, rowmap: str,
-                   tau: float) -> torch.Tensor:
-    """``W[i,a,j,o] = ∂f_{i,a,o}/∂ℓ_{i,a,j} / τ`` for head ``h`` (softmax rows centred without cancellation)."""
-    N, n, _ = X.shape
-    dout = model.d_out
-    C = X @ _value_out(model, h)  # (N, n, d_out): c_j, token values after W_O
-    if rowmap == "softmax":  # S_aj (c_j − Σ_l S_al c_l), centred without cancellation at one-hot rows
-        E = Sh.unsqueeze(-1) * softmax_centred(Sh.unsqueeze(-1), C.unsqueeze(1), dim=2)
-    elif rowmap == "exp":
-        E = Sh.unsqueeze(-1) * C.unsqueeze(1)
-    else:  # identity
-        E = C.unsqueeze(1).expand(N, n, n, dout)
-    return E / tau
-
-
 def _key_term_distance(acc: _GramSum, U: torch.Tensor, Qr: torch.Tensor, K: torch.Tensor, W: torch.Tensor,
                        Xt: torch.Tensor) -> torch.Tensor:
     """The W_K Gram term for distance logits: ``∂f/∂k_j = W (q_a − k_j)`` (cross and quadratic terms)."""
@@ -236,7 +181,7 @@ def _structured_gram(
     N, n, D = X.shape
     H, d, dout = model.H, model.d, model.d_out
     T, R = N * n, N * n * dout
-    tau = _tau(model)
+    tau = temperature(model)
     Xt = X.reshape(T, D)
     acc = _GramSum(R, X.dtype, X.device, want_parts)
     S = model.attention(X)  # (N, H, n, n)
@@ -252,7 +197,7 @@ def _structured_gram(
             acc.add("W_V", torch.kron(acc.gram((Sh @ X).reshape(T, D)), Wo.T @ Wo))
         if "W_Q" not in trainable and "W_K" not in trainable:
             continue
-        W = _logit_weights(model, X, Sh, h, rowmap, tau)  # (N, a, j, o)
+        W = logit_weights(model, X, Sh, h, rowmap, tau)  # (N, a, j, o)
         Q = X @ model.W_Q[h]
         K = X @ model.W_K[h]
         Qr = _rep(Q.reshape(T, d), dout)

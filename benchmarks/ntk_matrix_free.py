@@ -1,0 +1,229 @@
+"""Benchmark: the exact PL constant μ = λ_min(J Jᵀ) of the [S24] model without forming J Jᵀ.
+
+Workload: ``J = ∂ vec(MH(X))/∂(W_Q, W_K, W_V)`` of ``MultiHeadAttention(D, d, H)`` (softmax,
+float64, per-head values, ``d_out = 1``) on ``synthetic_regression(N, n, D)``. Sizes: ``medium``
+(m = 1,024), ``large`` (m = 8,192, p = 98,304) and ``xl`` (N = 1,024, n = 32, D = d = 64, H = 8:
+m = 32,768, p = 98,304; the Gram alone is 8.6 GB).
+
+Routes (each in its own subprocess; peak memory is its ``ru_maxrss``, which includes the
+≈0.3 GiB Python + torch baseline):
+
+* ``dense_gram``: :func:`spectral.diagnostics.pl_constant` with the closed-form Gram
+  (``eig_method="auto"`` below ``AUTO.pl_gram_max_bytes``: ``ntk_gram`` + Cholesky/Lanczos);
+  on ``xl`` not run (an m×m Gram is 8.6 GB > the 4 GiB budget), its time *estimated* from the
+  Cholesky rate measured on ``large`` (``m³/3`` flops) plus the Gram formation scaled by ``m²``;
+* ``matrix_free``: ``pl_constant(eig_method="matrix-free")``: GKD on
+  :class:`spectral.diagnostics.attention_jacobian.AttentionJacobian` (closed-form products,
+  no m×m matrix);
+* ``primme``: ``primme.svds(which="SM", k=1)`` on the *same* closed-form products (a scipy
+  ``LinearOperator`` over ``AttentionJacobian``), ``tol = 1e-10`` relative to ``‖J‖``, so the
+  two matrix-free solvers differ only in the solver.
+
+``tol`` (relative, on μ) is ``1e-8``, the issue's target. ``rel_err_mu`` is against the
+dense-Gram μ where it runs, else against the matrix-free certified value (then
+``rel_err_mu`` is ``null``). Ratios are same-run ``seconds(peer)/seconds(matrix_free)`` and
+products ``primme/matrix_free``.
+
+Usage: ``python benchmarks/ntk_matrix_free.py [--sizes medium,large,xl] [--routes ...]
+[--cap S] [--out FILE]``; prints one JSON row per (size, route), writes ``--out`` (merging rows
+of other (size, route) pairs already there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+SIZES = {
+    "medium": dict(N=64, n=16, D=32, d=32, H=4),
+    "large": dict(N=256, n=32, D=64, d=64, H=8),
+    "xl": dict(N=1024, n=32, D=64, d=64, H=8),
+}
+ROUTES = ["dense_gram", "matrix_free", "primme"]
+TOL = 1e-8
+PRIMME_TOL = 1e-10
+GIB = 1024**3
+OUT = ROOT / "benchmarks" / "results" / "ntk_matrix_free.json"
+
+
+def _setup(size: str):
+    from attncond.models import MultiHeadAttention, synthetic_regression
+
+    c = SIZES[size]
+    mh = MultiHeadAttention(c["D"], c["d"], c["H"], seed=0)
+    X = synthetic_regression(c["N"], c["n"], c["D"], seed=0).X
+    return mh, X
+
+
+def _route(size: str, route: str) -> dict:
+    """One route in this process (the child side)."""
+    import torch
+
+    from attncond.spectral.diagnostics import pl_constant
+    from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian
+
+    mh, X = _setup(size)
+    t0 = time.perf_counter()
+    if route in ("dense_gram", "matrix_free"):
+        pl = pl_constant(mh, X, eig_method="auto" if route == "dense_gram" else "matrix-free", tol=TOL)
+        row = {"mu": pl.mu, "mu_interval": list(pl.mu_interval), "lambda_max": pl.lambda_max,
+               "converged": bool(math.isfinite(pl.mu) and not any("not converged" in n for n in pl.notes)),
+               "route_used": pl.route, "eig_method": pl.eig_method, "notes": list(pl.notes)}
+        if route == "dense_gram":  # the Cholesky rate, for the xl estimate
+            from attncond.spectral.diagnostics.structured import ntk_gram
+
+            tg = time.perf_counter()
+            G = ntk_gram(mh, X).gram
+            row["gram_seconds"] = time.perf_counter() - tg
+            tc = time.perf_counter()
+            torch.linalg.cholesky(G)
+            row["cholesky_seconds"] = time.perf_counter() - tc
+    elif route == "primme":
+        import numpy as np
+        import primme
+        import scipy.sparse.linalg as spla
+
+        J = AttentionJacobian(mh, X)
+        count = [0]
+
+        def mm(x):
+            x2 = np.ascontiguousarray(x, dtype=np.float64).reshape(J.shape[1], -1)
+            count[0] += x2.shape[1]
+            return J.matmat(torch.from_numpy(x2)).numpy()
+
+        def rmm(y):
+            y2 = np.ascontiguousarray(y, dtype=np.float64).reshape(J.shape[0], -1)
+            count[0] += y2.shape[1]
+            return J.rmatmat(torch.from_numpy(y2)).numpy()
+
+        lin = spla.LinearOperator(J.shape, matvec=mm, rmatvec=rmm, matmat=mm, rmatmat=rmm, dtype=np.float64)
+        s, stats = primme.svds(lin, 1, which="SM", tol=PRIMME_TOL, return_singular_vectors=False,
+                               return_stats=True, maxMatvecs=400_000)
+        ok = len(s) > 0
+        row = {"mu": float(s[0]) ** 2 if ok else math.nan, "converged": ok, "matvecs": count[0],
+               "note": f"primme rnorm {float(stats['rnorms'][0]):.3g} (relative to ||J||)" if ok else
+               "primme: nothing converged within maxMatvecs"}
+    else:
+        raise ValueError(f"unknown route {route!r}")
+    row["seconds"] = time.perf_counter() - t0
+    if route != "primme":
+        row["matvecs"] = _products(row)
+    row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return row
+
+
+def _products(row: dict) -> int | None:
+    for n in row.get("notes", []):
+        if n.startswith("matrix-free: GKD"):
+            return int(n.split("(")[1].split(" products")[0])
+    return None
+
+
+def run(size: str, route: str, cap: float) -> dict:
+    c = SIZES[size]
+    base = {"size": size, **c, "m": c["N"] * c["n"], "p": 3 * c["H"] * c["D"] * c["d"], "route": route}
+    if route == "dense_gram" and base["m"] ** 2 * 8 > 2 * GIB:
+        return {**base, "status": "not run (an m x m Gram of "
+                f"{base['m'] ** 2 * 8 / 1e9:.1f} GB exceeds the 4 GiB budget); see estimate"}
+    cmd = [sys.executable, __file__, "--child", size, route]
+    t = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=cap, env={**os.environ}, check=False)
+    except subprocess.TimeoutExpired:
+        return {**base, "status": f"capped at {cap:.0f} s", "seconds_lower_bound": time.perf_counter() - t}
+    if out.returncode != 0:
+        return {**base, "status": f"failed: {out.stderr.strip().splitlines()[-1:]}"}
+    return {**base, "status": "ok", **json.loads(out.stdout.strip().splitlines()[-1])}
+
+
+def summarise(rows: list[dict]) -> dict:
+    by = {(r["size"], r["route"]): r for r in rows}
+    out: dict = {}
+    for size in SIZES:
+        mf, dg, pr = by.get((size, "matrix_free")), by.get((size, "dense_gram")), by.get((size, "primme"))
+        if not mf or mf.get("status") != "ok":
+            continue
+        s: dict = {"matrix_free_seconds": mf["seconds"], "matrix_free_products": mf.get("matvecs"),
+                   "matrix_free_peak_rss_gib": mf["peak_rss_gib"]}
+        if dg and dg.get("status") == "ok":
+            s["rel_err_mu_vs_dense_gram"] = abs(mf["mu"] - dg["mu"]) / dg["mu"]
+            s["dense_gram_over_matrix_free_seconds"] = dg["seconds"] / mf["seconds"]
+            s["dense_gram_truth_in_interval"] = mf["mu_interval"][0] <= dg["mu"] <= mf["mu_interval"][1]
+        if pr and pr.get("status") == "ok":
+            s["primme_over_matrix_free_seconds"] = pr["seconds"] / mf["seconds"]
+            s["primme_over_matrix_free_products"] = pr["matvecs"] / max(mf.get("matvecs") or 1, 1)
+            s["primme_rel_diff_mu"] = abs(pr["mu"] - mf["mu"]) / mf["mu"]
+        elif pr:
+            s["primme"] = pr.get("status")
+            if "seconds_lower_bound" in pr:
+                s["primme_over_matrix_free_seconds_at_least"] = pr["seconds_lower_bound"] / mf["seconds"]
+        out[size] = s
+    big = by.get(("large", "dense_gram"))
+    if big and big.get("status") == "ok" and "xl" in out:
+        mL, mX = SIZES["large"]["N"] * 32, SIZES["xl"]["N"] * 32
+        est = big["cholesky_seconds"] * (mX / mL) ** 3 + big["gram_seconds"] * (mX / mL) ** 2
+        out["xl"]["dense_gram_estimate_seconds"] = est
+        out["xl"]["dense_gram_estimate_basis"] = (
+            "large's measured Cholesky time x (m_xl/m_large)^3 + its Gram formation x (m_xl/m_large)^2; "
+            "needs 8.6 GB for G alone")
+        out["xl"]["dense_gram_estimate_over_matrix_free"] = est / out["xl"]["matrix_free_seconds"]
+    return out
+
+
+def _finite(x):
+    """Strict JSON: non-finite floats become ``None``."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="medium,large,xl")
+    ap.add_argument("--routes", default=",".join(ROUTES))
+    ap.add_argument("--cap", type=float, default=3600.0, help="wall-clock cap per route (s)")
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(_finite(_route(*a.child)), allow_nan=False))
+        return
+    sizes = [s for s in a.sizes.split(",") if s]
+    routes = [r for r in a.routes.split(",") if r]
+    for s in sizes:
+        if s not in SIZES:
+            raise SystemExit(f"--sizes: unknown size {s!r}; known: {', '.join(SIZES)}")
+    for r in routes:
+        if r not in ROUTES:
+            raise SystemExit(f"--routes: unknown route {r!r}; known: {', '.join(ROUTES)}")
+    out = Path(a.out)
+    old = json.loads(out.read_text())["rows"] if out.exists() else []
+    done = {(s, r) for s in sizes for r in routes}
+    rows = [r for r in old if (r["size"], r["route"]) not in done]
+    for s in sizes:
+        for r in routes:
+            row = run(s, r, a.cap)
+            row = _finite(row)
+            print(json.dumps(row, allow_nan=False), flush=True)
+            rows.append(row)
+            out.write_text(json.dumps({"tol_mu": TOL, "primme_tol": PRIMME_TOL, "threads": os.cpu_count(),
+                                       "rows": rows, "summary": summarise(rows)}, indent=1, allow_nan=False))
+    print(json.dumps(summarise(rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""AttentionJacobian (closed-form, matrix-free J of the [S24] model) against torch.func.jacrev."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import MultiHeadAttention, synthetic_regression
+from spectral.diagnostics.attention_jacobian import AttentionJacobian
+
+KERNEL_CASES = [
+    ("softmax", {}, None),
+    ("temperature", {}, 0.7),
+    ("linear", {}, None),
+    ("gaussian", {}, None),
+    ("gaussian", {"normalize": True}, None),
+]
+SUBSETS = [("W_Q",), ("W_K",), ("W_V",), ("W_O",), ("W_V", "W_Q"), ("W_Q", "W_K", "W_V", "W_O")]
+
+
+def _jacrev(model, X, trainable):
+    params = {k: getattr(model, k).detach() for k in trainable}
+    J = torch.func.jacrev(lambda p: model.functional(p, X).reshape(-1))(params)
+    return torch.cat([J[k].reshape(J[k].shape[0], -1) for k in trainable], 1).detach()
+
+
+@pytest.mark.parametrize("kernel,opts,tau", KERNEL_CASES)
+@pytest.mark.parametrize("value_param,d_out", [("per_head", 1), ("per_head", 3), ("joint", 2)])
+def test_products_equal_the_dense_jacobian(kernel, opts, tau, value_param, d_out):
+    m = MultiHeadAttention(5, 3, 2, kernel=kernel, kernel_options=opts, tau=tau, value_param=value_param,
+                           d_out=d_out, trainable=("W_Q", "W_K", "W_V", "W_O"), seed=1)
+    X = synthetic_regression(3, 4, 5, seed=0).X
+    g = torch.Generator().manual_seed(3)
+    for tr in SUBSETS:
+        Jd = _jacrev(m, X, tr)
+        J = AttentionJacobian(m, X, tr)
+        assert J.shape == tuple(Jd.shape)
+        x = torch.randn(J.shape[1], 4, generator=g, dtype=torch.float64)
+        y = torch.randn(J.shape[0], 4, generator=g, dtype=torch.float64)
+        scale = float(Jd.abs().max())
+        for got, ref in ((J.matmat(x), Jd @ x), (J.rmatmat(y), Jd.T @ y),
+                         (J.matvec(x[:, 0]), Jd @ x[:, 0]), (J.rmatvec(y[:, 0]), Jd.T @ y[:, 0])):
+            err = float((got - ref).abs().max()) / (scale * float(x.abs().max() + y.abs().max()))
+            assert err < 1e-13, (kernel, tr, err)
+
+
+def test_blocked_products_split_into_chunks_agree(monkeypatch):
+    import spectral.diagnostics.attention_jacobian as aj
+
+    m = MultiHeadAttention(6, 4, 3, kernel="gaussian", seed=2)
+    X = synthetic_regression(4, 5, 6, seed=1).X
+    J = AttentionJacobian(m, X)
+    x = torch.randn(J.shape[1], 7, dtype=torch.float64)
+    y = torch.randn(J.shape[0], 7, dtype=torch.float64)
+    whole = (J.matmat(x), J.rmatmat(y))
+    monkeypatch.setattr(aj, "BLOCK_ENTRIES", 1)  # one column per chunk
+    assert len(J._chunks(7)) == 7
+    torch.testing.assert_close(J.matmat(x), whole[0], rtol=0, atol=1e-14)
+    torch.testing.assert_close(J.rmatmat(y), whole[1], rtol=0, atol=1e-14)
+
+
+def test_products_are_counted_and_adjoint_shares_the_counter():
+    m = MultiHeadAttention(4, 3, 2, seed=0)
+    X = synthetic_regression(2, 3, 4, seed=0).X
+    J = AttentionJacobian(m, X)
+    J.matmat(torch.zeros(J.shape[1], 3, dtype=torch.float64))
+    J.adjoint().matvec(torch.zeros(J.shape[0], dtype=torch.float64))
+    assert J.n_products == 4
+
+
+def test_refuses_what_it_cannot_represent():
+    X = synthetic_regression(2, 3, 4, seed=0).X
+    with pytest.raises(TypeError, match="model must be a models.MultiHeadAttention"):
+        AttentionJacobian(torch.nn.Linear(4, 1), X)
+    m = MultiHeadAttention(4, 3, 2, kernel="normsoftmax", seed=0)
+    with pytest.raises(ValueError, match="no closed-form NTK structure"):
+        AttentionJacobian(m, X)
+    m = MultiHeadAttention(4, 3, 2, seed=0)
+    with pytest.raises(ValueError, match="trainable contains unknown name 'W_X'"):
+        AttentionJacobian(m, X, ("W_X",))
+    with pytest.raises(ValueError, match="X"):
+        AttentionJacobian(m, torch.zeros(2, 3, 5, dtype=torch.float64))
+    bad = X.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError):
+        AttentionJacobian(m, bad)
+
+
+@pytest.mark.parametrize("kernel,opts,tau", KERNEL_CASES)
+def test_pl_constant_matrix_free_equals_the_dense_gram(kernel, opts, tau):
+    from spectral.diagnostics import pl_constant
+
+    m = MultiHeadAttention(6, 4, 2, kernel=kernel, kernel_options=opts, tau=tau, seed=4)
+    X = synthetic_regression(5, 4, 6, seed=2).X
+    dense = pl_constant(m, X, eig_method="dense")
+    mf = pl_constant(m, X, eig_method="matrix-free")
+    assert mf.route == "matrix-free" and mf.gram is None and mf.eig_method == "matrix-free:gkd"
+    lo, hi = mf.mu_interval
+    assert lo <= dense.mu <= hi, (lo, dense.mu, hi)  # the certified interval holds the truth
+    assert abs(mf.mu - dense.mu) <= 1e-9 * dense.mu
+    assert abs(mf.lambda_max - dense.lambda_max) <= 1e-9 * dense.lambda_max
+    assert mf.holds == dense.holds
+
+
+def test_pl_constant_matrix_free_rank_limited_is_exactly_zero():
+    from spectral.diagnostics import pl_constant
+
+    m = MultiHeadAttention(4, 2, 1, trainable=("W_Q",), seed=0)  # p = 8 < m = 24
+    X = synthetic_regression(4, 6, 4, seed=0).X
+    pl = pl_constant(m, X, eig_method="matrix-free")
+    assert pl.rank_limited and pl.mu == 0.0 and pl.mu_interval == (0.0, 0.0)
+    ref = pl_constant(m, X, eig_method="dense")
+    assert abs(pl.lambda_max - ref.lambda_max) <= 1e-9 * ref.lambda_max
+
+
+def test_pl_constant_auto_goes_matrix_free_when_the_gram_is_too_big(monkeypatch):
+    import dataclasses
+
+    from spectral import policy
+    from spectral.diagnostics import pl_constant
+
+    m = MultiHeadAttention(6, 4, 2, seed=1)
+    X = synthetic_regression(5, 4, 6, seed=1).X
+    assert pl_constant(m, X).route == "structured"
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, pl_gram_max_bytes=20 * 20 * 8 - 1))
+    pl = pl_constant(m, X)
+    assert pl.route == "matrix-free"
+    with pytest.raises(ValueError, match="unknown eig_method 'fast'"):
+        pl_constant(m, X, eig_method="fast")
