@@ -23,7 +23,8 @@ Every method gets the same operator in the same process; ``matvecs`` counts prod
 ``gkd/primme`` (products, time), ``gkd/arpack``, ``gkd/gkl`` and ``gkl/arpack`` (the issue-14 goal:
 GKL's wall time at or below ARPACK's wherever its product count is lower).
 
-``--repeats R`` times every (case, method) ``R`` times on fresh operators and reports the fastest
+Everything runs on one thread (torch, and numpy/scipy's BLAS through ``threadpoolctl`` when it is
+installed). ``--repeats R`` times every (case, method) ``R`` times on fresh operators and reports the fastest
 (``seconds``; all of them in ``seconds_all``): the machine is shared, so single timings are noisy.
 
 Usage: ``python benchmarks/gkd_vs_peers.py [--cases a,b] [--methods gkd,gkl,arpack,primme,dense]
@@ -210,6 +211,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(1)
+    try:  # one thread for numpy/scipy's BLAS too (ARPACK's vector work, the dense SVD): on the shared
+        # 2-core machine OpenBLAS's two threads made the dense SVD of 1000x1000 12x slower (6.3 s vs 0.5 s)
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
     rows, summary = [], {}
     for name in a.cases.split(","):
         make, truth = cases()[name]
