@@ -8,6 +8,14 @@ The solver always works in the *tall* orientation ``T`` (``T = A`` if ``m ≥ n`
 ``T = Aᵀ``), starting on the small side. Then ``T P = Q B`` with ``B = Qᵀ T P`` and
 ``σ_i(B)`` never drops below ``σ_min(A)``: the smallest Ritz value approaches ``σ_min``
 from above, and a wide matrix's null space is never mistaken for a zero singular value.
+
+Cost per step (cProfile, 1-D Laplacian 1000², ``ℓ = 96``, one thread, shared 2-core machine): about
+30 % in the dense SVD of ``B`` at the in-cycle checks (every ``CHECK_EVERY`` steps), 17 % in the
+reorthogonalisation GEMVs (column-contiguous bases, :func:`~attncond.spectral.solvers.orth.basis_buffer`),
+20 % in the products and their output guard, 13 % in per-step Python. The check needs only the
+wanted ``σ_i`` and the last row of ``U``; a structured SVD (bidiagonal plus the restart's arrowhead,
+LAPACK ``bdsqr`` with one row of ``U``) would remove most of the first share, but neither torch
+nor ``scipy.linalg.lapack`` exposes it.
 """
 
 from __future__ import annotations
