@@ -26,7 +26,7 @@ import torch
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import EigenBlock, EigResult
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
-from attncond.spectral.solvers.orth import orthogonalize, random_orthonormal
+from attncond.spectral.solvers.orth import basis_buffer, host_scalars, orthogonalize, random_orthonormal
 from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
 
 WHICH = ("both", "largest", "smallest", "both_magnitude")
@@ -128,7 +128,8 @@ class _Krylov:
     def __init__(self, op: LinearOp, ell: int, q: torch.Tensor, full: bool, gen: torch.Generator) -> None:
         n = op.shape[0]
         self.op, self.ell, self.full, self.gen = op, ell, full, gen
-        self.Qb = torch.zeros(n, ell, dtype=op.dtype, device=op.device)
+        # column-contiguous basis (orth.basis_buffer): the reorthogonalisation GEMVs read one block
+        self.Qb = basis_buffer(n, ell, dtype=op.dtype, device=op.device)
         self.Tm = torch.zeros(ell, ell, dtype=op.dtype, device=op.device)
         self.q = q / torch.linalg.vector_norm(q)
         self.f = torch.zeros(n, dtype=op.dtype, device=op.device)
@@ -145,13 +146,14 @@ class _Krylov:
             w, c = orthogonalize(Qb[:, : j + 1], w_raw, self.full)
             Tm[: j + 1, j] = c
             Tm[j, : j + 1] = c
-            beta = torch.linalg.vector_norm(w)
-            self.fnorm = float(beta)
+            beta, wn, cmax = host_scalars(torch.linalg.vector_norm(w), torch.linalg.vector_norm(w_raw),
+                                          c.abs().max())
+            self.fnorm = beta
             self.steps += 1
-            self.lmax = max(self.lmax, float(c.abs().max()))
+            self.lmax = max(self.lmax, cmax)
             self.f = w
             if j + 1 < self.ell:
-                if self.fnorm <= 100 * self.eps * max(float(torch.linalg.vector_norm(w_raw)), self.lmax):
+                if self.fnorm <= 100 * self.eps * max(wn, self.lmax):
                     self.q = random_orthonormal(Qb[:, : j + 1], self.gen)  # invariant subspace found
                     self.fnorm = 0.0
                 else:
