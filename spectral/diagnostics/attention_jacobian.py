@@ -203,25 +203,20 @@ class AttentionJacobian(LinearOp):
         return {name: p.reshape(*shape, k) for name, p, shape in zip(self.trainable, parts, self.shapes,
                                                                     strict=True)}
 
-    def _chunks(self, k: int) -> list[tuple[int, int]]:
+    def _blocked(self, product: Any, Z: torch.Tensor) -> torch.Tensor:
+        """``product(Z)`` on column chunks of ``Z`` whose intermediates stay below ``BLOCK_ENTRIES``."""
         mdl = self.model
         per_col = mdl.H * self.n_tokens * max(mdl.D, mdl.d, mdl.d_out) * mdl.d_out
         step = max(1, BLOCK_ENTRIES // max(per_col, 1))
-        return [(a, min(a + step, k)) for a in range(0, k, step)]
+        if Z.shape[1] <= step:
+            return product(Z)
+        return torch.cat([product(Z[:, a:a + step]) for a in range(0, Z.shape[1], step)], dim=1)
 
     def _matmat(self, Xp: torch.Tensor) -> torch.Tensor:
-        if Xp.shape[1] > 1:
-            ch = self._chunks(Xp.shape[1])
-            if len(ch) > 1:
-                return torch.cat([self._jvp(Xp[:, a:b]) for a, b in ch], dim=1)
-        return self._jvp(Xp)
+        return self._blocked(self._jvp, Xp)
 
     def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
-        if Y.shape[1] > 1:
-            ch = self._chunks(Y.shape[1])
-            if len(ch) > 1:
-                return torch.cat([self._vjp(Y[:, a:b]) for a, b in ch], dim=1)
-        return self._vjp(Y)
+        return self._blocked(self._vjp, Y)
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return self._jvp(x[:, None])[:, 0]

@@ -11,7 +11,6 @@ from typing import Any
 import torch
 
 from attncond.models import MultiHeadAttention
-from attncond.models.checks import check_subset
 from attncond.spectral import policy
 from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian, closed_form_kernel
 from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
@@ -140,8 +139,10 @@ def pl_constant(
             notes.append("W_V is not trained: the corrected bound (from J_V J_Vᵀ) does not apply")
         holds["beta_paper"] = _holds(beta_value, ex, zero_thr)
         if value_block or (value_block is None and vp == "joint" and "W_V" in train):
-            gv = ntk_gram(model, X, ("W_V",)).gram
-            vb_mu = gram_extremes(gv, eig_method, tol=tol).lambda_min
+            if route == "matrix-free":
+                vb_mu = _matrix_free_extremes(AttentionJacobian(model, X, ("W_V",)), tol).lambda_min
+            else:
+                vb_mu = gram_extremes(ntk_gram(model, X, ("W_V",)).gram, eig_method, tol=tol).lambda_min
     else:
         notes.append(f"B0, β and the corrected bound are defined for the [S24] MultiHeadAttention, "
                      f"not {type(model).__name__}")
@@ -169,8 +170,6 @@ def _use_matrix_free(model: Any, X: Any, trainable: Sequence[str] | None, eig_me
         return False
     Xt = model.check_inputs(X)
     m = Xt.shape[0] * Xt.shape[1] * model.d_out
-    if trainable is not None:
-        check_subset("trainable", trainable, tuple(dict(model.named_parameters())))
     return m * m * Xt.element_size() > policy.AUTO.pl_gram_max_bytes
 
 
@@ -181,16 +180,26 @@ def _matrix_free_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
     res = golub_kahan_davidson(J, which="largest" if p < m else "both", tol=tol / 2)
     big = res.largest
     lam_max = float(big.values[0]) ** 2
-    lam_max_iv = (float(big.lower[0]) ** 2, float(big.upper[0]) ** 2)
+    lam_max_iv = _squared(big.lower[0], big.upper[0])
     if p < m:
         lam_min, lam_min_iv = 0.0, (0.0, 0.0)
     else:
         sm = res.smallest
         lam_min = float(sm.values[0]) ** 2
-        lam_min_iv = (max(float(sm.lower[0]), 0.0) ** 2, float(sm.upper[0]) ** 2)
+        lam_min_iv = _squared(sm.lower[0], sm.upper[0])
     return GramExtremes(lambda_min=lam_min, lambda_min_interval=lam_min_iv, lambda_max=lam_max,
                         lambda_max_interval=lam_max_iv, method="matrix-free:gkd", converged=bool(res.converged),
                         matvecs=int(res.matvecs))
+
+
+def _squared(lo: float, hi: float) -> tuple[float, float]:
+    """``[lo², hi²]`` for ``0 ≤ lo ≤ σ ≤ hi``, rounded outwards: an upper end whose square underflows
+    becomes the smallest subnormal (never 0 for a positive ``hi``); an overflowing one is ``inf``."""
+    lo, hi = max(float(lo), 0.0), float(hi)
+    sq = hi * hi
+    if hi > 0.0 and sq == 0.0:
+        sq = math.nextafter(0.0, 1.0)
+    return lo * lo, sq
 
 
 def _holds(bound: float, ex: GramExtremes, zero_thr: float) -> bool | None:

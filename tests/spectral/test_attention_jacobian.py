@@ -53,9 +53,12 @@ def test_blocked_products_split_into_chunks_agree(monkeypatch):
     x = torch.randn(J.shape[1], 7, dtype=torch.float64)
     y = torch.randn(J.shape[0], 7, dtype=torch.float64)
     whole = (J.matmat(x), J.rmatmat(y))
+    calls = []
+    jvp = J._jvp
+    monkeypatch.setattr(J, "_jvp", lambda Z: calls.append(Z.shape[1]) or jvp(Z))
     monkeypatch.setattr(aj, "BLOCK_ENTRIES", 1)  # one column per chunk
-    assert len(J._chunks(7)) == 7
     torch.testing.assert_close(J.matmat(x), whole[0], rtol=0, atol=1e-14)
+    assert calls == [1] * 7
     torch.testing.assert_close(J.rmatmat(y), whole[1], rtol=0, atol=1e-14)
 
 
@@ -127,3 +130,21 @@ def test_pl_constant_auto_goes_matrix_free_when_the_gram_is_too_big(monkeypatch)
     assert pl.route == "matrix-free"
     with pytest.raises(ValueError, match="unknown eig_method 'fast'"):
         pl_constant(m, X, eig_method="fast")
+
+
+def test_pl_constant_matrix_free_value_block_stays_matrix_free():
+    from spectral.diagnostics import pl_constant
+
+    m = MultiHeadAttention(6, 4, 2, value_param="joint", seed=3)
+    X = synthetic_regression(3, 4, 6, seed=1).X
+    dense = pl_constant(m, X, eig_method="dense", value_block=True)
+    mf = pl_constant(m, X, eig_method="matrix-free", value_block=True)
+    assert abs(mf.value_block_mu - dense.value_block_mu) <= 1e-9 * max(dense.value_block_mu, 1e-300) + 1e-14
+
+
+def test_squared_interval_is_rounded_outwards():
+    from spectral.diagnostics.pl import _squared
+
+    assert _squared(1e-170, 1e-170) == (0.0, 5e-324)  # hi² underflows: the upper end stays positive
+    assert _squared(-1e-20, 2.0) == (0.0, 4.0)
+    assert _squared(1e200, 1e200)[1] == float("inf")
