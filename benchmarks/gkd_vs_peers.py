@@ -16,6 +16,8 @@ Cases (truth: dense ``numpy.linalg.svd``, or the closed form for the Laplacians)
 * ``rankdef_1500x500``: ``U diag(s) Vᵀ`` with 40 exact zeros below a log-spaced bulk [1, 1e-3];
 * ``logspaced_1e8``: 1500×500, σ log-spaced in [1e-8, 1].
 
+Methods: ``gkd``, ``gkl``, ``gram-lanczos`` (Lanczos on the small-side Gram ``TᵀT``, certified on
+``A``; exact only where ``κ ≲ 1e4``), scipy's ARPACK, PRIMME's ``svds(which="SM")`` and dense.
 Every method gets the same operator in the same process; ``matvecs`` counts products with
 ``A`` or ``Aᵀ`` (PRIMME's through a counting ``LinearOperator``). ``tol = 1e-10`` everywhere
 (PRIMME's tolerance is relative to ``‖A‖``). Rows: ``converged``, ``sigma_min``, ``rel_err``
@@ -55,7 +57,7 @@ from attncond.spectral.solvers import arpack_svds, golub_kahan_davidson, golub_k
 TOL = 1e-10
 #: cases whose products are autodiff Jacobians (expensive products: PRIMME capped at 60,000)
 FOREIGN = ("mha", "bert", "gpt2")
-METHODS = ["gkd", "gkl", "arpack", "primme", "dense"]
+METHODS = ["gkd", "gkl", "gram-lanczos", "arpack", "primme", "dense"]
 
 
 def lap1d(n: int) -> sp.csr_matrix:
@@ -178,6 +180,8 @@ def run_one(method: str, A, shape, smax: float, cheap: bool) -> dict:
         r = golub_kahan_davidson(A, which="smallest", tol=TOL)
     elif method == "gkl":
         r = golub_kahan_lanczos(A, which="smallest", tol=TOL, maxiter=6000)
+    elif method == "gram-lanczos":
+        r = spectral.extreme_singular_values(A, which="min", method="gram-lanczos", tol=TOL).details
     else:
         r = arpack_svds(A, 1, "smallest", TOL, 3000, 0)
     if r.smallest is None:  # the peer raised: reported, not converged

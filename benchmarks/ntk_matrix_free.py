@@ -12,12 +12,17 @@ Routes (each in its own subprocess; peak memory is its ``ru_maxrss``, which incl
   (``eig_method="auto"`` below ``AUTO.pl_gram_max_bytes``: ``ntk_gram`` + Cholesky/Lanczos);
   on ``xl`` not run (an m×m Gram is 8.6 GB > the 4 GiB budget), its time *estimated* from the
   Cholesky rate measured on ``large`` (``m³/3`` flops) plus the Gram formation scaled by ``m²``;
-* ``matrix_free``: ``pl_constant(eig_method="matrix-free")``: GKD on
-  :class:`spectral.diagnostics.attention_jacobian.AttentionJacobian` (closed-form products,
-  no m×m matrix);
+* ``matrix_free``: ``pl_constant(eig_method="matrix-free")``: thick-restart Lanczos with full
+  reorthogonalisation on the implicit Gram ``G v = J(Jᵀv)``, the products those of
+  :class:`spectral.diagnostics.attention_jacobian.AttentionJacobian` (closed form, no m×m matrix),
+  certified on ``G`` (Bauer–Fike, as the dense-Gram route);
 * ``primme``: ``primme.svds(which="SM", k=1)`` on the *same* closed-form products (a scipy
-  ``LinearOperator`` over ``AttentionJacobian``), ``tol = 1e-10`` relative to ``‖J‖``, so the
-  two matrix-free solvers differ only in the solver.
+  ``LinearOperator`` over ``AttentionJacobian``), ``tol = 1e-10`` relative to ``‖J‖``;
+* ``primme_gram``: ``primme.eigsh(which="SA", k=1)`` (PRIMME's default dynamic GD+k/JDQMR) on the
+  same implicit Gram ``J(Jᵀv)``, ``tol = 1e-10`` relative to ``‖G‖`` — the like-for-like peer.
+
+Earlier results of ``matrix_free`` with GKD on ``J`` (before the Lanczos-on-G route) are kept
+under the route name ``matrix_free_gkd`` where present.
 
 ``tol`` (relative, on μ) is ``1e-8``, the issue's target. ``rel_err_mu`` is against the
 dense-Gram μ where it runs, else against the matrix-free certified value (then
@@ -49,7 +54,7 @@ SIZES = {
     "large": dict(N=256, n=32, D=64, d=64, H=8),
     "xl": dict(N=1024, n=32, D=64, d=64, H=8),
 }
-ROUTES = ["dense_gram", "matrix_free", "primme"]
+ROUTES = ["dense_gram", "matrix_free", "primme", "primme_gram"]
 TOL = 1e-8
 PRIMME_TOL = 1e-10
 GIB = 1024**3
@@ -88,7 +93,7 @@ def _route(size: str, route: str) -> dict:
             tc = time.perf_counter()
             torch.linalg.cholesky(G)
             row["cholesky_seconds"] = time.perf_counter() - tc
-    elif route == "primme":
+    elif route in ("primme", "primme_gram"):
         import numpy as np
         import primme
         import scipy.sparse.linalg as spla
@@ -106,27 +111,31 @@ def _route(size: str, route: str) -> dict:
             count[0] += y2.shape[1]
             return J.rmatmat(torch.from_numpy(y2)).numpy()
 
-        lin = spla.LinearOperator(J.shape, matvec=mm, rmatvec=rmm, matmat=mm, rmatmat=rmm, dtype=np.float64)
-        s, stats = primme.svds(lin, 1, which="SM", tol=PRIMME_TOL, return_singular_vectors=False,
-                               return_stats=True, maxMatvecs=400_000)
-        ok = len(s) > 0
-        row = {"mu": float(s[0]) ** 2 if ok else math.nan, "converged": ok, "matvecs": count[0],
-               "note": f"primme rnorm {float(stats['rnorms'][0]):.3g} (relative to ||J||)" if ok else
-               "primme: nothing converged within maxMatvecs"}
+        if route == "primme":
+            lin = spla.LinearOperator(J.shape, matvec=mm, rmatvec=rmm, matmat=mm, rmatmat=rmm, dtype=np.float64)
+            s, stats = primme.svds(lin, 1, which="SM", tol=PRIMME_TOL, return_singular_vectors=False,
+                                   return_stats=True, maxMatvecs=400_000)
+            mu = float(s[0]) ** 2 if len(s) else math.nan
+        else:  # PRIMME's symmetric eigensolver on the same implicit Gram G v = J(J^T v)
+            def gv(v):
+                return mm(rmm(v))
+
+            m = J.shape[0]
+            lin = spla.LinearOperator((m, m), matvec=gv, rmatvec=gv, matmat=gv, rmatmat=gv, dtype=np.float64)
+            s, stats = primme.eigsh(lin, 1, which="SA", tol=PRIMME_TOL, return_eigenvectors=False,
+                                    return_stats=True, maxMatvecs=400_000)
+            mu = float(s[0]) if len(s) else math.nan
+        ok = math.isfinite(mu)
+        row = {"mu": mu, "converged": ok, "matvecs": count[0],
+               "note": f"primme rnorm {float(stats['rnorms'][0]):.3g} (tol {PRIMME_TOL:g} relative to ||A||)"
+               if ok else "primme: nothing converged within maxMatvecs"}
     else:
         raise ValueError(f"unknown route {route!r}")
     row["seconds"] = time.perf_counter() - t0
     if route != "primme":
-        row["matvecs"] = _products(row)
+        row["matvecs"] = pl.products
     row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return row
-
-
-def _products(row: dict) -> int | None:
-    for n in row.get("notes", []):
-        if n.startswith("matrix-free: GKD"):
-            return int(n.split("(")[1].split(" products")[0])
-    return None
 
 
 def run(size: str, route: str, cap: float) -> dict:
@@ -150,7 +159,7 @@ def summarise(rows: list[dict]) -> dict:
     by = {(r["size"], r["route"]): r for r in rows}
     out: dict = {}
     for size in SIZES:
-        mf, dg, pr = by.get((size, "matrix_free")), by.get((size, "dense_gram")), by.get((size, "primme"))
+        mf, dg = by.get((size, "matrix_free")), by.get((size, "dense_gram"))
         if not mf or mf.get("status") != "ok":
             continue
         s: dict = {"matrix_free_seconds": mf["seconds"], "matrix_free_products": mf.get("matvecs"),
@@ -159,14 +168,16 @@ def summarise(rows: list[dict]) -> dict:
             s["rel_err_mu_vs_dense_gram"] = abs(mf["mu"] - dg["mu"]) / dg["mu"]
             s["dense_gram_over_matrix_free_seconds"] = dg["seconds"] / mf["seconds"]
             s["dense_gram_truth_in_interval"] = mf["mu_interval"][0] <= dg["mu"] <= mf["mu_interval"][1]
-        if pr and pr.get("status") == "ok":
-            s["primme_over_matrix_free_seconds"] = pr["seconds"] / mf["seconds"]
-            s["primme_over_matrix_free_products"] = pr["matvecs"] / max(mf.get("matvecs") or 1, 1)
-            s["primme_rel_diff_mu"] = abs(pr["mu"] - mf["mu"]) / mf["mu"]
-        elif pr:
-            s["primme"] = pr.get("status")
-            if "seconds_lower_bound" in pr:
-                s["primme_over_matrix_free_seconds_at_least"] = pr["seconds_lower_bound"] / mf["seconds"]
+        for peer in ("primme", "primme_gram"):
+            pr = by.get((size, peer))
+            if pr and pr.get("status") == "ok":
+                s[f"{peer}_over_matrix_free_seconds"] = pr["seconds"] / mf["seconds"]
+                s[f"{peer}_over_matrix_free_products"] = pr["matvecs"] / max(mf.get("matvecs") or 1, 1)
+                s[f"{peer}_rel_diff_mu"] = abs(pr["mu"] - mf["mu"]) / mf["mu"]
+            elif pr:
+                s[peer] = pr.get("status")
+                if "seconds_lower_bound" in pr:
+                    s[f"{peer}_over_matrix_free_seconds_at_least"] = pr["seconds_lower_bound"] / mf["seconds"]
         out[size] = s
     big = by.get(("large", "dense_gram"))
     if big and big.get("status") == "ok" and "xl" in out:

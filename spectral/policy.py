@@ -16,8 +16,10 @@ dense 0.24 s vs GKL 0.19 s, ``n = 1600`` dense 0.64 s vs GKL 0.68 s (a tie), ``n
 Gram route 3.8 s vs GKL 1.9 s; at ``n = 4096`` the Gram route takes 32 s and GKL does not
 certify within its 2,000 steps (2.1 s, then the fallback). ``gkd_max_basis``/``gkd_basis_bytes``
 bound the basis of ``method="gkd"``. :func:`attncond.spectral.diagnostics.pl_constant` forms the
-closed-form NTK Gram while it takes at most ``pl_gram_max_bytes`` and otherwise runs GKD on the
-matrix-free :class:`~attncond.spectral.diagnostics.attention_jacobian.AttentionJacobian`.
+closed-form NTK Gram while it takes at most ``pl_gram_max_bytes`` and otherwise runs Lanczos on the
+implicit Gram ``J(Jᵀv)`` of the matrix-free
+:class:`~attncond.spectral.diagnostics.attention_jacobian.AttentionJacobian` (basis at most
+``pl_lanczos_basis_bytes``, at most ``pl_lanczos_max_steps`` steps).
 
 Inside the Gram routes, :func:`attncond.spectral.solvers.psd.psd_extremes` takes a full
 ``eigh`` up to ``psd_eigh_max_side`` and Lanczos + Cholesky shift-invert above (measured on
@@ -47,6 +49,8 @@ class AutoPolicy:
     gkd_max_basis: int = 1024
     gkd_basis_bytes: int = 1024**3
     pl_gram_max_bytes: int = 2 * 1024**3
+    pl_lanczos_basis_bytes: int = 1024**3
+    pl_lanczos_max_steps: int = 20_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

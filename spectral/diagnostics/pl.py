@@ -15,12 +15,16 @@ from attncond.spectral import policy
 from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian, closed_form_kernel
 from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
 from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram
+from attncond.spectral.operators import GramOperator
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.gkd import golub_kahan_davidson
+from attncond.spectral.solvers.lanczos import symmetric_lanczos
 from attncond.spectral.solvers.psd import GRAM_METHODS, GramExtremes, gram_extremes
 
-#: ``eig_method`` choices: the Gram methods of :func:`gram_extremes` and the matrix-free route
-EIG_METHODS = (*GRAM_METHODS, "matrix-free")
+#: ``eig_method`` choices: the Gram methods of :func:`gram_extremes` and the two matrix-free routes
+#: (``"matrix-free"``: Lanczos on the implicit Gram; ``"matrix-free-svd"``: GKD on ``J``)
+MATRIX_FREE = ("matrix-free", "matrix-free-svd")
+EIG_METHODS = (*GRAM_METHODS, *MATRIX_FREE)
 
 
 @dataclass(frozen=True, repr=False)
@@ -33,6 +37,8 @@ class PLConstant:
     ``beta_paper`` is the paper's ``β``. ``holds`` maps each bound to ``bound ≤ μ`` (up to
     ``zero_threshold``) or ``None`` when undefined. ``value_block_mu = λ_min(J_V J_Vᵀ)`` is
     computed for the joint value map (where it equals ``σ²_min(W^O) σ²_min(B0ᵀ)`` exactly).
+    ``products`` counts the products with ``J`` or ``Jᵀ`` of a matrix-free route (``None`` when a
+    Gram was formed).
     """
 
     mu: float
@@ -54,6 +60,7 @@ class PLConstant:
     seconds: float
     notes: tuple[str, ...] = ()
     gram: NTKGram | None = field(default=None, compare=False)
+    products: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = record_to_dict(self, skip=("gram",))
@@ -84,6 +91,13 @@ def pl_constant(
     ``J Jᵀ ⪰ J_V J_Vᵀ = Σ_h (B_hB_hᵀ)⊗(W^{O}_hᵀW^O_h) ⪰ min_h σ²_min(W^O_h) B0B0ᵀ`` and the
     paper's ``β`` are reported with whether each holds.
 
+    ``eig_method``: a method of :func:`~attncond.spectral.solvers.psd.gram_extremes` on the formed Gram;
+    ``"matrix-free"`` (never forms ``G``; closed-form kernels only): Lanczos on ``G v = J(Jᵀv)`` with
+    the products of :class:`~attncond.spectral.diagnostics.attention_jacobian.AttentionJacobian`,
+    certified on ``G`` like the Gram routes; ``"matrix-free-svd"``: GKD on ``J``, ``μ = σ_min(J)²``,
+    accurate to ``eps·σ_max·σ_min`` (for ``μ`` near ``eps·λ_max``); ``"auto"``: the formed Gram up to
+    ``AUTO.pl_gram_max_bytes``, ``"matrix-free"`` above.
+
     ``value_block``: also compute ``λ_min(J_V J_Vᵀ)`` (default: for the joint value map only,
     where ``λ_min(J_VJ_Vᵀ) = σ²_min(W^O)σ²_min(B0ᵀ)`` is exact). ``beta``: a
     :func:`~attncond.spectral.diagnostics.beta_paper` of the same ``(model, X)`` to reuse.
@@ -97,11 +111,15 @@ def pl_constant(
     ng: NTKGram | None = None
     if _use_matrix_free(model, X, trainable, eig_method):
         J = AttentionJacobian(model, X, trainable)
-        ex = _matrix_free_extremes(J, tol)
+        mf = "matrix-free-svd" if eig_method == "matrix-free-svd" else "matrix-free"
+        ex = _matrix_free_extremes(J, tol, mf)
         m, n_params, train, route, dtype = J.shape[0], J.shape[1], J.trainable, "matrix-free", J.dtype
-        notes.append(f"matrix-free: GKD on the closed-form AttentionJacobian ({ex.matvecs} products, factors "
-                     f"{J.factor_bytes / 2**20:.0f} MiB); the NTK Gram ({m}x{m}) is never formed and the "
-                     "interval is certified on J (sigma_min^2), with its products taken as exact to rounding")
+        where = ("on J (sigma_min^2)" if ex.method == "matrix-free:gkd" else
+                 "on the implicit Gram G = J(J^T v) (Bauer-Fike, as the dense-Gram route)")
+        notes.append(f"matrix-free: {ex.method.split(':')[1]} on the closed-form AttentionJacobian "
+                     f"({ex.matvecs} products of J or J^T, factors {J.factor_bytes / 2**20:.0f} MiB); the NTK "
+                     f"Gram ({m}x{m}) is never formed and the interval is certified {where}, with the "
+                     "products taken as exact to rounding")
     else:
         ng = ntk_gram(model, X, trainable)
         ex = gram_extremes(ng.gram, eig_method, tol=tol)
@@ -140,7 +158,7 @@ def pl_constant(
         holds["beta_paper"] = _holds(beta_value, ex, zero_thr)
         if value_block or (value_block is None and vp == "joint" and "W_V" in train):
             if route == "matrix-free":
-                vb_mu = _matrix_free_extremes(AttentionJacobian(model, X, ("W_V",)), tol).lambda_min
+                vb_mu = _matrix_free_extremes(AttentionJacobian(model, X, ("W_V",)), tol, mf).lambda_min
             else:
                 vb_mu = gram_extremes(ntk_gram(model, X, ("W_V",)).gram, eig_method, tol=tol).lambda_min
     else:
@@ -152,7 +170,7 @@ def pl_constant(
         n_outputs=m, n_params=n_params, rank_limited=rank_limited, route=route,
         eig_method=ex.method, corrected_bound=corrected, beta_paper=beta_value, holds=holds,
         value_param=vp, value_block_mu=vb_mu, seconds=time.perf_counter() - t0, notes=tuple(notes),
-        gram=ng,
+        gram=ng, products=ex.matvecs if route == "matrix-free" else None,
     )
 
 
@@ -162,9 +180,9 @@ def _sigma_dout(W: torch.Tensor, tol: float) -> float:
 
 
 def _use_matrix_free(model: Any, X: Any, trainable: Sequence[str] | None, eig_method: str) -> bool:
-    """``eig_method="matrix-free"``, or ``"auto"`` with a closed form whose Gram exceeds
+    """``eig_method`` one of :data:`MATRIX_FREE`, or ``"auto"`` with a closed form whose Gram exceeds
     ``AUTO.pl_gram_max_bytes``."""
-    if eig_method == "matrix-free":
+    if eig_method in MATRIX_FREE:
         return True
     if eig_method != "auto" or not isinstance(model, MultiHeadAttention) or closed_form_kernel(model) is None:
         return False
@@ -173,7 +191,40 @@ def _use_matrix_free(model: Any, X: Any, trainable: Sequence[str] | None, eig_me
     return m * m * Xt.element_size() > policy.AUTO.pl_gram_max_bytes
 
 
-def _matrix_free_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
+def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-free") -> GramExtremes:
+    """``λ_min``/``λ_max`` of ``G = J Jᵀ`` without forming it; ``p < m``: ``λ_min = 0`` exactly (rank).
+
+    ``how="matrix-free"``: thick-restart Lanczos (full reorthogonalisation) on the implicit ``G``
+    (each product ``J(Jᵀv)``), both ends in one run; intervals are Bauer–Fike on ``G`` — the
+    semantics, and the attainable accuracy ``≈ 10√m·eps·λ_max``, of the dense-Gram route — with the
+    lower end of ``λ_min`` clipped at ``0`` (``G ⪰ 0``). Its basis holds at most
+    ``AUTO.pl_lanczos_basis_bytes`` and it stops after ``AUTO.pl_lanczos_max_steps`` steps.
+    ``how="matrix-free-svd"``: GKD on ``J``, intervals the squared certified σ intervals (accurate to
+    ``eps·σ_max·σ_min``, for a ``μ`` near ``eps·λ_max``; slower, its basis lives in ``R^p``).
+    An unconverged end reports ``nan`` with its certified interval.
+    """
+    m, p = J.shape
+    if how == "matrix-free-svd":
+        return _gkd_extremes(J, tol)
+    item = torch.empty((), dtype=J.dtype).element_size()
+    ncv = int(min(m, max(64, policy.AUTO.pl_lanczos_basis_bytes // (item * m))))
+    res = symmetric_lanczos(GramOperator(J), k=1, which="largest" if p < m else "both", tol=tol,
+                            maxiter=policy.AUTO.pl_lanczos_max_steps, ncv=ncv)
+    big = res.largest
+    lam_max = float(big.values[0]) if bool(big.converged[0]) else math.nan
+    lam_max_iv = (max(float(big.lower[0]), 0.0), float(big.upper[0]))
+    if p < m:
+        lam_min, lam_min_iv = 0.0, (0.0, 0.0)
+    else:
+        sm = res.smallest
+        lam_min = float(sm.values[0]) if bool(sm.converged[0]) else math.nan
+        lam_min_iv = (max(float(sm.lower[0]), 0.0), max(float(sm.upper[0]), 0.0))
+    return GramExtremes(lambda_min=lam_min, lambda_min_interval=lam_min_iv, lambda_max=lam_max,
+                        lambda_max_interval=lam_max_iv, method="matrix-free:lanczos",
+                        converged=bool(res.converged), matvecs=int(J.n_products))
+
+
+def _gkd_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
     """``λ_min``/``λ_max`` of ``J Jᵀ`` as ``σ²`` of ``J`` by GKD; intervals are the squared certified
     σ intervals (certified on ``J``). ``p < m``: ``λ_min = 0`` exactly (rank), only σ_max is computed."""
     m, p = J.shape

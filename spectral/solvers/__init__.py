@@ -19,6 +19,7 @@ from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.dense import dense_svd, solve_dense
 from attncond.spectral.solvers.gkd import gkd_run, golub_kahan_davidson
 from attncond.spectral.solvers.gkl import golub_kahan_lanczos, solve_gkl
+from attncond.spectral.solvers.gram_lanczos import solve_gram_lanczos
 from attncond.spectral.solvers.gram_route import gram_route
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
 from attncond.spectral.solvers.psd import GramExtremes, PSDExtremes, gram_extremes, psd_extremes
@@ -94,6 +95,8 @@ for _s in (
            summary="matrix-free Golub–Kahan–Lanczos with thick restarts"),
     Solver("gkd", lambda op, ends, tol, maxiter, seed: gkd_run(op, 1, ends, tol, maxiter, seed),
            summary="matrix-free Golub–Kahan–Davidson: memory-bounded basis, GD+k restarts, null-space locking"),
+    Solver("gram-lanczos", solve_gram_lanczos,
+           summary="matrix-free Lanczos on the small-side Gram, certified on A (kappa up to ~1e4)"),
     Solver("randomized", _randomized, ends=("largest",), summary="randomized range finder, sigma_max only"),
     Solver("arpack", lambda op, ends, tol, maxiter, seed, _s="arpack": solve_svds(op, 1, ends, tol, maxiter,
                                                                                  seed, _s),

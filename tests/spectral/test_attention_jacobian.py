@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -89,15 +91,19 @@ def test_refuses_what_it_cannot_represent():
         AttentionJacobian(m, bad)
 
 
+MATRIX_FREE = [("matrix-free", "matrix-free:lanczos"), ("matrix-free-svd", "matrix-free:gkd")]
+
+
+@pytest.mark.parametrize("how,label", MATRIX_FREE)
 @pytest.mark.parametrize("kernel,opts,tau", KERNEL_CASES)
-def test_pl_constant_matrix_free_equals_the_dense_gram(kernel, opts, tau):
+def test_pl_constant_matrix_free_equals_the_dense_gram(kernel, opts, tau, how, label):
     from spectral.diagnostics import pl_constant
 
     m = MultiHeadAttention(6, 4, 2, kernel=kernel, kernel_options=opts, tau=tau, seed=4)
     X = synthetic_regression(5, 4, 6, seed=2).X
     dense = pl_constant(m, X, eig_method="dense")
-    mf = pl_constant(m, X, eig_method="matrix-free")
-    assert mf.route == "matrix-free" and mf.gram is None and mf.eig_method == "matrix-free:gkd"
+    mf = pl_constant(m, X, eig_method=how)
+    assert mf.route == "matrix-free" and mf.gram is None and mf.eig_method == label
     lo, hi = mf.mu_interval
     assert lo <= dense.mu <= hi, (lo, dense.mu, hi)  # the certified interval holds the truth
     assert abs(mf.mu - dense.mu) <= 1e-9 * dense.mu
@@ -105,12 +111,13 @@ def test_pl_constant_matrix_free_equals_the_dense_gram(kernel, opts, tau):
     assert mf.holds == dense.holds
 
 
-def test_pl_constant_matrix_free_rank_limited_is_exactly_zero():
+@pytest.mark.parametrize("how", [h for h, _ in MATRIX_FREE])
+def test_pl_constant_matrix_free_rank_limited_is_exactly_zero(how):
     from spectral.diagnostics import pl_constant
 
     m = MultiHeadAttention(4, 2, 1, trainable=("W_Q",), seed=0)  # p = 8 < m = 24
     X = synthetic_regression(4, 6, 4, seed=0).X
-    pl = pl_constant(m, X, eig_method="matrix-free")
+    pl = pl_constant(m, X, eig_method=how)
     assert pl.rank_limited and pl.mu == 0.0 and pl.mu_interval == (0.0, 0.0)
     ref = pl_constant(m, X, eig_method="dense")
     assert abs(pl.lambda_max - ref.lambda_max) <= 1e-9 * ref.lambda_max
@@ -127,19 +134,54 @@ def test_pl_constant_auto_goes_matrix_free_when_the_gram_is_too_big(monkeypatch)
     assert pl_constant(m, X).route == "structured"
     monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, pl_gram_max_bytes=20 * 20 * 8 - 1))
     pl = pl_constant(m, X)
-    assert pl.route == "matrix-free"
+    assert pl.route == "matrix-free" and pl.eig_method == "matrix-free:lanczos"
     with pytest.raises(ValueError, match="unknown eig_method 'fast'"):
         pl_constant(m, X, eig_method="fast")
 
 
-def test_pl_constant_matrix_free_value_block_stays_matrix_free():
+@pytest.mark.parametrize("how", [h for h, _ in MATRIX_FREE])
+def test_pl_constant_matrix_free_value_block_stays_matrix_free(how):
     from spectral.diagnostics import pl_constant
 
     m = MultiHeadAttention(6, 4, 2, value_param="joint", seed=3)
     X = synthetic_regression(3, 4, 6, seed=1).X
     dense = pl_constant(m, X, eig_method="dense", value_block=True)
-    mf = pl_constant(m, X, eig_method="matrix-free", value_block=True)
+    mf = pl_constant(m, X, eig_method=how, value_block=True)
     assert abs(mf.value_block_mu - dense.value_block_mu) <= 1e-9 * max(dense.value_block_mu, 1e-300) + 1e-14
+
+
+def test_pl_constant_matrix_free_restarted_small_basis_still_certifies(monkeypatch):
+    """A Lanczos basis far smaller than m (thick restarts) still certifies the dense μ."""
+    import dataclasses
+
+    from spectral import policy
+    from spectral.diagnostics import pl_constant
+
+    m = MultiHeadAttention(8, 4, 2, seed=5)
+    X = synthetic_regression(12, 8, 8, seed=3).X  # m = 96, p = 192
+    dense = pl_constant(m, X, eig_method="dense")
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, pl_lanczos_basis_bytes=1))
+    mf = pl_constant(m, X, eig_method="matrix-free")  # basis floor: 64 vectors < 96
+    lo, hi = mf.mu_interval
+    assert lo <= dense.mu <= hi and abs(mf.mu - dense.mu) <= 1e-9 * dense.mu
+
+
+def test_pl_constant_matrix_free_unconverged_is_nan_with_a_true_interval(monkeypatch):
+    """Out of steps: the headline μ is NaN (never an unconverged Ritz value) and the interval holds."""
+    import dataclasses
+
+    from spectral import policy
+    from spectral.diagnostics import pl_constant
+
+    m = MultiHeadAttention(8, 4, 2, seed=5)
+    X = synthetic_regression(12, 8, 8, seed=3).X
+    dense = pl_constant(m, X, eig_method="dense")
+    monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, pl_lanczos_max_steps=12))
+    mf = pl_constant(m, X, eig_method="matrix-free")
+    assert math.isnan(mf.mu)
+    assert any(n.startswith("not converged") for n in mf.notes)
+    lo, hi = mf.mu_interval
+    assert lo <= dense.mu <= hi and hi > lo
 
 
 def test_squared_interval_is_rounded_outwards():

@@ -135,6 +135,16 @@ def test_eigen_extremes_dense_and_lanczos():
         spectral.eigen_extremes(A)
 
 
+def test_lanczos_maxiter_is_honoured_inside_a_cycle():
+    """``maxiter`` bounds the products even when the basis (``ncv``) is larger: no cycle runs past it."""
+    S = _sym(np.geomspace(1e-6, 1.0, 200), 3)
+    r = spectral.symmetric_lanczos(S, k=1, which="smallest", tol=1e-12, maxiter=15, ncv=200)
+    assert r.iterations == 15 and not r.converged and r.reason.startswith("not converged after 15 steps")
+    assert r.matvecs <= 15 + 1  # the steps plus the explicit residual of the one wanted vector
+    lo, hi = r.smallest.lower[0], r.smallest.upper[0]
+    assert lo <= 1e-6 <= hi  # the certified interval still holds the true λ_min
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("method", ["dense", "gram", "gkl", "randomized"])
 def test_cuda_paths(method):
