@@ -249,7 +249,8 @@ def main() -> None:
             rows.append(row)
             by[m] = row
         ratios = {}
-        for num, peers in (("gkd", ("primme", "arpack", "gkl")), ("gkl", ("arpack",))):
+        for num, peers in (("gkd", ("primme", "arpack", "gkl")), ("gkl", ("arpack",)),
+                           ("gram-lanczos", ("primme", "arpack", "gkd"))):
             g = by.get(num)
             if g:
                 ratios.update({f"{num}/{p}_{q}": (g[q] / by[p][q] if by.get(p) and by[p][q] else None)

@@ -42,3 +42,14 @@ def trap_isolated_small(m: int = 70, n: int = 50, seed: int = 1) -> tuple[np.nda
 def true_extremes(A: np.ndarray) -> tuple[float, float, np.ndarray]:
     s = np.linalg.svd(np.asarray(A, dtype=np.float64), compute_uv=False)
     return float(s[0]), float(s[-1]), s
+
+
+#: (kernel, kernel_options, tau) of every closed-form [S24] kernel (the structured-Gram and
+#: AttentionJacobian tests run over all of them)
+KERNEL_CASES = [
+    ("softmax", {}, None),
+    ("temperature", {}, 0.7),
+    ("linear", {}, None),
+    ("gaussian", {}, None),
+    ("gaussian", {"normalize": True}, None),
+]

@@ -6,17 +6,11 @@ import math
 
 import pytest
 import torch
+from _spectral_cases import KERNEL_CASES
 
 from models import MultiHeadAttention, synthetic_regression
 from spectral.diagnostics.attention_jacobian import AttentionJacobian
 
-KERNEL_CASES = [
-    ("softmax", {}, None),
-    ("temperature", {}, 0.7),
-    ("linear", {}, None),
-    ("gaussian", {}, None),
-    ("gaussian", {"normalize": True}, None),
-]
 SUBSETS = [("W_Q",), ("W_K",), ("W_V",), ("W_O",), ("W_V", "W_Q"), ("W_Q", "W_K", "W_V", "W_O")]
 
 
@@ -104,6 +98,7 @@ def test_pl_constant_matrix_free_equals_the_dense_gram(kernel, opts, tau, how, l
     dense = pl_constant(m, X, eig_method="dense")
     mf = pl_constant(m, X, eig_method=how)
     assert mf.route == "matrix-free" and mf.gram is None and mf.eig_method == label
+    assert dense.products is None and mf.products >= 4 and f"({mf.products} products" in mf.notes[0]
     lo, hi = mf.mu_interval
     assert lo <= dense.mu <= hi, (lo, dense.mu, hi)  # the certified interval holds the truth
     assert abs(mf.mu - dense.mu) <= 1e-9 * dense.mu

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _spectral_cases import KERNEL_CASES
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -36,13 +37,6 @@ def test_B0_matches_explicit_blocks():
     np.testing.assert_allclose(B0_gram(m, X).numpy(), ref @ ref.T, rtol=1e-12, atol=1e-13)
 
 
-KERNEL_CASES = [
-    ("softmax", {}, None),
-    ("temperature", {}, 0.7),
-    ("linear", {}, None),
-    ("gaussian", {}, None),
-    ("gaussian", {"normalize": True}, None),
-]
 SUBSETS = [("W_Q",), ("W_K",), ("W_V",), ("W_O",), ("W_Q", "W_K", "W_V", "W_O")]
 
 
