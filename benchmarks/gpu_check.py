@@ -1,4 +1,4 @@
-"""GPU check of issue 14 (prepared; run only on a machine with CUDA): GKD and GKL on ``cuda``
+"""GPU check of issue 14 (prepared; run only on a machine with CUDA): GKD, GKL and gram-lanczos on ``cuda``
 in float32 and float64 vs the same solvers on the CPU, in one process.
 
 Cases: ``lap1d_1000``, ``lap2d_1600`` (sparse), ``mha_wide`` (``nn.MultiheadAttention``
@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gkd_vs_peers import cases, strict  # noqa: E402
 
+import attncond.spectral as spectral  # noqa: E402
 from attncond.spectral.solvers import golub_kahan_davidson, golub_kahan_lanczos  # noqa: E402
 
 
@@ -35,6 +36,9 @@ def solve(method: str, A, device: str, dtype: torch.dtype) -> dict:
     t = time.perf_counter()
     if method == "gkd":
         r = golub_kahan_davidson(A, which="smallest", tol=tol, device=device, dtype=dtype)
+    elif method == "gram-lanczos":
+        r = spectral.extreme_singular_values(A, which="min", method="gram-lanczos", tol=tol, device=device,
+                                             dtype=dtype).details
     else:
         r = golub_kahan_lanczos(A, which="smallest", tol=tol, maxiter=3000, device=device, dtype=dtype)
     if device == "cuda":
@@ -54,7 +58,7 @@ def main() -> None:
     rows, ratios = [], {}
     for name in a.cases.split(","):
         make, truth = cases()[name]
-        for method in ("gkd", "gkl"):
+        for method in ("gkd", "gkl", "gram-lanczos"):
             for dtype in (torch.float64, torch.float32):
                 by = {}
                 for device in ("cpu", "cuda"):
