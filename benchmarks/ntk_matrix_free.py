@@ -132,7 +132,7 @@ def _route(size: str, route: str) -> dict:
     else:
         raise ValueError(f"unknown route {route!r}")
     row["seconds"] = time.perf_counter() - t0
-    if route != "primme":
+    if route in ("dense_gram", "matrix_free"):
         row["matvecs"] = pl.products
     row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return row
@@ -180,14 +180,16 @@ def summarise(rows: list[dict]) -> dict:
                     s[f"{peer}_over_matrix_free_seconds_at_least"] = pr["seconds_lower_bound"] / mf["seconds"]
         out[size] = s
     big = by.get(("large", "dense_gram"))
-    if big and big.get("status") == "ok" and "xl" in out:
+    if big and big.get("status") == "ok":
+        out.setdefault("xl", {})
         mL, mX = SIZES["large"]["N"] * 32, SIZES["xl"]["N"] * 32
         est = big["cholesky_seconds"] * (mX / mL) ** 3 + big["gram_seconds"] * (mX / mL) ** 2
         out["xl"]["dense_gram_estimate_seconds"] = est
         out["xl"]["dense_gram_estimate_basis"] = (
             "large's measured Cholesky time x (m_xl/m_large)^3 + its Gram formation x (m_xl/m_large)^2; "
             "needs 8.6 GB for G alone")
-        out["xl"]["dense_gram_estimate_over_matrix_free"] = est / out["xl"]["matrix_free_seconds"]
+        if "matrix_free_seconds" in out["xl"]:
+            out["xl"]["dense_gram_estimate_over_matrix_free"] = est / out["xl"]["matrix_free_seconds"]
     return out
 
 

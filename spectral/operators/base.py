@@ -208,10 +208,15 @@ class LinearOp:
 
     # ------------------------------------------------------------------ output guard
     def _post(self, y: Any, shape: tuple[int, ...], kind: str, x: torch.Tensor) -> torch.Tensor:
-        """Check one product's output (tensor, shape, dtype, finite) and apply the power-of-two scale."""
+        """Check one product's output (tensor, shape, dtype, finite) and apply the power-of-two scale.
+
+        The output is detached: a product is a number, not a node of the caller's autograd graph (a
+        ``JacobianOperator`` over parameters that require grad returned tensors that did, and
+        ``.numpy()`` on them failed in a scipy/PRIMME callback)."""
         if not isinstance(y, torch.Tensor):
             raise OperatorOutputError(
                 f"{self._where(kind)} returned {type(y).__name__}, expected a torch tensor")
+        y = y.detach()
         if tuple(y.shape) != tuple(shape):
             raise OperatorOutputError(
                 f"{self._where(kind)} returned shape {tuple(y.shape)} ({y.numel()} entries); the declared "

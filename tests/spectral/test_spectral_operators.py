@@ -204,3 +204,20 @@ def test_jacobian_bad_params():
             lambda p: p["a"].sum() + p["b"].sum(),
             {"a": torch.ones(2), "b": torch.ones(2, dtype=torch.float64)},
         )
+
+
+def test_products_are_detached_even_over_parameters_that_require_grad():
+    """A JacobianOperator over nn.Module parameters (requires_grad=True) gives plain numbers:
+    ``.numpy()`` works (scipy / PRIMME callbacks), and the products equal the detached ones."""
+    lin = torch.nn.Linear(3, 2).double()
+    X = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    params = dict(lin.named_parameters())
+    assert all(p.requires_grad for p in params.values())
+    J = spectral.JacobianOperator(lambda p: torch.func.functional_call(lin, p, (X,)), params)
+    y = J.rmatvec(torch.ones(J.shape[0], dtype=torch.float64))
+    x = J.matvec(torch.ones(J.shape[1], dtype=torch.float64))
+    assert not y.requires_grad and not x.requires_grad
+    assert np.isfinite(y.numpy()).all() and np.isfinite(x.numpy()).all()
+    ref = spectral.JacobianOperator(lambda p: torch.func.functional_call(lin, p, (X,)),
+                                    {k: v.detach() for k, v in params.items()})
+    torch.testing.assert_close(y, ref.rmatvec(torch.ones(J.shape[0], dtype=torch.float64)), rtol=0, atol=0)
