@@ -18,6 +18,7 @@ from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram
 from attncond.spectral.operators import GramOperator
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.gkd import golub_kahan_davidson
+from attncond.spectral.solvers.gram_lanczos import gram_basis
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
 from attncond.spectral.solvers.psd import GRAM_METHODS, GramExtremes, gram_extremes
 
@@ -197,7 +198,7 @@ def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-f
     ``how="matrix-free"``: thick-restart Lanczos (full reorthogonalisation) on the implicit ``G``
     (each product ``J(Jᵀv)``), both ends in one run; intervals are Bauer–Fike on ``G`` — the
     semantics, and the attainable accuracy ``≈ 10√m·eps·λ_max``, of the dense-Gram route — with the
-    lower end of ``λ_min`` clipped at ``0`` (``G ⪰ 0``). Its basis holds at most
+    lower end of ``λ_min`` clipped at ``0`` (``G ⪰ 0``). Its basis is :func:`gram_basis` within
     ``AUTO.pl_lanczos_basis_bytes`` and it stops after ``AUTO.pl_lanczos_max_steps`` steps.
     ``how="matrix-free-svd"``: GKD on ``J``, intervals the squared certified σ intervals (accurate to
     ``eps·σ_max·σ_min``, for a ``μ`` near ``eps·λ_max``; slower, its basis lives in ``R^p``).
@@ -206,8 +207,7 @@ def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-f
     m, p = J.shape
     if how == "matrix-free-svd":
         return _gkd_extremes(J, tol)
-    item = torch.empty((), dtype=J.dtype).element_size()
-    ncv = int(min(m, max(64, policy.AUTO.pl_lanczos_basis_bytes // (item * m))))
+    ncv = gram_basis(m, J.dtype, policy.AUTO.pl_lanczos_basis_bytes)
     res = symmetric_lanczos(GramOperator(J), k=1, which="largest" if p < m else "both", tol=tol,
                             maxiter=policy.AUTO.pl_lanczos_max_steps, ncv=ncv)
     big = res.largest

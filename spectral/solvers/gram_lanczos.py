@@ -39,16 +39,18 @@ from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.certify import CertifiedEnds, SolveRun, assemble_result, certify_small_side
 from attncond.spectral.solvers.lanczos import solve_lanczos
 
-__all__ = ["solve_gram_lanczos", "MAX_BASIS"]
+__all__ = ["solve_gram_lanczos", "gram_basis", "MAX_BASIS"]
 
 #: the projected ``T_ℓ`` is dense ``ℓ×ℓ`` (and ``eigh``-ed at checks): at most 4,096 (128 MiB)
 MAX_BASIS = 4096
 
 
-def gram_basis(N: int, dtype: torch.dtype) -> int:
-    """``min(N, MAX_BASIS, AUTO.gkd_basis_bytes/(item·N))`` Lanczos vectors, at least 64 (or ``N``)."""
+def gram_basis(N: int, dtype: torch.dtype, budget: int | None = None) -> int:
+    """``min(N, MAX_BASIS, budget/(item·N))`` Lanczos vectors of length ``N``, at least 64 (or ``N``);
+    ``budget`` (bytes) defaults to ``AUTO.gkd_basis_bytes``."""
     item = torch.empty((), dtype=dtype).element_size()
-    return int(min(N, MAX_BASIS, max(64, policy.AUTO.gkd_basis_bytes // (item * N))))
+    budget = policy.AUTO.gkd_basis_bytes if budget is None else budget
+    return int(min(N, MAX_BASIS, max(64, budget // (item * N))))
 
 
 def solve_gram_lanczos(op: LinearOp, ends: str, tol: float, maxiter: int | None, seed: int, *,
