@@ -181,14 +181,15 @@ class AttentionJacobian(LinearOp):
                                                   K[h].unsqueeze(1) - Q[h].unsqueeze(2)) for h in range(H)])
                 else:
                     g = torch.einsum("hiajo,hijd->hiaod", Wl, K)
-                self.Gq = g.reshape(H, T, dout, d)
+                # heads side by side, (T·d_out, H·d): the W_Q products are one GEMM over all heads
+                self.Gq = g.reshape(H, T, dout, d).permute(1, 2, 0, 3).reshape(T * dout, H * d).contiguous()
             if "W_K" in self.trainable:
-                self.U = torch.einsum("hiajo,ijD->hiaoD", Wl, X).reshape(H, T, dout, D)
+                self.U = torch.einsum("hiajo,ijD->hiaoD", Wl, X).reshape(H, T * dout, D)
                 if self.logits == "dist":
                     self.Wl, self.K = Wl, K.reshape(H, T, d)
         if "W_V" in self.trainable:
-            if model.value_param == "per_head":
-                self.Bh = (S @ X.unsqueeze(1)).permute(1, 0, 2, 3).reshape(H, T, D)  # S_h X
+            if model.value_param == "per_head":  # (T, H·D): [S_1 X, …, S_H X]
+                self.Bh = (S @ X.unsqueeze(1)).permute(0, 2, 1, 3).reshape(T, H * D).contiguous()
                 self.Wo = model.W_O.detach().reshape(H, d, dout)
             else:
                 self.B0 = model.weighted_inputs(X).reshape(T, H * D)
@@ -206,7 +207,9 @@ class AttentionJacobian(LinearOp):
     def _blocked(self, product: Any, Z: torch.Tensor) -> torch.Tensor:
         """``product(Z)`` on column chunks of ``Z`` whose intermediates stay below ``BLOCK_ENTRIES``."""
         mdl = self.model
-        per_col = mdl.H * self.n_tokens * max(mdl.D, mdl.d, mdl.d_out) * mdl.d_out
+        per_col = self.n_tokens * max(mdl.D, mdl.d, mdl.H * mdl.d_out) * mdl.d_out
+        if self.logits == "dist":
+            per_col *= mdl.H
         step = max(1, BLOCK_ENTRIES // max(per_col, 1))
         if Z.shape[1] <= step:
             return product(Z)
@@ -225,28 +228,32 @@ class AttentionJacobian(LinearOp):
         return self._vjp(y[:, None])[:, 0]
 
     def _jvp(self, Xp: torch.Tensor) -> torch.Tensor:
-        """``J X`` for ``X`` ``(p, k)``: batched over heads (GEMMs plus one multiply–sum per group)."""
+        """``J X`` for ``X`` ``(p, k)``: GEMMs over all heads at once, then one contraction per group
+        with intermediates of ``T·d_out·max(D, d)·k`` entries (never ``H`` times that)."""
         mdl, dW = self.model, self._split(Xp)
         H, D, d, dout, k = mdl.H, mdl.D, mdl.d, mdl.d_out, Xp.shape[1]
         T = self.n_tokens
         out = Xp.new_zeros(T, dout, k)
-        if "W_Q" in dW:  # Σ_h ⟨x_a dW_h, g^h_r⟩
-            xdw = torch.matmul(self.Xt, dW["W_Q"].reshape(H, D, d * k)).reshape(H, T, 1, d, k)
-            out += (self.Gq.unsqueeze(-1) * xdw).sum((0, 3))
+        if "W_Q" in dW:  # Σ_h ⟨x_a dW_h, g^h_r⟩ = x_aᵀ (Σ_h dW_h g^h_r): M = [g^1 … g^H] [dW_1 … dW_H]ᵀ
+            dWq = dW["W_Q"].permute(0, 2, 1, 3).reshape(H * d, D * k)
+            M = torch.matmul(self.Gq, dWq).reshape(T, dout, D, k)
+            out += torch.matmul(self.Xt.reshape(T, 1, 1, D), M).squeeze(2)
         if "W_K" in dW:  # Σ_h u^h_rᵀ dW_h q_a
-            dWt = dW["W_K"].permute(0, 2, 1, 3).reshape(H, d, D * k)
-            qdw = torch.matmul(self.Q, dWt).reshape(H, T, 1, D, k)
-            out += (self.U.unsqueeze(-1) * qdw).sum((0, 3))
+            dWk = dW["W_K"].reshape(H, D, d * k)
+            for h in range(H):
+                ud = torch.matmul(self.U[h], dWk[h]).reshape(T, dout, d, k)
+                out += torch.matmul(self.Q[h].reshape(T, 1, 1, d), ud).squeeze(2)
             if self.logits == "dist":  # − Σ_j W_rj x_jᵀ dW k_j
+                dWt = dW["W_K"].permute(0, 2, 1, 3).reshape(H, d, D * k)
                 kdw = torch.matmul(self.K, dWt).reshape(H, T, D, k)
                 y = (self.Xt.reshape(1, T, D, 1) * kdw).sum(2).reshape(H, self.N, 1, self.n, k)
                 wl = self.Wl.permute(0, 1, 4, 2, 3)  # (H, N, dout, a, j)
                 out -= torch.matmul(wl, y).sum(0).permute(0, 2, 1, 3).reshape(T, dout, k)
         if "W_V" in dW:
-            if mdl.value_param == "per_head":  # Σ_h B_h dW_h W^O_h
+            if mdl.value_param == "per_head":  # Σ_h B_h dW_h W^O_h = [B_1 … B_H] [dW_h W^O_h]_h
                 M = torch.matmul(dW["W_V"].permute(0, 3, 1, 2), self.Wo.unsqueeze(1))  # (H, k, D, dout)
-                bm = torch.matmul(self.Bh, M.permute(0, 2, 1, 3).reshape(H, D, k * dout))
-                out += bm.sum(0).reshape(T, k, dout).transpose(1, 2)
+                bm = self.Bh @ M.permute(0, 2, 1, 3).reshape(H * D, k * dout)
+                out += bm.reshape(T, k, dout).transpose(1, 2)
             else:  # B0 dW W^O
                 M = torch.matmul(dW["W_V"].permute(2, 0, 1), self.WO)  # (k, HD, dout)
                 bm = self.B0 @ M.permute(1, 0, 2).reshape(-1, k * dout)
@@ -256,29 +263,31 @@ class AttentionJacobian(LinearOp):
         return out.reshape(T * dout, k)
 
     def _vjp(self, Y: torch.Tensor) -> torch.Tensor:
-        """``Jᵀ Y`` for ``Y`` ``(m, k)``, in the column order of ``trainable``."""
+        """``Jᵀ Y`` for ``Y`` ``(m, k)``, in the column order of ``trainable`` (GEMMs as in ``_jvp``)."""
         mdl = self.model
         H, D, d, dout, k = mdl.H, mdl.D, mdl.d, mdl.d_out, Y.shape[1]
         T = self.n_tokens
         V = Y.reshape(T, dout, k)
-        Vb = V.reshape(1, T, dout, 1, k)
         grads: dict[str, torch.Tensor] = {}
-        if "W_Q" in self.trainable:  # Σ_r v_r x_aᵀ g_r
-            Yq = (self.Gq.unsqueeze(-1) * Vb).sum(2)  # (H, T, d, k)
-            grads["W_Q"] = torch.matmul(self.Xt.T, Yq.reshape(H, T, d * k))
+        if "W_Q" in self.trainable:  # Σ_r v_r x_a g_rᵀ = (x ⊗ v)ᵀ [g^1 … g^H]
+            Z = (self.Xt.reshape(T, 1, D, 1) * V.reshape(T, dout, 1, k)).reshape(T * dout, D * k)
+            gq = torch.matmul(Z.T, self.Gq).reshape(D, k, H, d)
+            grads["W_Q"] = gq.permute(2, 0, 3, 1)
         if "W_K" in self.trainable:  # Σ_r v_r u_r q_aᵀ (− Σ_j w_j x_j k_jᵀ)
-            Uv = (self.U.unsqueeze(-1) * Vb).sum(2)  # (H, T, D, k)
-            gk = torch.matmul(Uv.reshape(H, T, D * k).transpose(1, 2), self.Q)  # (H, D·k, d)
+            Vr = V.reshape(T, dout, 1, k)
+            gk = torch.stack([self.U[h].T @ (self.Q[h].reshape(T, 1, d, 1) * Vr).reshape(T * dout, d * k)
+                              for h in range(H)])  # (H, D, d·k)
             if self.logits == "dist":  # w_{ij} = Σ_{a,o} v_{iao} W_{iajo}
                 wl = self.Wl.permute(0, 1, 3, 2, 4).reshape(H, self.N, self.n, self.n * dout)
                 w = torch.matmul(wl, V.reshape(1, self.N, self.n * dout, k)).reshape(H, T, 1, k)
                 xw = (self.Xt.reshape(1, T, D, 1) * w).reshape(H, T, D * k)
-                gk = gk - torch.matmul(xw.transpose(1, 2), self.K)
-            grads["W_K"] = gk.reshape(H, D, k, d).transpose(2, 3)
+                gk = gk - torch.matmul(xw.transpose(1, 2), self.K).reshape(H, D, k, d).transpose(2, 3).reshape(
+                    H, D, d * k)
+            grads["W_K"] = gk.reshape(H, D, d, k)
         if "W_V" in self.trainable:
             if mdl.value_param == "per_head":  # B_hᵀ V W^O_hᵀ
-                VW = torch.matmul(self.Wo.unsqueeze(1), V.unsqueeze(0))  # (H, T, d, k)
-                grads["W_V"] = torch.matmul(self.Bh.transpose(1, 2), VW.reshape(H, T, d * k))
+                bv = (self.Bh.T @ V.reshape(T, dout * k)).reshape(H, D, dout, k)
+                grads["W_V"] = torch.matmul(self.Wo.unsqueeze(1), bv)  # (H, D, d, k)
             else:  # B0ᵀ V W^Oᵀ
                 VW = torch.matmul(self.WO.unsqueeze(0), V)  # (T, Hd, k)
                 grads["W_V"] = self.B0.T @ VW.reshape(T, -1)
