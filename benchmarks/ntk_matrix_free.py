@@ -2,7 +2,8 @@
 
 Workload: ``J = ∂ vec(MH(X))/∂(W_Q, W_K, W_V)`` of ``MultiHeadAttention(D, d, H)`` (softmax,
 float64, per-head values, ``d_out = 1``) on ``synthetic_regression(N, n, D)``. Sizes: ``medium``
-(m = 1,024), ``large`` (m = 8,192, p = 98,304) and ``xl`` (N = 1,024, n = 32, D = d = 64, H = 8:
+(m = 1,024), ``mid`` (m = 4,096, p = 98,304; the auto crossover), ``large`` (m = 8,192,
+p = 98,304) and ``xl`` (N = 1,024, n = 32, D = d = 64, H = 8:
 m = 32,768, p = 98,304; the Gram alone is 8.6 GB).
 
 Routes (each in its own subprocess; peak memory is its ``ru_maxrss``, which includes the
@@ -51,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 SIZES = {
     "medium": dict(N=64, n=16, D=32, d=32, H=4),
+    "mid": dict(N=128, n=32, D=64, d=64, H=8),
     "large": dict(N=256, n=32, D=64, d=64, H=8),
     "xl": dict(N=1024, n=32, D=64, d=64, H=8),
 }

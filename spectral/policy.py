@@ -19,7 +19,11 @@ bound the basis of ``method="gkd"``. :func:`attncond.spectral.diagnostics.pl_con
 closed-form NTK Gram while it takes at most ``pl_gram_max_bytes`` and otherwise runs Lanczos on the
 implicit Gram ``J(Jᵀv)`` of the matrix-free
 :class:`~attncond.spectral.diagnostics.attention_jacobian.AttentionJacobian` (basis at most
-``pl_lanczos_basis_bytes``, at most ``pl_lanczos_max_steps`` steps).
+``pl_lanczos_basis_bytes``, at most ``pl_lanczos_max_steps`` steps). Measured on the [S24]
+model (``benchmarks/results/ntk_matrix_free.json``, two threads): m = 4,096 (Gram 128 MiB) dense
+9.5 s vs matrix-free 17.8 s; m = 8,192 (512 MiB) dense 56.5 s and 3.4 GiB vs matrix-free 42.3 s and
+0.8 GiB; the log-interpolated crossover is m ≈ 6,600 (≈ 340 MB), so the threshold is 256 MiB
+(m ≤ 5,792). The crossover moves with the spectrum (Lanczos steps), the dense side does not.
 
 Inside the Gram routes, :func:`attncond.spectral.solvers.psd.psd_extremes` takes a full
 ``eigh`` up to ``psd_eigh_max_side`` and Lanczos + Cholesky shift-invert above (measured on
@@ -48,7 +52,7 @@ class AutoPolicy:
     sparse_matrix_free_min_side: int = 2500
     gkd_max_basis: int = 1024
     gkd_basis_bytes: int = 1024**3
-    pl_gram_max_bytes: int = 2 * 1024**3
+    pl_gram_max_bytes: int = 256 * 1024**2
     pl_lanczos_basis_bytes: int = 1024**3
     pl_lanczos_max_steps: int = 20_000
 
