@@ -20,6 +20,7 @@ nor ``scipy.linalg.lapack`` exposes it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -348,7 +349,81 @@ def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None,
     mode = _resolve_restart(restart, which)
     out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full)
     info: dict[str, Any] = {"restart": mode}
-    return assemble_result(op, out.certs, SolveRun("gkl", tol, swap, start, t0, max_steps), info)
+    certs = out.certs
+    if certs.largest is not None and k >= 2 and out.converged:
+        top, info["multiplicity_probe"] = _complete_largest(T, certs.largest, k, tol, max_steps - certs.steps,
+                                                            gen, full, certs.sigma_max_hint)
+        certs = dataclasses.replace(certs, largest=top)
+    return assemble_result(op, certs, SolveRun("gkl", tol, swap, start, t0, max_steps), info)
+
+
+#: a converged ``largest`` block with ``k ≥ 2`` is probed for a missed singular value at most this often
+MAX_PROBES = 8
+
+
+class _Deflated(LinearOp):
+    """``T (I − V Vᵀ)`` for an orthonormal small-side ``V``: its σ_max is the largest singular value of ``T``
+    whose right vector is orthogonal to ``V`` (the probe of :func:`_complete_largest`)."""
+
+    def __init__(self, T: LinearOp, V: torch.Tensor) -> None:
+        super().__init__(T.shape, T.dtype, T.device, name="Deflated")
+        self.base, self.V = T, V
+
+    def _proj(self, X: torch.Tensor) -> torch.Tensor:
+        for _ in range(2):  # twice is enough (Kahan–Parlett)
+            X = X - self.V @ (self.V.T @ X)
+        return X
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base.matvec(self._proj(x[:, None])[:, 0])
+
+    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
+        return self._proj(self.base.rmatvec(y)[:, None])[:, 0]
+
+    def _matmat(self, X: torch.Tensor) -> torch.Tensor:
+        return self.base.matmat(self._proj(X))
+
+    def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
+        return self._proj(self.base.rmatmat(Y))
+
+
+def _complete_largest(T: LinearOp, c: Certified, k: int, tol: float, budget: int, gen: torch.Generator,
+                      full: bool, smax: float) -> tuple[Certified, dict[str, Any]]:
+    """Probe a converged top-``k`` for a singular value the Krylov space missed, and take it in.
+
+    A single start vector cannot see a repeated singular value in exact arithmetic: on a 2-D
+    Laplacian GKL certified five values that were each *a* singular value but not the five largest
+    (a double σ₂ was reported once). The probe runs GKL for ``k = 1`` on ``T(I − VVᵀ)``, ``V`` the
+    certified right vectors, from a fresh start vector; if its certified value exceeds the ``k``-th
+    one beyond both error bounds, a value was missed: Rayleigh–Ritz of ``T`` on ``[V, v]`` keeps the
+    top ``k`` and certifies them again, and the probe repeats (at most :data:`MAX_PROBES` times,
+    within the remaining ``budget`` of steps). The products are counted with the run's. It stays a
+    Krylov argument: a missed value is found with probability one per probe, not proved absent.
+    """
+    N = T.shape[1]
+    start, probes, missed, status = T.n_products, 0, 0, "complete"
+    for _ in range(MAX_PROBES):
+        if budget <= 0:
+            status = "not run (maxiter spent)"
+            break
+        V, _ = torch.linalg.qr(c.V)
+        D = _Deflated(T, V)
+        p0 = D._proj(torch.randn(N, 1, generator=gen, dtype=torch.float64).to(T.dtype).to(T.device))[:, 0]
+        run = _gkl_core(D, 1, "largest", tol, budget, p0, gen, None, full)
+        probes, budget = probes + 1, budget - run.certs.steps
+        pc = run.certs.largest
+        thr = float(c.values[k - 1] + c.eta[k - 1] + c.delta + pc.eta[0] + pc.delta)
+        if float(pc.values[0]) <= thr:
+            if not run.converged:
+                status = "inconclusive (probe not converged)"
+            break
+        missed += 1
+        W, _ = torch.linalg.qr(torch.cat([V, pc.V[:, :1]], dim=1))
+        _, _, Yh = torch.linalg.svd(T.matmat(W), full_matrices=False)
+        c = certify_small_side(T, W @ Yh[:k].T, end="largest", sigma_max_hint=max(smax, float(pc.values[0])))
+    else:
+        status = f"stopped after {MAX_PROBES} probes"
+    return c, {"probes": probes, "missed": missed, "products": T.n_products - start, "status": status}
 
 RESTARTS = ("auto", "thick", "augmented")
 

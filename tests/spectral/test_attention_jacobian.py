@@ -185,3 +185,27 @@ def test_squared_interval_is_rounded_outwards():
     assert _squared(1e-170, 1e-170) == (0.0, 5e-324)  # hi² underflows: the upper end stays positive
     assert _squared(-1e-20, 2.0) == (0.0, 4.0)
     assert _squared(1e200, 1e200)[1] == float("inf")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("kernel,opts,tau", KERNEL_CASES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cuda_products_and_matrix_free_mu_match_cpu(kernel, opts, tau, dtype):
+    from spectral.diagnostics import pl_constant
+
+    kw = dict(kernel=kernel, kernel_options=opts, tau=tau, seed=4, dtype=dtype)
+    cpu = MultiHeadAttention(6, 4, 2, **kw)
+    gpu = MultiHeadAttention(6, 4, 2, device="cuda", **kw)
+    X = synthetic_regression(5, 4, 6, seed=2).X.to(dtype)
+    Jc, Jg = AttentionJacobian(cpu, X), AttentionJacobian(gpu, X.cuda())
+    assert Jg.device.type == "cuda"
+    y = torch.randn(Jc.shape[0], 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    rt = 1e-12 if dtype == torch.float64 else 1e-4
+    assert torch.allclose(Jg.rmatmat(y.cuda()).cpu(), Jc.rmatmat(y), rtol=rt, atol=rt)
+    mc = pl_constant(cpu, X, eig_method="matrix-free", tol=1e-10 if dtype == torch.float64 else 1e-4)
+    mg = pl_constant(gpu, X.cuda(), eig_method="matrix-free", tol=1e-10 if dtype == torch.float64 else 1e-4)
+    assert math.isfinite(mg.mu) and math.isfinite(mc.mu)
+    if dtype == torch.float64:  # the device's certified interval holds the CPU value
+        lo, hi = mg.mu_interval
+        assert lo <= mc.mu <= hi
+    assert abs(mg.mu - mc.mu) <= (1e-9 if dtype == torch.float64 else 1e-3) * mc.mu

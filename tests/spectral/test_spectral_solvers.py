@@ -269,6 +269,35 @@ def test_gkl_large_and_restarted():
     assert sel.converged and abs(sel.sigma_max - 10) <= 1e-9
 
 
+@pytest.mark.parametrize("g,k", [(20, 2), (20, 5), (40, 5), (40, 8)])
+def test_gkl_top_k_keeps_repeated_singular_values(g, k, monkeypatch):
+    """The 2-D Laplacian's top is a chain of double eigenvalues, and one start vector sees each once.
+    Without the multiplicity probe (``MAX_PROBES = 0``) GKL certifies, for (20, 5), (40, 5) and
+    (40, 8), k values that are each *a* singular value but not the k largest (σ₂ = σ₃ reported once:
+    errors 0.067, 0.018, 0.041) with ``converged=True``; with it they are the closed form."""
+    import scipy.sparse as sp
+
+    import spectral.solvers.gkl as gkl_module
+
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(g, g))
+    A = (sp.kron(T, sp.eye(g)) + sp.kron(sp.eye(g), T)).tocsr()
+    c = 2 - 2 * np.cos(np.pi * np.arange(1, g + 1) / (g + 1))
+    truth = np.sort((c[:, None] + c[None, :]).ravel())[::-1][:k]  # closed form, with multiplicities
+    r = spectral.golub_kahan_lanczos(A, k=k, which="largest", tol=1e-10)
+    assert r.converged
+    np.testing.assert_allclose(r.largest.values, truth, rtol=1e-12)
+    assert np.all((r.largest.lower <= truth) & (truth <= r.largest.upper))
+    probe = r.info["multiplicity_probe"]
+    assert probe["status"] == "complete" and probe["products"] > 0 and probe["probes"] == probe["missed"] + 1
+    V = r.largest.right
+    np.testing.assert_allclose((V.T @ V).numpy(), np.eye(k), atol=1e-10)
+    if (g, k) != (20, 2):  # the trap is real: without the probe the top k is wrong
+        monkeypatch.setattr(gkl_module, "MAX_PROBES", 0)
+        bare = spectral.golub_kahan_lanczos(A, k=k, which="largest", tol=1e-10)
+        assert bare.info["multiplicity_probe"]["probes"] == 0
+        assert np.max(np.abs(bare.largest.values - truth)) > 1e-3
+
+
 def test_gkl_wide_does_not_return_null_space():
     A = with_spectrum(20, 200, np.linspace(2, 1, 20), seed=4)
     r = spectral.golub_kahan_lanczos(A, which="smallest")
