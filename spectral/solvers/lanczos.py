@@ -32,8 +32,10 @@ from attncond.spectral.solvers.validate import check_choice, make_generator, pre
 WHICH = ("both", "largest", "smallest", "both_magnitude")
 
 def _block(c: EigCertificate, end: str, tol: float) -> EigenBlock:
+    """The certified end as an :class:`EigenBlock`; a value that misses the stopping rule is ``nan``
+    (its certified interval is kept): an unconverged Ritz value is never the headline."""
     conv = c.rho <= np.maximum(tol * np.abs(c.values), c.delta)
-    return EigenBlock(end, c.values, c.lower, c.upper, c.rho, conv, c.Y)
+    return EigenBlock(end, np.where(conv, c.values, np.nan), c.lower, c.upper, c.rho, conv, c.Y)
 
 
 @dataclass(frozen=True)

@@ -396,3 +396,19 @@ def test_register_solver_refuses_duplicates_and_bad_ends():
         spectral.register_solver(spectral.Solver("x-test", spec.run, ends=("middle",)))
     with pytest.raises(TypeError, match="Solver"):
         spectral.register_solver("dense")
+
+
+def test_lanczos_unconverged_value_is_nan_with_a_true_interval():
+    """Out of steps, symmetric Lanczos returned its Ritz value 1.3e-3 for λ_min = 2.5e-6 of the 1-D
+    Laplacian (``converged=False``, but a plausible number in ``values``); now it is nan."""
+    import scipy.sparse as sp
+
+    from spectral.solvers.lanczos import symmetric_lanczos
+
+    n = 2000
+    A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(n, n)).tocsr()
+    lam_min = 2 - 2 * math.cos(math.pi / (n + 1))
+    r = symmetric_lanczos(A, k=1, which="smallest", tol=1e-12, maxiter=50)
+    assert not r.converged and r.reason and not bool(r.smallest.converged[0])
+    assert math.isnan(r.smallest.values[0])
+    assert r.smallest.lower[0] <= lam_min <= r.smallest.upper[0]
