@@ -412,3 +412,22 @@ def test_lanczos_unconverged_value_is_nan_with_a_true_interval():
     assert not r.converged and r.reason and not bool(r.smallest.converged[0])
     assert math.isnan(r.smallest.values[0])
     assert r.smallest.lower[0] <= lam_min <= r.smallest.upper[0]
+
+
+@pytest.mark.parametrize("which", ["smallest", "largest"])
+def test_gkd_k_extreme_keep_repeated_singular_values(which):
+    """GKD on the same doubles (its expansion vectors are not a single Krylov sequence): a guard."""
+    import scipy.sparse as sp
+
+    from spectral.solvers.gkd import golub_kahan_davidson
+
+    g, k = 20, 8
+    T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(g, g))
+    A = (sp.kron(T, sp.eye(g)) + sp.kron(sp.eye(g), T)).tocsr()
+    c = 2 - 2 * np.cos(np.pi * np.arange(1, g + 1) / (g + 1))
+    ev = np.sort((c[:, None] + c[None, :]).ravel())
+    truth = ev[:k] if which == "smallest" else ev[::-1][:k]
+    r = golub_kahan_davidson(A, k=k, which=which, tol=1e-10)
+    b = r.smallest if which == "smallest" else r.largest
+    assert r.converged
+    np.testing.assert_allclose(b.values, truth, rtol=1e-12)
