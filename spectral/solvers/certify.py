@@ -16,6 +16,13 @@ and ``r = A v − σ u``, ``s = Aᵀ u − σ v``, so that
   and take ``σ = ‖A v‖``, ``u = A v/σ`` (then ``uᵀ A v = σ`` and ``r = 0`` up to
   rounding); this is Rayleigh–Ritz on ``A`` itself, never the square root of a Gram
   eigenvalue.
+* **Courant–Fischer min–max for every index**: for ``V_i = [v_1 … v_i]`` of full rank,
+  ``σ_i^↑(A) ≤ σ_max(A Q_i)`` and ``σ_i^↓(A) ≥ σ_min(A Q_i)`` with ``Q_i`` an orthonormal basis
+  of ``span V_i`` (the Ritz values of that subspace; ``A Q_i = A V_i R_i⁻¹`` from ``V = QR``).
+  So the ``i``-th value at an end is bounded on its outer side without any residual, which a
+  left vector of a (near-)zero singular value cannot give (its ``u`` is arbitrary); the
+  symmetric analogue uses the eigenvalues of ``Q_iᵀ S Q_i``. Computed for the first
+  :data:`MINMAX_MAX_K` vectors.
 * **Kato–Temple**: if ``(α, β)`` contains ``σ`` and exactly one eigenvalue ``λ`` of ``M``
   then ``σ − η²/(β − σ) ≤ λ ≤ σ + η²/(σ − α)``. For ``σ_min`` we use ``α = 0`` and
   ``β`` a certified lower bound of the second-smallest singular value (valid because
@@ -48,6 +55,63 @@ import torch
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SingularBlock, SVDResult
 
+#: the per-index Courant–Fischer bounds are computed for at most this many leading vectors
+MINMAX_MAX_K = 64
+
+
+def _leading_rank(R: torch.Tensor) -> int:
+    """How many leading columns of the triangular factor ``R`` of unit-norm vectors span a
+    well-conditioned block (``σ_min(R_i) ≥ 1/2``); the min–max bounds stop there."""
+    for i in range(R.shape[1]):
+        if float(torch.linalg.svdvals(R[: i + 1, : i + 1])[-1]) < 0.5:
+            return i
+    return R.shape[1]
+
+
+def minmax_singular(W: torch.Tensor, V: torch.Tensor, end: str, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Courant–Fischer bound on the ``i``-th singular value at ``end`` from the leading ``i``
+    unit vectors ``V`` and their products ``W = A V`` (computed, each column within ``delta``).
+
+    ``X = W R⁻¹ = A Q`` (``V = Q R``); the singular values of ``X``'s leading block are the Ritz
+    values of ``span V_i``, so ``σ_i^↑ ≤ σ_max(X_i)`` (``"smallest"``) and ``σ_i^↓ ≥ σ_min(X_i)``
+    (``"largest"``), widened by ``slack_i = √i·delta/σ_min(R_i)`` for the rounding of ``W``.
+    Returns ``(bound, slack)``; entries past :data:`MINMAX_MAX_K` or a rank-deficient leading
+    block are ``nan`` (no bound).
+    """
+    k = V.shape[1]
+    out, slacks = np.full(k, np.nan), np.full(k, np.nan)
+    kk = _leading_rank(torch.linalg.qr(V[:, :MINMAX_MAX_K], mode="r")[1]) if k else 0
+    if kk == 0:
+        return out, slacks
+    Rv = torch.linalg.qr(V[:, :kk], mode="r")[1]
+    X = torch.linalg.solve_triangular(Rv, W[:, :kk], upper=True, left=False)
+    Rx = torch.linalg.qr(X, mode="r")[1]
+    for i in range(kk):
+        sx = torch.linalg.svdvals(Rx[: i + 1, : i + 1])
+        slacks[i] = math.sqrt(i + 1) * delta / float(torch.linalg.svdvals(Rv[: i + 1, : i + 1])[-1])
+        out[i] = float(sx[0]) + slacks[i] if end == "smallest" else max(float(sx[-1]) - slacks[i], 0.0)
+    return out, slacks
+
+
+def minmax_eig(SY: torch.Tensor, Y: torch.Tensor, end: str, delta: float) -> np.ndarray:
+    """The symmetric analogue of :func:`minmax_singular`: with ``Y = Q R`` and
+    ``H = Qᵀ S Q = R⁻ᵀ (Yᵀ S Y) R⁻¹``, ``λ_i^↓ ≥ λ_min(H_i)`` and ``λ_i^↑ ≤ λ_max(H_i)``
+    (leading blocks), widened by ``√i·delta/σ_min(R_i)²``."""
+    k = Y.shape[1]
+    out = np.full(k, np.nan)
+    kk = _leading_rank(torch.linalg.qr(Y[:, :MINMAX_MAX_K], mode="r")[1]) if k else 0
+    if kk == 0:
+        return out
+    R = torch.linalg.qr(Y[:, :kk], mode="r")[1]
+    G = Y[:, :kk].T @ SY[:, :kk]
+    Ri = torch.linalg.solve_triangular(R, torch.eye(kk, dtype=R.dtype, device=R.device), upper=True)
+    H = Ri.T @ ((G + G.T) / 2) @ Ri
+    for i in range(kk):
+        ev = torch.linalg.eigvalsh(H[: i + 1, : i + 1])
+        slack = math.sqrt(i + 1) * delta / float(torch.linalg.svdvals(R[: i + 1, : i + 1])[-1]) ** 2
+        out[i] = float(ev[0]) - slack if end == "largest" else float(ev[-1]) + slack
+    return out
+
 
 def rounding_allowance(shape: tuple[int, int], dtype: torch.dtype, sigma_max: float) -> float:
     """``δ = 10·sqrt(max(m, n))·eps·σ_max``: rounding allowance added to all bounds."""
@@ -71,7 +135,15 @@ class Certified:
     gap_certified: bool
     U: torch.Tensor  # (M, k) left vectors of the tall operator
     V: torch.Tensor  # (N, k) right vectors of the tall operator
-    delta: float = 0.0  # rounding allowance included in lower/upper
+    delta: float = 0.0  # rounding allowance of one product, included in lower/upper
+    #: per value, the rounding allowance of the bound that binds (``delta``, or the ``√i·delta`` of a
+    #: min–max bound over ``i`` products); ``None`` means ``delta`` for every value
+    allowance: np.ndarray | None = None
+
+    @property
+    def rounding(self) -> np.ndarray | float:
+        """The rounding allowance per value (the attainable accuracy of the stopping rule)."""
+        return self.delta if self.allowance is None else self.allowance
 
 def certify_small_side(
     op_tall: LinearOp,
@@ -132,6 +204,7 @@ def certify_small_side(
     lower = np.maximum(values - eta - delta, 0.0)
     upper = values + eta + delta
     kt = np.full_like(values, np.nan)
+    allowance = np.full_like(values, delta)
     gap_cert = gap_bound is not None
     if values.size:
         s0, e0 = values[0], eta[0]
@@ -150,6 +223,11 @@ def certify_small_side(
                 lower[0] = max(lower[0], min(t0 - kt[0], s0) - delta)
         else:
             raise ValueError(f"end must be 'largest' or 'smallest', got {end!r}")
+        cf, slack = minmax_singular(W, V, end, delta)
+        cf = np.fmin(cf, values) if end == "largest" else np.fmax(cf, values)
+        binding = (cf > lower) if end == "largest" else (cf < upper)
+        allowance = np.where(binding, np.fmax(slack, delta), delta)
+        lower, upper = (np.fmax(lower, cf), upper) if end == "largest" else (lower, np.fmin(upper, cf))
     if not gap_cert and values.size > 1:
         # uncertified Kato–Temple estimates from the other computed values (report only)
         for i in range(values.size):
@@ -161,7 +239,7 @@ def certify_small_side(
                 kt[i] = eta[i] ** 2 / g
     if invalid.any():  # never certified: value nan, interval [0, inf], not converged (meets_tol is False)
         values[invalid], lower[invalid], upper[invalid], eta[invalid] = np.nan, 0.0, np.inf, np.inf
-    return Certified(values, lower, upper, eta, kt, gap_cert, U, V, delta)
+    return Certified(values, lower, upper, eta, kt, gap_cert, U, V, delta, allowance)
 
 def invalid_ritz_columns(V: torch.Tensor) -> np.ndarray:
     """Columns of ``V`` that are zero or hold NaN/inf (issue 16: such Ritz vectors are never certified)."""
@@ -193,7 +271,7 @@ def block_from(
 
 def certified_error(c: Certified) -> np.ndarray:
     """Largest distance from ``σ_i`` to an end of its interval, less the rounding allowance."""
-    return np.maximum(c.upper - c.values, c.values - c.lower) - c.delta
+    return np.maximum(c.upper - c.values, c.values - c.lower) - c.rounding
 
 def meets_tol(c: Certified, tol: float) -> np.ndarray:
     """Stopping rule: ``certified_error_i ≤ max(tol·σ_i, δ)``.
@@ -201,7 +279,7 @@ def meets_tol(c: Certified, tol: float) -> np.ndarray:
     ``δ`` (the rounding allowance, a multiple of ``eps·σ_max``) is the attainable accuracy:
     below it the residual is rounding noise and further iterations cannot help.
     """
-    return certified_error(c) <= np.maximum(tol * c.values, c.delta)
+    return certified_error(c) <= np.maximum(tol * c.values, c.rounding)
 
 def nan_unconverged(b: SingularBlock) -> SingularBlock:
     """The block with ``values = nan`` wherever the stopping rule was not met: a value that is
@@ -346,8 +424,10 @@ def certify_eigvecs(S: LinearOp, Y: torch.Tensor, *, end: str, lam_max_hint: flo
     if th.size:
         if end == "largest":
             lower[0] = max(lower[0], th[0] - delta)
+            lower = np.fmax(lower, np.fmin(minmax_eig(SY, Y, end, delta), th))
         elif end == "smallest":
             upper[0] = min(upper[0], th[0] + delta)
+            upper = np.fmin(upper, np.fmax(minmax_eig(SY, Y, end, delta), th))
     if invalid.any():
         th[invalid], lower[invalid], upper[invalid], rho[invalid] = np.nan, -np.inf, np.inf, np.inf
     return EigCertificate(th, lower, upper, rho, Y, float(delta))

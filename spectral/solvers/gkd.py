@@ -248,7 +248,7 @@ def basis_floor(ell: int, dtype: torch.dtype, smax: float) -> float:
 
 
 def _meets(c: Certified, tol: float, floor: float) -> np.ndarray:
-    return certified_error(c) <= np.maximum(np.maximum(tol * c.values, c.delta), floor)
+    return certified_error(c) <= np.maximum(np.maximum(tol * c.values, c.rounding), floor)
 
 
 def _explicit_ok(S: _Space, rz: _Ritz, idx_l: list[int], idx_s: list[int], tol: float) -> bool:

@@ -39,7 +39,13 @@ from attncond.spectral.solvers.certify import (
     meets_tol,
     rounding_allowance,
 )
-from attncond.spectral.solvers.orth import basis_buffer, host_scalars, orthogonalize, random_orthonormal
+from attncond.spectral.solvers.orth import (
+    basis_buffer,
+    host_scalars,
+    orthogonalize,
+    project_out,
+    random_orthonormal,
+)
 from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
 
 WHICH = ("both", "largest", "smallest")
@@ -350,80 +356,97 @@ def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None,
     out = _gkl_core(T, k, which, tol, max_steps, p0, gen, ncv, full)
     info: dict[str, Any] = {"restart": mode}
     certs = out.certs
-    if certs.largest is not None and k >= 2 and out.converged:
-        top, info["multiplicity_probe"] = _complete_largest(T, certs.largest, k, tol, max_steps - certs.steps,
-                                                            gen, full, certs.sigma_max_hint)
-        certs = dataclasses.replace(certs, largest=top)
+    if k >= 2 and out.converged:
+        probe: dict[str, Any] = {}
+        budget = max_steps - certs.steps
+        for end in ("largest", "smallest"):
+            c = getattr(certs, end)
+            if c is not None:
+                c, probe[end] = _complete_end(T, c, end, k, tol, budget, gen, full, certs.sigma_max_hint)
+                certs = dataclasses.replace(certs, **{end: c})
+                budget -= probe[end]["steps"]
+        info["multiplicity_probe"] = probe
     return assemble_result(op, certs, SolveRun("gkl", tol, swap, start, t0, max_steps), info)
 
 
-#: a converged ``largest`` block with ``k ≥ 2`` is probed for a missed singular value at most this often
+#: a converged end with ``k ≥ 2`` is probed for a missed singular value at most this often
 MAX_PROBES = 8
 
 
 class _Deflated(LinearOp):
-    """``T (I − V Vᵀ)`` for an orthonormal small-side ``V``: its σ_max is the largest singular value of ``T``
-    whose right vector is orthogonal to ``V`` (the probe of :func:`_complete_largest`)."""
+    """``[T P; c Vᵀ]`` with ``P = I − V Vᵀ`` for an orthonormal small-side ``V``, the probe operator of
+    :func:`_complete_end`: its singular values are those of ``T`` on the complement of ``V``, and ``c``
+    on ``span V`` (``c = 0`` for a probe of the largest, ``c ≈ σ_max`` for a probe of the smallest).
+    Shape ``(M + k, N)``, so it stays tall and GKL's small side is ``T``'s."""
 
-    def __init__(self, T: LinearOp, V: torch.Tensor) -> None:
-        super().__init__(T.shape, T.dtype, T.device, name="Deflated")
-        self.base, self.V = T, V
-
-    def _proj(self, X: torch.Tensor) -> torch.Tensor:
-        for _ in range(2):  # twice is enough (Kahan–Parlett)
-            X = X - self.V @ (self.V.T @ X)
-        return X
-
-    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base.matvec(self._proj(x[:, None])[:, 0])
-
-    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
-        return self._proj(self.base.rmatvec(y)[:, None])[:, 0]
+    def __init__(self, T: LinearOp, V: torch.Tensor, c: float) -> None:
+        M, N = T.shape
+        super().__init__((M + V.shape[1], N), T.dtype, T.device, name="Deflated")
+        self.base, self.V, self.c, self.M = T, V, c, M
 
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
-        return self.base.matmat(self._proj(X))
+        return torch.cat([self.base.matmat(project_out(self.V, X)), self.c * (self.V.T @ X)])
 
     def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
-        return self._proj(self.base.rmatmat(Y))
+        return project_out(self.V, self.base.rmatmat(Y[: self.M])) + self.c * (self.V @ Y[self.M:])
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self._matmat(x[:, None])[:, 0]
+
+    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
+        return self._rmatmat(y[:, None])[:, 0]
 
 
-def _complete_largest(T: LinearOp, c: Certified, k: int, tol: float, budget: int, gen: torch.Generator,
-                      full: bool, smax: float) -> tuple[Certified, dict[str, Any]]:
-    """Probe a converged top-``k`` for a singular value the Krylov space missed, and take it in.
+def _complete_end(T: LinearOp, c: Certified, end: str, k: int, tol: float, budget: int, gen: torch.Generator,
+                  full: bool, smax: float) -> tuple[Certified, dict[str, Any]]:
+    """Probe a converged end of ``k ≥ 2`` certified triplets for a singular value the Krylov space
+    missed, and take it in.
 
     A single start vector cannot see a repeated singular value in exact arithmetic: on a 2-D
     Laplacian GKL certified five values that were each *a* singular value but not the five largest
-    (a double σ₂ was reported once). The probe runs GKL for ``k = 1`` on ``T(I − VVᵀ)``, ``V`` the
-    certified right vectors, from a fresh start vector; if its certified value exceeds the ``k``-th
-    one beyond both error bounds, a value was missed: Rayleigh–Ritz of ``T`` on ``[V, v]`` keeps the
-    top ``k`` and certifies them again, and the probe repeats (at most :data:`MAX_PROBES` times,
-    within the remaining ``budget`` of steps). The products are counted with the run's. It stays a
-    Krylov argument: a missed value is found with probability one per probe, not proved absent.
+    (a double σ₂ was reported once), and on a matrix with six copies of its σ_min the bottom five
+    held four of them and the next value up. The probe runs GKL for ``k = 1`` at the same end on
+    :class:`_Deflated` (``V`` the certified right vectors) from a fresh start vector in ``V``'s
+    complement. If its certified value lies beyond the ``k``-th one by more than both error bounds,
+    a value was missed: Rayleigh–Ritz of ``T`` on ``[V, v]`` keeps the ``k`` extreme ones and
+    certifies them again on ``T``, and the probe repeats (at most :data:`MAX_PROBES` times, within
+    the remaining ``budget`` of steps). The products are counted with the run's. It stays a Krylov
+    argument: a missed value is found with probability one per probe, not proved absent. A bottom
+    whose ``k``-th lower bound is already 0 has nothing below it and is not probed.
     """
     N = T.shape[1]
-    start, probes, missed, status = T.n_products, 0, 0, "complete"
-    for _ in range(MAX_PROBES):
-        if budget <= 0:
+    largest = end == "largest"
+    start, probes, missed, steps, status = T.n_products, 0, 0, 0, "complete"
+    while True:
+        if not largest and c.lower[k - 1] <= 0.0:
+            status = "not needed (the k-th lower bound is 0)" if probes == 0 else status
+            break
+        if probes == MAX_PROBES:
+            status = f"stopped after {MAX_PROBES} probes"
+            break
+        if budget <= steps:
             status = "not run (maxiter spent)"
             break
         V, _ = torch.linalg.qr(c.V)
-        D = _Deflated(T, V)
-        p0 = D._proj(torch.randn(N, 1, generator=gen, dtype=torch.float64).to(T.dtype).to(T.device))[:, 0]
-        run = _gkl_core(D, 1, "largest", tol, budget, p0, gen, None, full)
-        probes, budget = probes + 1, budget - run.certs.steps
-        pc = run.certs.largest
-        thr = float(c.values[k - 1] + c.eta[k - 1] + c.delta + pc.eta[0] + pc.delta)
-        if float(pc.values[0]) <= thr:
+        D = _Deflated(T, V, 0.0 if largest else smax)
+        p0 = project_out(V, torch.randn(N, generator=gen, dtype=torch.float64).to(T.dtype).to(T.device))
+        run = _gkl_core(D, 1, end, tol, budget - steps, p0, gen, None, full)
+        probes, steps = probes + 1, steps + run.certs.steps
+        pc = run.certs.largest if largest else run.certs.smallest
+        margin = float(c.eta[k - 1] + c.delta + pc.eta[0] + pc.delta)
+        beyond = float(pc.values[0] - c.values[k - 1]) if largest else float(c.values[k - 1] - pc.values[0])
+        if beyond <= margin:
             if not run.converged:
                 status = "inconclusive (probe not converged)"
             break
         missed += 1
         W, _ = torch.linalg.qr(torch.cat([V, pc.V[:, :1]], dim=1))
-        _, _, Yh = torch.linalg.svd(T.matmat(W), full_matrices=False)
-        c = certify_small_side(T, W @ Yh[:k].T, end="largest", sigma_max_hint=max(smax, float(pc.values[0])))
-    else:
-        status = f"stopped after {MAX_PROBES} probes"
-    return c, {"probes": probes, "missed": missed, "products": T.n_products - start, "status": status}
+        Uh, _, Yh = torch.linalg.svd(T.matmat(W), full_matrices=False)
+        idx = list(range(k)) if largest else list(range(k, 0, -1))  # svd is descending
+        hint = max(smax, float(pc.values[0])) if largest else smax
+        c = certify_small_side(T, W @ Yh[idx].T, end=end, U=Uh[:, idx], sigma_max_hint=hint)
+    return c, {"probes": probes, "missed": missed, "steps": steps, "products": T.n_products - start,
+               "status": status}
 
 RESTARTS = ("auto", "thick", "augmented")
 

@@ -75,6 +75,20 @@ def orthogonalize_blocks(
     return w, [next(summed) if X.shape[1] else w.new_zeros(0) for X in bases]
 
 
+def project_out(V: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """``(I − V Vᵀ) X`` for orthonormal columns ``V``, applied twice ("twice is enough",
+    Kahan–Parlett), so the result is orthogonal to ``V`` to working precision. ``X`` may be one
+    vector or a block of columns; it is not modified.
+
+    >>> V = torch.eye(3, dtype=torch.float64)[:, :1]
+    >>> project_out(V, torch.ones(3, dtype=torch.float64)).tolist()
+    [0.0, 1.0, 1.0]
+    """
+    for _ in range(2):
+        X = X - V @ (V.T @ X)
+    return X
+
+
 def random_orthonormal(X: torch.Tensor | Sequence[torch.Tensor], gen: torch.Generator) -> torch.Tensor:
     """A seeded random unit vector orthogonal to the columns of ``X`` (three CGS passes).
 

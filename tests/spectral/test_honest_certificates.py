@@ -462,3 +462,42 @@ def test_softmax_jacobian_relative_accuracy_property(n, sharp, seed):
     ref = _mp_eigs(s)[1:]
     for a, b in zip(r.eigenvalues_perp, ref, strict=True):
         assert abs(float((mpmath.mpf(float(a)) - b) / b)) <= 1e-10
+
+
+# --------------------------------------------------------------------------- 3. min–max bounds
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 6), noise=st.sampled_from([0.0, 1e-6, 1e-2]))
+def test_minmax_bounds_hold_for_every_index(seed, k, noise):
+    """``σ_i^↑ ≤ σ_max(A Q_i)`` and ``σ_i^↓ ≥ σ_min(A Q_i)`` (Courant–Fischer) for any leading block,
+    exact singular vectors, perturbed ones and non-orthonormal ones; the symmetric analogue too."""
+    from attncond.spectral.solvers.certify import minmax_eig, minmax_singular
+
+    rng = np.random.default_rng(seed)
+    A = torch.as_tensor(rng.standard_normal((40, 25)) @ np.diag(np.logspace(0, -6, 25)))
+    _, s, Vh = torch.linalg.svd(A, full_matrices=False)
+    for end, V0, truth in (("largest", Vh[:k].T, s[:k]), ("smallest", Vh.flip(0)[:k].T, s.flip(0)[:k])):
+        V = V0 + noise * torch.as_tensor(rng.standard_normal(V0.shape))
+        V = V / torch.linalg.vector_norm(V, dim=0)
+        bound, slack = minmax_singular(A @ V, V, end, 0.0)
+        t = truth.numpy()
+        ok = bound <= t * (1 + 1e-12) + 1e-15 if end == "largest" else bound >= t * (1 - 1e-12)
+        assert np.all(ok)
+        if noise == 0.0:  # exact vectors: the bound is the value
+            np.testing.assert_allclose(bound, t, rtol=1e-9, atol=1e-14)
+        S = A.T @ A
+        ev = torch.linalg.eigvalsh(S).numpy()
+        te = ev[::-1][:k] if end == "largest" else ev[:k]
+        be = minmax_eig(S @ V, V, end, 0.0)
+        assert np.all(be <= te + 1e-12 * ev[-1]) if end == "largest" else np.all(be >= te - 1e-12 * ev[-1])
+
+
+def test_minmax_bound_stops_at_a_dependent_column():
+    from attncond.spectral.solvers.certify import minmax_singular
+
+    A = torch.diag(torch.arange(1.0, 6.0, dtype=torch.float64))
+    V = torch.eye(5, dtype=torch.float64)[:, :3]
+    V = torch.cat([V, V[:, :1]], dim=1)  # the fourth column repeats the first
+    bound, slack = minmax_singular(A @ V, V, "smallest", 1e-15)
+    np.testing.assert_allclose(bound[:3], [1.0, 2.0, 3.0], rtol=1e-12)
+    assert math.isnan(bound[3]) and math.isnan(slack[3])
+    np.testing.assert_allclose(slack[:3], np.sqrt([1, 2, 3]) * 1e-15, rtol=1e-10)

@@ -28,6 +28,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import spectral
+from spectral.solvers.gkd import golub_kahan_davidson
 
 SHAPES = [(60, 40), (40, 60), (45, 45)]
 KAPPAS = [1.0, 1e4, 1e8, 1e12]
@@ -287,15 +288,64 @@ def test_gkl_top_k_keeps_repeated_singular_values(g, k, monkeypatch):
     assert r.converged
     np.testing.assert_allclose(r.largest.values, truth, rtol=1e-12)
     assert np.all((r.largest.lower <= truth) & (truth <= r.largest.upper))
-    probe = r.info["multiplicity_probe"]
+    probe = r.info["multiplicity_probe"]["largest"]
     assert probe["status"] == "complete" and probe["products"] > 0 and probe["probes"] == probe["missed"] + 1
     V = r.largest.right
     np.testing.assert_allclose((V.T @ V).numpy(), np.eye(k), atol=1e-10)
     if (g, k) != (20, 2):  # the trap is real: without the probe the top k is wrong
         monkeypatch.setattr(gkl_module, "MAX_PROBES", 0)
         bare = spectral.golub_kahan_lanczos(A, k=k, which="largest", tol=1e-10)
-        assert bare.info["multiplicity_probe"]["probes"] == 0
+        assert bare.info["multiplicity_probe"]["largest"]["probes"] == 0
         assert np.max(np.abs(bare.largest.values - truth)) > 1e-3
+
+
+@pytest.mark.parametrize("orient", ["tall", "wide"])
+@pytest.mark.parametrize("which,k", [("smallest", 5), ("both", 5), ("smallest", 8)])
+def test_gkl_bottom_k_keeps_repeated_singular_values(orient, which, k, monkeypatch):
+    """Six copies of σ_min = 0.2 under a bulk in [1, 2]: without the probe (``MAX_PROBES = 0``) GKL
+    certifies, with ``converged=True``, a bottom five or eight holding four copies and then 1.0 (the
+    next value up); with it the bottom k is the closed form, in both orientations, and every
+    certified interval holds its true value."""
+    import spectral.solvers.gkl as gkl_module
+
+    s = np.r_[np.full(6, 3.0), np.linspace(2.0, 1.0, 288), np.full(6, 0.2)]
+    A = with_spectrum(500, 300, s, seed=2)
+    A = A if orient == "tall" else A.T.copy()
+    truth = np.sort(s)[:k]
+    r = spectral.golub_kahan_lanczos(A, k=k, which=which, tol=1e-10, maxiter=6000)
+    assert r.converged
+    np.testing.assert_allclose(r.smallest.values, truth, rtol=1e-12)
+    assert np.all((r.smallest.lower <= truth) & (truth <= r.smallest.upper))
+    probe = r.info["multiplicity_probe"]["smallest"]
+    assert probe["status"] == "complete" and probe["missed"] >= 1 and probe["probes"] == probe["missed"] + 1
+    if which == "both":
+        np.testing.assert_allclose(r.largest.values, np.sort(s)[::-1][:k], rtol=1e-12)
+    V = r.smallest.right if orient == "tall" else r.smallest.left
+    np.testing.assert_allclose((V.T @ V).numpy(), np.eye(k), atol=1e-10)
+    monkeypatch.setattr(gkl_module, "MAX_PROBES", 0)
+    bare = spectral.golub_kahan_lanczos(A, k=k, which=which, tol=1e-10, maxiter=6000)
+    assert bare.converged and bare.info["multiplicity_probe"]["smallest"]["probes"] == 0
+    assert np.max(np.abs(bare.smallest.values - truth)) > 0.5  # the trap is real
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("method", ["gkl", "gkd"])
+def test_rank_deficient_bottom_k_is_certified_tight(method, k):
+    """A null space of dimension 10: the bottom k are zeros, each certified in ``[0, O(eps·σ_max)]``.
+
+    The left vector of a zero singular value is arbitrary, so a residual bound can be O(1) wide
+    (GKD reported ``0 in [0, 0.82]``; after GKL's probe took a missed zero in by Rayleigh–Ritz, its
+    residuals were about 1 and the run said "not converged"). The per-index Courant–Fischer bound
+    ``σ_i ≤ σ_max(A Q_i)`` needs no left vector."""
+    A = with_spectrum(300, 120, np.r_[np.linspace(2.0, 1.0, 110), np.zeros(10)], seed=5)
+    fn = spectral.golub_kahan_lanczos if method == "gkl" else golub_kahan_davidson
+    r = fn(A, k=k, which="smallest", tol=1e-10, maxiter=4000)
+    assert r.converged and r.rank_deficient
+    assert np.all(r.smallest.lower == 0.0) and np.all(r.smallest.upper <= 1e-12)
+    assert np.all(np.abs(r.smallest.values) <= 1e-13)
+    if method == "gkl":
+        status = r.info["multiplicity_probe"]["smallest"]["status"]
+        assert status in ("complete", "not needed (the k-th lower bound is 0)")
 
 
 @pytest.mark.parametrize("which", ["both", "largest", "smallest"])
@@ -419,7 +469,7 @@ def test_gkd_k_extreme_keep_repeated_singular_values(which):
     """GKD on the same doubles (its expansion vectors are not a single Krylov sequence): a guard."""
     import scipy.sparse as sp
 
-    from spectral.solvers.gkd import golub_kahan_davidson
+
 
     g, k = 20, 8
     T = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(g, g))
