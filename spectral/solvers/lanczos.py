@@ -26,7 +26,13 @@ import torch
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import EigenBlock, EigResult
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
-from attncond.spectral.solvers.orth import basis_buffer, host_scalars, orthogonalize, random_orthonormal
+from attncond.spectral.solvers.orth import (
+    basis_buffer,
+    host_scalars,
+    orthogonalize,
+    project_out,
+    random_orthonormal,
+)
 from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
 
 WHICH = ("both", "largest", "smallest", "both_magnitude")
@@ -281,13 +287,9 @@ class _Deflated(LinearOp):
         super().__init__(S.shape, S.dtype, S.device, name="Deflated")
         self.base, self.V, self.c = S, V, c
 
-    def _proj(self, X: torch.Tensor) -> torch.Tensor:
-        for _ in range(2):  # twice is enough (Kahan–Parlett)
-            X = X - self.V @ (self.V.T @ X)
-        return X
-
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
-        return self._proj(self.base.matmat(self._proj(X))) + self.c * (self.V @ (self.V.T @ X))
+        V = self.V
+        return project_out(V, self.base.matmat(project_out(V, X))) + self.c * (V @ (V.T @ X))
 
     def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
         return self._matmat(Y)
@@ -314,9 +316,12 @@ def _complete_end(op: LinearOp, c: EigCertificate, end: str, k: int, tol: float,
     n = op.shape[0]
     start, probes, missed, status = op.n_products, 0, 0, "complete"
     sign = 1.0 if end == "largest" else -1.0
-    for _ in range(MAX_PROBES):
-        if budget <= 0 or c.Y.shape[1] >= n:
-            status = "not run (maxiter spent)" if budget <= 0 else "complete"
+    while c.Y.shape[1] < n:  # k = n: the whole spectrum is in, nothing can be missed
+        if probes == MAX_PROBES:
+            status = f"stopped after {MAX_PROBES} probes"
+            break
+        if budget <= 0:
+            status = "not run (maxiter spent)"
             break
         V, _ = torch.linalg.qr(c.Y)
         D = _Deflated(op, V, -sign * (2.0 * max(lmax, float(np.abs(c.values).max())) + 1.0))
@@ -337,6 +342,4 @@ def _complete_end(op: LinearOp, c: EigCertificate, end: str, k: int, tol: float,
         _, E = torch.linalg.eigh(W.T @ op.matmat(W))
         idx = list(range(k, 0, -1)) if end == "largest" else list(range(k))  # eigh is ascending
         c = certify_eigvecs(op, W @ E[:, idx], end=end, lam_max_hint=max(lmax, abs(theta)))
-    else:
-        status = f"stopped after {MAX_PROBES} probes"
     return c, {"probes": probes, "missed": missed, "products": op.n_products - start, "status": status}
