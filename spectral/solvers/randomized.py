@@ -23,7 +23,7 @@ import torch
 
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SingularBlock, SVDResult
-from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
+from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol, nan_unconverged
 from attncond.spectral.solvers.validate import make_generator, prepare
 
 
@@ -88,7 +88,7 @@ def solve_randomized(op: LinearOp, k: int, tol: float, *, oversample: int = 10, 
     reasons: list[str] = []
     if which in ("largest", "both"):
         c = certify_small_side(T, Vr[:, :k], end="largest", sigma_max_hint=smax, U=Ur[:, :k])
-        largest = block_from(c, end="largest", converged=meets_tol(c, tol), swap=swap)
+        largest = nan_unconverged(block_from(c, end="largest", converged=meets_tol(c, tol), swap=swap))
     if which in ("smallest", "both"):
         c = certify_small_side(T, Vr[:, -1:], end="smallest", sigma_max_hint=smax)
         lower = np.zeros(1)
@@ -107,7 +107,8 @@ def solve_randomized(op: LinearOp, k: int, tol: float, *, oversample: int = 10, 
         reasons.append("sigma_min from a randomized range finder is an upper bound only")
     conv = largest is not None and bool(largest.converged.all()) and smallest is None
     if largest is not None and not bool(largest.converged.all()):
-        reasons.append(f"sigma_max not certified to tol={tol:g} (add power iterations or oversampling)")
+        reasons.append(f"sigma_max not certified to tol={tol:g} (add power iterations or oversampling); "
+                       "unconverged values are nan, the certified intervals hold")
     return SVDResult(
         method="randomized",
         shape=(m, n),

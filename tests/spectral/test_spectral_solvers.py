@@ -402,6 +402,19 @@ def test_randomized_svd_topk_and_refusal():
     assert ub.smallest.lower[0] == 0.0 and ub.smallest.upper[0] >= 1e-3 - 1e-15
 
 
+def test_randomized_svd_unconverged_values_are_nan_and_intervals_hold():
+    """Fixed work that falls short (a clustered top, no power iterations) is not an answer: the values
+    are nan, as in every other solver; each interval still holds its true value."""
+    s = np.r_[2.0, 1.5, 1.5, 1.5, np.linspace(1.0, 0.1, 296)]
+    A = with_spectrum(600, 300, s, seed=1)
+    r = spectral.randomized_svd(A, k=4, n_power=0, tol=1e-10)
+    assert not r.converged and "nan" in r.reason
+    b = r.largest
+    assert np.all(np.isnan(b.values[~b.converged])) and (~b.converged).any() and math.isnan(r.sigma_max)
+    truth = np.sort(s)[::-1][:4]
+    assert np.all((b.lower <= truth + 1e-14) & (truth - 1e-14 <= b.upper))
+
+
 def test_dense_spectrum_and_repr():
     A = with_spectrum(10, 6, np.arange(6, 0, -1.0), seed=1)
     r = spectral.dense_svd(A, k=2)
