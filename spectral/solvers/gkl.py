@@ -362,7 +362,7 @@ def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None,
         for end in ("largest", "smallest"):
             c = getattr(certs, end)
             if c is not None:
-                c, probe[end] = _complete_end(T, c, end, k, tol, budget, gen, full, certs.sigma_max_hint)
+                c, probe[end] = probe_end(T, c, end, k, tol, budget, gen, certs.sigma_max_hint, full=full)
                 certs = dataclasses.replace(certs, **{end: c})
                 budget -= probe[end]["steps"]
         info["multiplicity_probe"] = probe
@@ -375,7 +375,7 @@ MAX_PROBES = 8
 
 class _Deflated(LinearOp):
     """``[T P; c Vᵀ]`` with ``P = I − V Vᵀ`` for an orthonormal small-side ``V``, the probe operator of
-    :func:`_complete_end`: its singular values are those of ``T`` on the complement of ``V``, and ``c``
+    :func:`probe_end`: its singular values are those of ``T`` on the complement of ``V``, and ``c``
     on ``span V`` (``c = 0`` for a probe of the largest, ``c ≈ σ_max`` for a probe of the smallest).
     Shape ``(M + k, N)``, so it stays tall and GKL's small side is ``T``'s."""
 
@@ -397,26 +397,29 @@ class _Deflated(LinearOp):
         return self._rmatmat(y[:, None])[:, 0]
 
 
-def _complete_end(T: LinearOp, c: Certified, end: str, k: int, tol: float, budget: int, gen: torch.Generator,
-                  full: bool, smax: float) -> tuple[Certified, dict[str, Any]]:
-    """Probe a converged end of ``k ≥ 2`` certified triplets for a singular value the Krylov space
-    missed, and take it in.
+def probe_end(T: LinearOp, c: Certified, end: str, k: int, tol: float, budget: int, gen: torch.Generator,
+              smax: float, *, full: bool = True, take_in: bool = True) -> tuple[Certified, dict[str, Any]]:
+    """Probe a converged end of ``k`` certified triplets of the tall ``T`` for a singular value the
+    Krylov space missed, and take it in (``take_in=False``: only report it).
 
     A single start vector cannot see a repeated singular value in exact arithmetic: on a 2-D
     Laplacian GKL certified five values that were each *a* singular value but not the five largest
     (a double σ₂ was reported once), and on a matrix with six copies of its σ_min the bottom five
     held four of them and the next value up. The probe runs GKL for ``k = 1`` at the same end on
     :class:`_Deflated` (``V`` the certified right vectors) from a fresh start vector in ``V``'s
-    complement. If its certified value lies beyond the ``k``-th one by more than both error bounds,
+    complement. If its certified interval lies beyond the ``k``-th one by more than both error bounds,
     a value was missed: Rayleigh–Ritz of ``T`` on ``[V, v]`` keeps the ``k`` extreme ones and
     certifies them again on ``T``, and the probe repeats (at most :data:`MAX_PROBES` times, within
     the remaining ``budget`` of steps). The products are counted with the run's. It stays a Krylov
     argument: a missed value is found with probability one per probe, not proved absent. A bottom
-    whose ``k``-th lower bound is already 0 has nothing below it and is not probed.
+    whose ``k``-th lower bound is already 0 has nothing below it and is not probed. With
+    ``take_in=False`` (the check on a peer's answer) the first finding stops the probe, ``c`` is
+    returned unchanged and ``info["found"]`` holds the missed value's certified interval.
     """
     N = T.shape[1]
     largest = end == "largest"
     start, probes, missed, steps, status = T.n_products, 0, 0, 0, "complete"
+    found: list[float] | None = None
     while True:
         if not largest and c.lower[k - 1] <= 0.0:
             status = "not needed (the k-th lower bound is 0)" if probes == 0 else status
@@ -433,20 +436,25 @@ def _complete_end(T: LinearOp, c: Certified, end: str, k: int, tol: float, budge
         run = _gkl_core(D, 1, end, tol, budget - steps, p0, gen, None, full)
         probes, steps = probes + 1, steps + run.certs.steps
         pc = run.certs.largest if largest else run.certs.smallest
-        margin = float(c.eta[k - 1] + c.delta + pc.eta[0] + pc.delta)
-        beyond = float(pc.values[0] - c.values[k - 1]) if largest else float(c.values[k - 1] - pc.values[0])
-        if beyond <= margin:
+        # beyond the k-th value when the two certified intervals are disjoint
+        beyond = float(pc.lower[0] - c.upper[k - 1]) if largest else float(c.lower[k - 1] - pc.upper[0])
+        if beyond <= 0.0:
             if not run.converged:
                 status = "inconclusive (probe not converged)"
             break
         missed += 1
+        if not take_in:
+            found = [float(pc.values[0]), float(pc.lower[0]), float(pc.upper[0])]
+            status = "missed a value"
+            break
         W, _ = torch.linalg.qr(torch.cat([V, pc.V[:, :1]], dim=1))
         Uh, _, Yh = torch.linalg.svd(T.matmat(W), full_matrices=False)
         idx = list(range(k)) if largest else list(range(k, 0, -1))  # svd is descending
         hint = max(smax, float(pc.values[0])) if largest else smax
         c = certify_small_side(T, W @ Yh[idx].T, end=end, U=Uh[:, idx], sigma_max_hint=hint)
-    return c, {"probes": probes, "missed": missed, "steps": steps, "products": T.n_products - start,
-               "status": status}
+    info = {"probes": probes, "missed": missed, "steps": steps, "products": T.n_products - start,
+            "status": status}
+    return c, info if found is None else {**info, "found": found}
 
 RESTARTS = ("auto", "thick", "augmented")
 

@@ -7,8 +7,13 @@ LOBPCG far off) therefore shows up as a large residual and ``converged=False``; 
 that disagrees with ``‖A v‖`` of its own vector beyond the certified interval (PROPACK's
 ``which="SM"`` returning ``0.0`` with the vector of an interior singular value) is also
 labelled ``converged=False``, with both numbers in ``reason``. A residual certificate
-cannot prove that a returned value is the *extreme* one (``gap_certified=False``): a
-peer that converges cleanly to an interior singular value is not detected. Exceptions
+cannot prove that a returned value is the *extreme* one (``gap_certified=False``): ARPACK's
+``which="SM"`` converges cleanly to σ₂ of a 64×64 Gaussian matrix with one zero column, for every
+seed. So a converged σ_min (any ``k``) and a converged top ``k ≥ 2`` are checked by attncond's
+probe (:func:`spectral.solvers.gkl.probe_end` with ``take_in=False``: GKL for one value beyond the
+peer's, on ``A`` deflated by its vectors); a value found beyond makes the end ``converged=False``
+with both intervals in ``reason`` (``probe=False`` times the peer alone, as the benchmarks do).
+Values that are not converged are ``nan``, their certified intervals kept. Exceptions
 (``ArpackNoConvergence``, ``LinAlgError``, ...) are caught and reported as
 ``converged=False`` with the message in ``reason``. The peer's raw values are kept in ``info["raw_values"]``.
 """
@@ -25,8 +30,9 @@ import torch
 
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SVDResult
-from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol
-from attncond.spectral.solvers.validate import prepare
+from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol, nan_unconverged
+from attncond.spectral.solvers.gkl import probe_end
+from attncond.spectral.solvers.validate import make_generator, prepare
 
 WHICH = ("both", "largest", "smallest")
 
@@ -41,6 +47,7 @@ def _svds(
     device: Any,
     dtype: Any,
     peer_tol: float | None,
+    probe: bool = True,
 ) -> SVDResult:
     t0 = time.perf_counter()
     op, k, tol, maxiter = prepare(
@@ -53,11 +60,11 @@ def _svds(
         device=device,
         dtype=dtype,
     )
-    return solve_svds(op, k, which, tol, maxiter, seed, solver, peer_tol, t0=t0)
+    return solve_svds(op, k, which, tol, maxiter, seed, solver, peer_tol, probe=probe, t0=t0)
 
 
 def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, seed: int, solver: str,
-               peer_tol: float | None = None, *, t0: float | None = None) -> SVDResult:
+               peer_tol: float | None = None, *, probe: bool = True, t0: float | None = None) -> SVDResult:
     """``scipy.sparse.linalg.svds(solver=solver)`` on a validated operator, certified (no checks)."""
     t0 = time.perf_counter() if t0 is None else t0
     m, n = op.shape
@@ -70,6 +77,8 @@ def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None
     raw: dict[str, Any] = {}
     reasons: list[str] = []
     smax_hint = 0.0
+    probes: dict[str, Any] = {}
+    gen = make_generator(seed + 1)
     for end in ends:
         try:
             with warnings.catch_warnings():
@@ -108,7 +117,17 @@ def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None
                 f"||A v|| = {c.values[bad]:.6g} (certified in [{c.lower[bad]:.6g}, {c.upper[bad]:.6g}]): "
                 "the peer's value and vectors disagree, so the result is not trusted"
             )
-        blocks[end] = block_from(c, end=end, converged=conv & agree, swap=swap)
+        conv = conv & agree
+        if probe and bool(conv.all()) and (end == "smallest" or k >= 2):
+            _, probes[end] = probe_end(T, c, end, k, tol, maxiter or 2000, gen, smax_hint, take_in=False)
+            if probes[end]["missed"]:
+                val, lo, hi = probes[end]["found"]
+                conv = np.zeros_like(conv)
+                reasons.append(
+                    f"{solver} ({end}) missed a singular value: attncond's probe certified {val:.6g} in "
+                    f"[{lo:.6g}, {hi:.6g}], beyond the peer's k-th in [{c.lower[k - 1]:.6g}, "
+                    f"{c.upper[k - 1]:.6g}], so the result is not trusted")
+        blocks[end] = nan_unconverged(block_from(c, end=end, converged=conv, swap=swap))
     converged = len(blocks) == len(ends) and all(bool(b.converged.all()) for b in blocks.values())
     if not converged and not reasons:
         reasons.append(f"{solver} result fails the certified residual test at tol={tol:g}")
@@ -126,7 +145,7 @@ def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None
         matvecs=op.n_products - start,
         seconds=time.perf_counter() - t0,
         reason="; ".join(reasons) or None,
-        info={"raw_values": raw},
+        info={"raw_values": raw, **({"probe": probes} if probes else {})},
     )
 
 def _raw_agrees(raw: np.ndarray, c: Any, tol: float) -> np.ndarray:
@@ -146,7 +165,10 @@ _DOC = """Singular triplets by ``scipy.sparse.linalg.svds(solver={solver!r})``.
     (``"both"`` runs both). ``tol`` is *our* certified relative tolerance used to label the
     result; ``peer_tol`` is passed to svds (default 0: machine precision). ``maxiter`` is
     passed to svds. Stopping rule: the peer's. Products are counted through
-    :meth:`LinearOp.to_scipy` and include our ``2k`` certification products.
+    :meth:`LinearOp.to_scipy` and include our ``2k`` certification products and, with
+    ``probe=True`` (default), the probe that checks a converged σ_min (any ``k``) or top
+    ``k ≥ 2`` for a value the peer missed (``info["probe"]``; see the module docstring).
+    Pass ``probe=False`` to time the peer alone.
     """
 
 def arpack_svds(
@@ -160,8 +182,9 @@ def arpack_svds(
     device: Any = None,
     dtype: Any = None,
     peer_tol: float | None = None,
+    probe: bool = True,
 ) -> SVDResult:
-    return _svds(A, k, which, tol, maxiter, seed, "arpack", device, dtype, peer_tol)
+    return _svds(A, k, which, tol, maxiter, seed, "arpack", device, dtype, peer_tol, probe)
 
 def propack_svds(
     A: Any,
@@ -174,8 +197,9 @@ def propack_svds(
     device: Any = None,
     dtype: Any = None,
     peer_tol: float | None = None,
+    probe: bool = True,
 ) -> SVDResult:
-    return _svds(A, k, which, tol, maxiter, seed, "propack", device, dtype, peer_tol)
+    return _svds(A, k, which, tol, maxiter, seed, "propack", device, dtype, peer_tol, probe)
 
 def lobpcg_svds(
     A: Any,
@@ -188,8 +212,9 @@ def lobpcg_svds(
     device: Any = None,
     dtype: Any = None,
     peer_tol: float | None = None,
+    probe: bool = True,
 ) -> SVDResult:
-    return _svds(A, k, which, tol, maxiter, seed, "lobpcg", device, dtype, peer_tol)
+    return _svds(A, k, which, tol, maxiter, seed, "lobpcg", device, dtype, peer_tol, probe)
 
 arpack_svds.__doc__ = _DOC.format(solver="arpack")
 

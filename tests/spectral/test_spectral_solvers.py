@@ -205,6 +205,35 @@ def test_peers_flag_known_traps():
     assert not arp.converged or abs(arp.sigma_min - s2[-1]) <= 1e-6 * s2[-1]
 
 
+@pytest.mark.parametrize("peer", ["arpack", "propack"])
+def test_peer_that_misses_sigma_min_is_caught_by_the_probe(peer):
+    """ARPACK's ``which="SM"`` converges cleanly to σ₂ of a Gaussian matrix with one zero column (every
+    seed), PROPACK to an interior value of a 7×3 one; the residual certificate alone said
+    ``converged=True``. The probe finds the zero beyond them: not converged, nan, a reason naming it;
+    ``probe=False`` is the control that shows the peer's answer."""
+    rng = np.random.default_rng(5 if peer == "arpack" else 11)
+    A = rng.standard_normal((64, 64) if peer == "arpack" else (7, 3))
+    A[:, 0] = 0.0
+    fn = getattr(spectral, f"{peer}_svds")
+    bare = fn(A, which="smallest", probe=False)
+    if not (bare.converged and bare.smallest.values[0] > 1e-3):
+        pytest.skip(f"{peer} found the zero this time: nothing to catch")
+    r = fn(A, which="smallest")
+    assert not r.converged and math.isnan(r.smallest.values[0]) and "missed a singular value" in r.reason
+    assert r.info["probe"]["smallest"]["missed"] == 1 and r.info["probe"]["smallest"]["found"][2] <= 1e-12
+    assert r.smallest.upper[0] >= bare.smallest.values[0]  # the peer's certified interval is kept
+    est = spectral.extreme_singular_values(A, which=("max", "min"), method=peer)
+    assert not est.converged and math.isnan(est.sigma_min)
+
+
+def test_peer_probe_passes_a_right_answer():
+    A = with_spectrum(60, 40, logspaced(40, 1e2), seed=3)
+    r = spectral.arpack_svds(A, k=3, which="both")
+    assert r.converged and set(r.info["probe"]) == {"largest", "smallest"}
+    assert all(p["missed"] == 0 and p["status"] == "complete" for p in r.info["probe"].values())
+    np.testing.assert_allclose(r.smallest.values, np.sort(logspaced(40, 1e2))[:3], rtol=1e-10)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kappa", [1.0, 1e2, 1e4])
 def test_gram_lanczos_is_exact_where_squaring_is_harmless(shape, kappa):
