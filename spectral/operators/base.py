@@ -183,6 +183,26 @@ class LinearOp:
         self._counter.n += 1
         return self._post(self._rmatvec(y), (self.shape[1],), "rmatvec", y)
 
+    def krylov_matvec(self, x: torch.Tensor, adjoint: bool = False) -> torch.Tensor:
+        """``A x`` (``Aᵀ x`` with ``adjoint``) for a solver's own ``(n,)`` vector of the operator's
+        dtype and device: no input checks, and the output is **not** tested for NaN/inf.
+
+        The caller takes the product's norm anyway and must pass it to :meth:`refuse_nonfinite`
+        (``‖y‖`` is finite exactly when every entry is, up to overflow of the norm itself). On the
+        1-D Laplacian the two guards were about 16 % of a GKL run of microsecond products.
+        """
+        self._counter.n += 1
+        if adjoint:
+            return self._post(self._rmatvec(x), (self.shape[1],), "rmatvec", x, finite_known=False)
+        return self._post(self._matvec(x), (self.shape[0],), "matvec", x, finite_known=False)
+
+    def refuse_nonfinite(self, norm: float, kind: str) -> None:
+        """The error of the output guard, for a product whose norm ``norm`` is not finite."""
+        if not math.isfinite(norm):
+            raise OperatorOutputError(
+                f"{self._where(kind)} returned NaN/inf value(s) (norm {norm}) for a finite input; the "
+                "operator is broken or its products overflow the floating-point range (scale it down)")
+
     def matmat(self, X: torch.Tensor) -> torch.Tensor:
         """``A X`` for ``X`` of shape ``(n, k)``; counts ``k`` products."""
         X = self._check(X, self.shape[1], "X")
@@ -207,12 +227,14 @@ class LinearOp:
         return self.matvec(x)
 
     # ------------------------------------------------------------------ output guard
-    def _post(self, y: Any, shape: tuple[int, ...], kind: str, x: torch.Tensor) -> torch.Tensor:
+    def _post(self, y: Any, shape: tuple[int, ...], kind: str, x: torch.Tensor, *,
+              finite_known: bool = True) -> torch.Tensor:
         """Check one product's output (tensor, shape, dtype, finite) and apply the power-of-two scale.
 
         The output is detached: a product is a number, not a node of the caller's autograd graph (a
         ``JacobianOperator`` over parameters that require grad returned tensors that did, and
-        ``.numpy()`` on them failed in a scipy/PRIMME callback)."""
+        ``.numpy()`` on them failed in a scipy/PRIMME callback). ``finite_known=False``
+        (:meth:`krylov_matvec`) skips the NaN/inf test; the caller makes it on the norm."""
         if not isinstance(y, torch.Tensor):
             raise OperatorOutputError(
                 f"{self._where(kind)} returned {type(y).__name__}, expected a torch tensor")
@@ -225,7 +247,7 @@ class LinearOp:
             raise OperatorOutputError(
                 f"{self._where(kind)} returned dtype {y.dtype}; the operator declares {self.dtype}")
         xmax = float(x.abs().max()) if self._scaling.pending and x.numel() else 1.0
-        return self.scale_output(y, xmax, kind=kind)
+        return self.scale_output(y, xmax, kind=kind, check_finite=finite_known or self._scaling.pending)
 
     def _where(self, kind: str | None = None) -> str:
         """The operator and product an error message names (built only when one is raised)."""
@@ -233,13 +255,13 @@ class LinearOp:
                 + (f" ({kind})" if kind else ""))
 
     def scale_output(self, y: torch.Tensor, xmax: float, where: str | None = None, *,
-                     kind: str | None = None) -> torch.Tensor:
+                     kind: str | None = None, check_finite: bool = True) -> torch.Tensor:
         """Refuse non-finite ``y`` (a clear error naming the operator) and multiply by ``2^exp``.
 
         ``xmax`` is ``max|x|`` of the product's input (1 for a materialised block of ``A``): a
         pending :class:`ScaleState` decides its exponent from ``max|y|/xmax`` here.
         """
-        if not bool(torch.isfinite(y).all()):
+        if check_finite and not bool(torch.isfinite(y).all()):
             bad = int((~torch.isfinite(y)).sum())
             raise OperatorOutputError(
                 f"{where or self._where(kind)} returned {bad} NaN/inf value(s) for a finite input; the "

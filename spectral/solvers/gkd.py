@@ -151,9 +151,10 @@ class _Space:
         else:
             p = p / nrm
         self.P[:, j] = p
-        t = self.T.matvec(p)
+        t = self.T.krylov_matvec(p)
         q, c = orthogonalize(self.Q[:, :j], t, True)
         alpha, tn = host_scalars(torch.linalg.vector_norm(q), torch.linalg.vector_norm(t))
+        self.T.refuse_nonfinite(tn, "matvec")
         self.smax = max(self.smax, tn)
         if alpha <= 100 * eps * max(tn, self.smax):
             q = random_orthonormal(self.Q[:, :j], self.gen)
@@ -161,7 +162,8 @@ class _Space:
             q = q / alpha
         self.Q[:, j] = q
         self.B[:j, j], self.B[j, j] = c, alpha
-        w = self.T.rmatvec(q)
+        w = self.T.krylov_matvec(q, adjoint=True)
+        self.T.refuse_nonfinite(float(torch.linalg.vector_norm(w)), "rmatvec")
         self.W[:, j] = w
         self.j += 1
         self.steps += 1

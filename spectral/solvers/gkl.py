@@ -122,19 +122,21 @@ class _Bidiag:
         P, Q, B, T, eps = self.P, self.Q, self.B, self.T, self.eps
         for j in range(self.j0, self.ell):
             P[:, j] = self.p
-            q_raw = T.matvec(self.p)
+            q_raw = T.krylov_matvec(self.p)
             q, c = orthogonalize(Q[:, :j], q_raw, self.full)
             B[:j, j] = c
             alpha, qn = host_scalars(torch.linalg.vector_norm(q), torch.linalg.vector_norm(q_raw))
+            T.refuse_nonfinite(qn, "matvec")
             if alpha <= 100 * eps * max(qn, self.smax):
                 q = random_orthonormal(Q[:, :j], self.gen)  # breakdown: continue in a fresh direction
             else:
                 q = q / alpha
             B[j, j] = alpha
             Q[:, j] = q
-            r_raw = T.rmatvec(q)
+            r_raw = T.krylov_matvec(q, adjoint=True)
             self.r, _ = orthogonalize(P[:, : j + 1], r_raw, self.full)
             beta, rn = host_scalars(torch.linalg.vector_norm(self.r), torch.linalg.vector_norm(r_raw))
+            T.refuse_nonfinite(rn, "rmatvec")
             self.fnorm = beta
             self.steps += 1
             self.smax = max(self.smax, alpha, beta)

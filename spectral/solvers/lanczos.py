@@ -159,12 +159,13 @@ class _Krylov:
             if self.steps >= max_steps:
                 return j, None
             Qb[:, j] = self.q
-            w_raw = self.op.matvec(self.q)
+            w_raw = self.op.krylov_matvec(self.q)
             w, c = orthogonalize(Qb[:, : j + 1], w_raw, self.full)
             Tm[: j + 1, j] = c
             Tm[j, : j + 1] = c
             beta, wn, cmax = host_scalars(torch.linalg.vector_norm(w), torch.linalg.vector_norm(w_raw),
                                           c.abs().max())
+            self.op.refuse_nonfinite(wn, "matvec")
             self.fnorm = beta
             self.steps += 1
             self.lmax = max(self.lmax, cmax)

@@ -366,6 +366,37 @@ def test_operator_that_starts_returning_nan_names_operator_and_product():
         spectral.extreme_singular_values((mv, lambda y: B.T @ y, (30, 20)), method="gkl")
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("side,method", [("matvec", "gkl"), ("rmatvec", "gkl"), ("matvec", "gkd"),
+                                         ("rmatvec", "gkd"), ("symmetric", "lanczos")])
+def test_krylov_products_that_turn_non_finite_are_refused(side, bad, method):
+    """The Krylov inner loops skip the per-product guard and test the norm they take anyway: a NaN or
+    inf in either product, at any step, is still the guard's error naming the operator."""
+    g = torch.Generator().manual_seed(1)
+    B = torch.randn(40, 25, dtype=torch.float64, generator=g)
+    S = B.T @ B
+    count = {"n": 0}
+
+    def spoil(v):
+        count["n"] += 1
+        if count["n"] > 9:
+            v = v.clone()
+            v[3] = bad
+        return v
+
+    # "(norm nan|inf)": raised by the inner loop's own test, not by a later guarded product
+    with pytest.raises(OperatorOutputError, match=r"product #\d+ \(r?matvec\) returned NaN/inf value\(s\) "
+                                                  r"\(norm (nan|inf)\)"):
+        if side == "symmetric":
+            spectral.eigen_extremes((lambda x: spoil(S @ x), lambda y: spoil(S @ y), (25, 25)), method=method)
+        elif side == "matvec":
+            op = (lambda x: spoil(B @ x), lambda y: B.T @ y, (40, 25))
+            spectral.extreme_singular_values(op, method=method)
+        else:
+            op = (lambda x: B @ x, lambda y: spoil(B.T @ y), (40, 25))
+            spectral.extreme_singular_values(op, method=method)
+
+
 def test_wrong_output_length_and_meta_and_cuda_are_clear_errors():
     B = torch.randn(30, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     msg = r"returned 29 entries.*declared shape \(30, 20\) needs \(30,\)"
