@@ -82,11 +82,13 @@ class _CoreRun:
 
 def _ritz(
     B: torch.Tensor, fnorm: float, k: int, want_l: bool, want_s: bool, tol: float,
-    shape: tuple[int, int], smax: float,
+    shape: tuple[int, int], smax: float, settle: float | None = None,
 ) -> _Ritz:
     """SVD of the projected ``B`` and the cheap test ``‖r‖·|e_jᵀ u_i|/√2 ≤ max(tol·σ_i, δ)`` for
     every wanted Ritz value (``δ`` from ``smax`` raised to ``σ_1(B)``). The same test serves
-    the in-cycle checks and the end of a cycle."""
+    the in-cycle checks and the end of a cycle. ``settle`` (one value at one end, a probe of
+    :func:`probe_end`): the test also passes once the estimated interval ``σ ± (res + δ)`` lies
+    wholly below ``settle`` (largest) or above it (smallest)."""
     Ub, Sb, Vbh = torch.linalg.svd(B)
     j = B.shape[0]
     idx_l = list(range(k)) if want_l else []
@@ -98,6 +100,9 @@ def _ritz(
     delta = rounding_allowance(shape, B.dtype, smax)
     ok = all(fnorm * abs(u) / math.sqrt(2.0) <= max(tol * s, delta)
              for s, u in zip(sw[1:], uw[1:], strict=True))
+    if not ok and settle is not None:
+        res = fnorm * abs(uw[1]) / math.sqrt(2.0) + delta
+        ok = sw[1] + res < settle if want_l else sw[1] - res > settle
     return _Ritz(Ub, Sb, Vbh.T, smax, idx_l, idx_s, ok)
 
 class _Bidiag:
@@ -209,8 +214,11 @@ def _gkl_core(
     gen: torch.Generator,
     ncv: int | None,
     full: bool,
+    settle: float | None = None,
 ) -> _CoreRun:
-    """One thick-restarted GKL run on the tall ``T``."""
+    """One thick-restarted GKL run on the tall ``T``. ``settle`` (``k = 1``, one end): also stop
+    once the certified interval lies wholly below (largest) or above (smallest) it — enough for
+    :func:`probe_end` to decide that nothing lies beyond, long before ``tol``."""
     M, N = T.shape
     want_l = which in ("both", "largest")
     want_s = which in ("both", "smallest")
@@ -222,7 +230,7 @@ def _gkl_core(
     converged = False
 
     def check(Bj: torch.Tensor, fnorm: float, smax: float) -> _Ritz:
-        return _ritz(Bj, fnorm, k, want_l, want_s, tol, (M, N), smax)
+        return _ritz(Bj, fnorm, k, want_l, want_s, tol, (M, N), smax, settle)
 
     while True:
         cur, ritz = bd.extend(check, min(ell, nwant + CHECK_MIN_EXTRA))
@@ -234,6 +242,9 @@ def _gkl_core(
         if ritz.ok or out_of_steps or cur == N:
             explicit = bd.certify(ritz, cur, want_l, want_s)
             converged = all(bool(meets_tol(c, tol).all()) for c in explicit.values())
+            if settle is not None and not converged:
+                c = explicit["largest" if want_l else "smallest"]
+                converged = bool(c.upper[0] < settle) if want_l else bool(c.lower[0] > settle)
             if converged or out_of_steps or cur == N:
                 break
         bd.restart(ritz, _gkl_keep(cur, k, nwant, want_l, want_s))
@@ -435,7 +446,9 @@ def probe_end(T: LinearOp, c: Certified, end: str, k: int, tol: float, budget: i
         V, _ = torch.linalg.qr(c.V)
         D = _Deflated(T, V, 0.0 if largest else smax)
         p0 = project_out(V, torch.randn(N, generator=gen, dtype=torch.float64).to(T.dtype).to(T.device))
-        run = _gkl_core(D, 1, end, tol, budget - steps, p0, gen, None, full)
+        # settled once the probe's interval clears the k-th value's: nothing lies beyond
+        settle = float(c.lower[k - 1]) if largest else float(c.upper[k - 1])
+        run = _gkl_core(D, 1, end, tol, budget - steps, p0, gen, None, full, settle)
         probes, steps = probes + 1, steps + run.certs.steps
         pc = run.certs.largest if largest else run.certs.smallest
         # beyond the k-th value when the two certified intervals are disjoint
