@@ -10,13 +10,17 @@ Routes (each in its own subprocess; peak memory is its ``ru_maxrss``, which incl
 ≈0.3 GiB Python + torch baseline):
 
 * ``dense_gram``: :func:`spectral.diagnostics.pl_constant` with the closed-form Gram
-  (``eig_method="auto"`` below ``AUTO.pl_gram_max_bytes``: ``ntk_gram`` + Cholesky/Lanczos);
+  (``eig_method="cholesky-lanczos"``: ``ntk_gram`` + Cholesky/Lanczos, at every size it fits);
   on ``xl`` not run (an m×m Gram is 8.6 GB > the 4 GiB budget), its time *estimated* from the
   Cholesky rate measured on ``large`` (``m³/3`` flops) plus the Gram formation scaled by ``m²``;
 * ``matrix_free``: ``pl_constant(eig_method="matrix-free")``: thick-restart Lanczos with full
   reorthogonalisation on the implicit Gram ``G v = J(Jᵀv)``, the products those of
   :class:`spectral.diagnostics.attention_jacobian.AttentionJacobian` (closed form, no m×m matrix),
   certified on ``G`` (Bauer–Fike, as the dense-Gram route);
+* ``matrix_free_preconditioned``: ``pl_constant(eig_method="matrix-free-preconditioned")``: GKD on
+  ``J`` preconditioned by :class:`spectral.diagnostics.gram_preconditioner.AttentionGramPreconditioner`
+  (block-Jacobi on the logit side, Woodbury on the value side) for μ, GKL for λ_max; certified on
+  ``J`` (its build time is included);
 * ``primme``: ``primme.svds(which="SM", k=1)`` on the *same* closed-form products (a scipy
   ``LinearOperator`` over ``AttentionJacobian``), ``tol = 1e-10`` relative to ``‖J‖``;
 * ``primme_gram``: ``primme.eigsh(which="SA", k=1)`` (PRIMME's default dynamic GD+k/JDQMR) on the
@@ -56,7 +60,7 @@ SIZES = {
     "large": dict(N=256, n=32, D=64, d=64, H=8),
     "xl": dict(N=1024, n=32, D=64, d=64, H=8),
 }
-ROUTES = ["dense_gram", "matrix_free", "primme", "primme_gram"]
+ROUTES = ["dense_gram", "matrix_free", "matrix_free_preconditioned", "primme", "primme_gram"]
 TOL = 1e-8
 PRIMME_TOL = 1e-10
 GIB = 1024**3
@@ -81,8 +85,10 @@ def _route(size: str, route: str) -> dict:
 
     mh, X = _setup(size)
     t0 = time.perf_counter()
-    if route in ("dense_gram", "matrix_free"):
-        pl = pl_constant(mh, X, eig_method="auto" if route == "dense_gram" else "matrix-free", tol=TOL)
+    if route in ("dense_gram", "matrix_free", "matrix_free_preconditioned"):
+        how = {"dense_gram": "cholesky-lanczos", "matrix_free": "matrix-free",
+               "matrix_free_preconditioned": "matrix-free-preconditioned"}[route]
+        pl = pl_constant(mh, X, eig_method=how, tol=TOL)
         row = {"mu": pl.mu, "mu_interval": list(pl.mu_interval), "lambda_max": pl.lambda_max,
                "converged": bool(math.isfinite(pl.mu) and not any("not converged" in n for n in pl.notes)),
                "route_used": pl.route, "eig_method": pl.eig_method, "notes": list(pl.notes)}
@@ -134,7 +140,7 @@ def _route(size: str, route: str) -> dict:
     else:
         raise ValueError(f"unknown route {route!r}")
     row["seconds"] = time.perf_counter() - t0
-    if route in ("dense_gram", "matrix_free"):
+    if route in ("dense_gram", "matrix_free", "matrix_free_preconditioned"):
         row["matvecs"] = pl.products
     row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return row
@@ -180,6 +186,20 @@ def summarise(rows: list[dict]) -> dict:
                 s[peer] = pr.get("status")
                 if "seconds_lower_bound" in pr:
                     s[f"{peer}_over_matrix_free_seconds_at_least"] = pr["seconds_lower_bound"] / mf["seconds"]
+        pc = by.get((size, "matrix_free_preconditioned"))
+        if pc and pc.get("status") == "ok":
+            s["preconditioned_seconds"], s["preconditioned_products"] = pc["seconds"], pc.get("matvecs")
+            s["preconditioned_peak_rss_gib"] = pc["peak_rss_gib"]
+            if dg and dg.get("status") == "ok":
+                s["preconditioned_rel_err_mu_vs_dense_gram"] = abs(pc["mu"] - dg["mu"]) / dg["mu"]
+                s["preconditioned_truth_in_interval"] = pc["mu_interval"][0] <= dg["mu"] <= pc["mu_interval"][1]
+            for peer in ("dense_gram", "matrix_free", "primme", "primme_gram"):
+                pr = by.get((size, peer))
+                if pr and pr.get("status") == "ok":
+                    s[f"{peer}_over_preconditioned_seconds"] = pr["seconds"] / pc["seconds"]
+                    if pr.get("matvecs"):
+                        s[f"{peer}_over_preconditioned_products"] = (
+                            pr["matvecs"] / max(pc.get("matvecs") or 1, 1))
         out[size] = s
     big = by.get(("large", "dense_gram"))
     if big and big.get("status") == "ok":

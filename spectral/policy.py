@@ -16,14 +16,16 @@ dense 0.24 s vs GKL 0.19 s, ``n = 1600`` dense 0.64 s vs GKL 0.68 s (a tie), ``n
 Gram route 3.8 s vs GKL 1.9 s; at ``n = 4096`` the Gram route takes 32 s and GKL does not
 certify within its 2,000 steps (2.1 s, then the fallback). ``gkd_max_basis``/``gkd_basis_bytes``
 bound the basis of ``method="gkd"``. :func:`attncond.spectral.diagnostics.pl_constant` forms the
-closed-form NTK Gram while it takes at most ``pl_gram_max_bytes`` and otherwise runs Lanczos on the
-implicit Gram ``J(Jᵀv)`` of the matrix-free
-:class:`~attncond.spectral.diagnostics.attention_jacobian.AttentionJacobian` (basis at most
-``pl_lanczos_basis_bytes``, at most ``pl_lanczos_max_steps`` steps). Measured on the [S24]
-model (``benchmarks/results/ntk_matrix_free.json``, two threads): m = 4,096 (Gram 128 MiB) dense
-9.5 s vs matrix-free 17.8 s; m = 8,192 (512 MiB) dense 56.5 s and 3.4 GiB vs matrix-free 42.3 s and
-0.8 GiB; the log-interpolated crossover is m ≈ 6,600 (≈ 340 MB), so the threshold is 256 MiB
-(m ≤ 5,792). The crossover moves with the spectrum (Lanczos steps), the dense side does not.
+closed-form NTK Gram while it takes at most ``pl_gram_max_bytes`` and otherwise runs GKD on the
+matrix-free :class:`~attncond.spectral.diagnostics.attention_jacobian.AttentionJacobian`,
+preconditioned by ``AttentionGramPreconditioner`` (``pl.AUTO_MATRIX_FREE``; the Lanczos route on the
+implicit Gram ``J(Jᵀv)``, ``eig_method="matrix-free"``, has its basis at most
+``pl_lanczos_basis_bytes`` and at most ``pl_lanczos_max_steps`` steps). Measured on the [S24]
+model (``benchmarks/results/ntk_matrix_free.json``, two threads, same run): m = 4,096 (Gram 128 MiB)
+dense 10.2 s vs preconditioned matrix-free 10.1 s (a tie; Lanczos 18.0 s); m = 8,192 (512 MiB) dense
+46.9 s and 3.4 GiB vs preconditioned matrix-free 32.2 s and 0.57 GiB (Lanczos 42.7 s); so the threshold
+is 128 MiB (m ≤ 4,096 stays dense, which needs no iteration). The crossover moves with the spectrum
+(GKD steps), the dense side does not.
 
 Inside the Gram routes, :func:`attncond.spectral.solvers.psd.psd_extremes` takes a full
 ``eigh`` up to ``psd_eigh_max_side`` and Lanczos + Cholesky shift-invert above (measured on
@@ -52,7 +54,7 @@ class AutoPolicy:
     sparse_matrix_free_min_side: int = 2500
     gkd_max_basis: int = 1024
     gkd_basis_bytes: int = 1024**3
-    pl_gram_max_bytes: int = 256 * 1024**2
+    pl_gram_max_bytes: int = 128 * 1024**2
     pl_lanczos_basis_bytes: int = 1024**3
     pl_lanczos_max_steps: int = 20_000
 

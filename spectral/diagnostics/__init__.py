@@ -14,6 +14,7 @@ from attncond.spectral.diagnostics.attention_stats import (
     attention_stats,
 )
 from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper
+from attncond.spectral.diagnostics.gram_preconditioner import AttentionGramPreconditioner
 from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
 from attncond.spectral.diagnostics.pl import PLConstant, pl_constant
 from attncond.spectral.diagnostics.report import DiagnosticRow, Diagnostics, diagnose
@@ -33,5 +34,5 @@ __all__ = [
     "beta_paper", "pl_constant", "attention_output_matrix", "softmax_jacobian",
     "softmax_jacobian_spectrum", "hessian_extremes", "attention_entropy", "attention_sparsity",
     "attention_stats", "diagnose", "ROWS", "RowSpec", "gram_extremes", "B0", "B0_gram", "ntk_gram",
-    "closed_form_kernel", "AttentionJacobian",
+    "closed_form_kernel", "AttentionJacobian", "AttentionGramPreconditioner",
 ]

@@ -14,18 +14,25 @@ from attncond.models import MultiHeadAttention
 from attncond.spectral import policy
 from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian, closed_form_kernel
 from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
+from attncond.spectral.diagnostics.gram_preconditioner import AttentionGramPreconditioner
 from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram
 from attncond.spectral.operators import GramOperator
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.gkd import golub_kahan_davidson
+from attncond.spectral.solvers.gkl import golub_kahan_lanczos
 from attncond.spectral.solvers.gram_lanczos import gram_basis
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
 from attncond.spectral.solvers.psd import GRAM_METHODS, GramExtremes, gram_extremes
 
-#: ``eig_method`` choices: the Gram methods of :func:`gram_extremes` and the two matrix-free routes
-#: (``"matrix-free"``: Lanczos on the implicit Gram; ``"matrix-free-svd"``: GKD on ``J``)
-MATRIX_FREE = ("matrix-free", "matrix-free-svd")
+#: ``eig_method`` choices: the Gram methods of :func:`gram_extremes` and the three matrix-free routes
+#: (``"matrix-free"``: Lanczos on the implicit Gram; ``"matrix-free-svd"``: GKD on ``J``;
+#: ``"matrix-free-preconditioned"``: GKD on ``J`` preconditioned by :class:`AttentionGramPreconditioner`)
+MATRIX_FREE = ("matrix-free", "matrix-free-svd", "matrix-free-preconditioned")
 EIG_METHODS = (*GRAM_METHODS, *MATRIX_FREE)
+#: the matrix-free route ``"auto"`` takes above the Gram limit: measured (benchmarks/ntk_matrix_free.py,
+#: same run) 0.9 s / 352 products against Lanczos's 1.4 s / 534 at medium, and 32.2 s / 562 against
+#: 42.7 s / 924 at large; it is also certified on ``J`` (accurate to ``eps·σ_max·σ_min``, not ``eps·λ_max``)
+AUTO_MATRIX_FREE = "matrix-free-preconditioned"
 
 
 @dataclass(frozen=True, repr=False)
@@ -96,8 +103,11 @@ def pl_constant(
     ``"matrix-free"`` (never forms ``G``; closed-form kernels only): Lanczos on ``G v = J(Jᵀv)`` with
     the products of :class:`~attncond.spectral.diagnostics.attention_jacobian.AttentionJacobian`,
     certified on ``G`` like the Gram routes; ``"matrix-free-svd"``: GKD on ``J``, ``μ = σ_min(J)²``,
-    accurate to ``eps·σ_max·σ_min`` (for ``μ`` near ``eps·λ_max``); ``"auto"``: the formed Gram up to
-    ``AUTO.pl_gram_max_bytes``, ``"matrix-free"`` above.
+    accurate to ``eps·σ_max·σ_min`` (for ``μ`` near ``eps·λ_max``); ``"matrix-free-preconditioned"``:
+    the same GKD on ``J`` for ``μ``, preconditioned by
+    :class:`~attncond.spectral.diagnostics.gram_preconditioner.AttentionGramPreconditioner` (GD+k), and
+    GKL for ``λ_max``; ``"auto"``: the formed Gram up to ``AUTO.pl_gram_max_bytes``,
+    ``AUTO_MATRIX_FREE`` (``"matrix-free-preconditioned"``, measured fastest) above.
 
     ``value_block``: also compute ``λ_min(J_V J_Vᵀ)`` (default: for the joint value map only,
     where ``λ_min(J_VJ_Vᵀ) = σ²_min(W^O)σ²_min(B0ᵀ)`` is exact). ``beta``: a
@@ -112,10 +122,10 @@ def pl_constant(
     ng: NTKGram | None = None
     if _use_matrix_free(model, X, trainable, eig_method):
         J = AttentionJacobian(model, X, trainable)
-        mf = "matrix-free-svd" if eig_method == "matrix-free-svd" else "matrix-free"
+        mf = eig_method if eig_method in MATRIX_FREE else AUTO_MATRIX_FREE
         ex = _matrix_free_extremes(J, tol, mf)
         m, n_params, train, route, dtype = J.shape[0], J.shape[1], J.trainable, "matrix-free", J.dtype
-        where = ("on J (sigma_min^2)" if ex.method == "matrix-free:gkd" else
+        where = ("on J (sigma_min^2)" if ex.method.startswith("matrix-free:gkd") else
                  "on the implicit Gram G = J(J^T v) (Bauer-Fike, as the dense-Gram route)")
         notes.append(f"matrix-free: {ex.method.split(':')[1]} on the closed-form AttentionJacobian "
                      f"({ex.matvecs} products of J or J^T, factors {J.factor_bytes / 2**20:.0f} MiB); the NTK "
@@ -207,6 +217,8 @@ def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-f
     m, p = J.shape
     if how == "matrix-free-svd":
         return _gkd_extremes(J, tol)
+    if how == "matrix-free-preconditioned":
+        return _preconditioned_extremes(J, tol)
     ncv = gram_basis(m, J.dtype, policy.AUTO.pl_lanczos_basis_bytes)
     res = symmetric_lanczos(GramOperator(J), k=1, which="largest" if p < m else "both", tol=tol,
                             maxiter=policy.AUTO.pl_lanczos_max_steps, ncv=ncv)
@@ -241,6 +253,30 @@ def _gkd_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
     return GramExtremes(lambda_min=lam_min, lambda_min_interval=lam_min_iv, lambda_max=lam_max,
                         lambda_max_interval=lam_max_iv, method="matrix-free:gkd", converged=bool(res.converged),
                         matvecs=int(res.matvecs))
+
+
+def _preconditioned_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
+    """``λ_min = σ_min(J)²`` by GKD preconditioned with :class:`AttentionGramPreconditioner` (GD+k),
+    ``λ_max = σ_max(J)²`` by GKL; both certified on ``J`` (squared intervals). ``p < m``: ``λ_min = 0``
+    exactly (rank), and no preconditioner is built."""
+    m, p = J.shape
+    top = golub_kahan_lanczos(J, which="largest", tol=tol / 2)
+    big = top.largest
+    lam_max = float(big.values[0]) ** 2
+    lam_max_iv = _squared(big.lower[0], big.upper[0])
+    products, conv = int(top.matvecs), bool(top.converged)
+    if p < m:
+        lam_min, lam_min_iv = 0.0, (0.0, 0.0)
+    else:
+        res = golub_kahan_davidson(J, which="smallest", tol=tol / 2,
+                                   preconditioner=AttentionGramPreconditioner(J))
+        sm = res.smallest
+        lam_min = float(sm.values[0]) ** 2
+        lam_min_iv = _squared(sm.lower[0], sm.upper[0])
+        products, conv = products + int(res.matvecs), conv and bool(res.converged)
+    return GramExtremes(lambda_min=lam_min, lambda_min_interval=lam_min_iv, lambda_max=lam_max,
+                        lambda_max_interval=lam_max_iv, method="matrix-free:gkd-preconditioned",
+                        converged=conv, matvecs=products)
 
 
 def _squared(lo: float, hi: float) -> tuple[float, float]:

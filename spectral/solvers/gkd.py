@@ -28,6 +28,13 @@ per step, same Krylov space until the first restart):
   multiple singular value once. A rank-deficient ``A`` gives ``σ_min = 0`` (certified
   ``[0, ‖A z‖ + δ]``), ``info["null_dim"]`` and the smallest non-zero singular value
   ``info["smallest_nonzero"]`` (certified on ``A``, in the complement of ``Z``);
+* **preconditioning** (``preconditioner=M ≈ (TᵀT)⁻¹``, the smallest end only): GD+k proper — the
+  Ritz test runs every step and the basis grows by ``M r`` for the residual ``r = Tᵀu − σv`` of the
+  smallest unconverged wanted triplet (``TᵀT v − σ²v = σ r``), basis ``PRECONDITIONED_BASIS``;
+  a restart keeps no largest vectors. Null-level vectors are locked as soon as their cheap
+  residual meets the stopping rule, never certified as the smallest non-zero value. The [S24]
+  NTK Gram's ``AttentionGramPreconditioner`` takes the large case (m = 8,192) from 1,158 products
+  (unpreconditioned, an earlier run) to 514;
 * **honest headline**: an end that does not meet ``tol`` reports ``values = nan``; its
   certified interval (Courant–Fischer ``σ_min ≤ ‖A v‖`` and the residual bound) is kept.
 
@@ -54,7 +61,8 @@ import numpy as np
 import torch
 
 from attncond.spectral import policy
-from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.operators.base import LinearOp, same_device
+from attncond.spectral.operators.explicit import as_operator
 from attncond.spectral.results import SingularBlock, SVDResult
 from attncond.spectral.solvers.certify import (
     Certified,
@@ -264,22 +272,25 @@ def _explicit_ok(S: _Space, rz: _Ritz, idx_l: list[int], idx_s: list[int], tol: 
     return True
 
 
-def _keep(rz: _Ritz, ell: int, k: int, want_l: bool, exclude: set[int]) -> list[int]:
+def _keep(rz: _Ritz, ell: int, k: int, want_l: bool, exclude: set[int],
+          preconditioned: bool = False) -> list[int]:
     """Indices of the Ritz vectors a restart keeps: ``KEEP_SMALL·ℓ`` smallest and ``KEEP_LARGE·ℓ``
-    largest (kept top vectors deflate the top, so the restarted polynomial need not damp it)."""
+    largest (kept top vectors deflate the top, so the restarted polynomial need not damp it; a
+    preconditioned run keeps none: its expansions are not polynomials in ``TᵀT``)."""
     j = rz.j
     order = [i for i in range(j - 1, -1, -1) if i not in exclude]  # smallest first
     ns = max(k + 2, int(KEEP_SMALL * ell))
-    nl = max(k + 2, int(KEEP_LARGE * ell)) if want_l or ell >= 48 else 0
+    nl = max(k + 2, int(KEEP_LARGE * ell)) if (want_l or ell >= 48) and not preconditioned else 0
     keep = set(order[:ns]) | {i for i in range(min(nl, j)) if i not in exclude}
     return sorted(keep)
 
 
-def _null_candidates(rz: _Ritz, thr: float, exclude_top: int) -> list[int]:
-    """Ritz triplets at the rounding level (``σ ≤ thr`` and ``η ≤ thr``), smallest first."""
+def _null_candidates(rz: _Ritz, thr: float, exclude_top: int, eta_thr: float | None = None) -> list[int]:
+    """Ritz triplets at the rounding level (``σ ≤ thr``, ``η ≤ eta_thr``; default ``thr``), smallest first."""
     out = []
+    eta_thr = thr if eta_thr is None else eta_thr
     for i in range(rz.j - 1, exclude_top - 1, -1):
-        if float(rz.Sb[i]) <= thr and float(rz.eta[i]) <= thr:
+        if float(rz.Sb[i]) <= thr and float(rz.eta[i]) <= eta_thr:
             out.append(i)
         else:
             break
@@ -300,17 +311,26 @@ class _Outcome:
 
 
 def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_steps: int,
-             p: torch.Tensor) -> _Outcome:
-    """Expand, check, lock and restart until the cheap residual test passes or the steps run out."""
+             p: torch.Tensor, prec: LinearOp | None = None) -> _Outcome:
+    """Expand, check, lock and restart until the cheap residual test passes or the steps run out.
+
+    Unpreconditioned, the basis grows by the Krylov continuation ``Tᵀ q_j`` and the Ritz test runs
+    every ``j/2`` steps. With ``prec`` (``≈ (TᵀT)⁻¹``, the smallest end only) it is GD+k: the Ritz
+    test runs every step and the basis grows by ``prec · r``, with ``r = Tᵀu − σv`` the residual of
+    the smallest unconverged wanted triplet (``TᵀT v − σ²v = σ r``)."""
     M, N = S.T.shape
     eps = torch.finfo(S.T.dtype).eps
     nwant = k * (int(want_l) + int(want_s))
     since, cycles, injected, pending_random = 0, 0, 0, 0
     quiet_needed, last_lock = 0, 0  # after a lock, this many further steps must pass without one
     y_prev: torch.Tensor | None = None
+    explicit_next = 0
     while True:
         full = S.j == S.ell or S.room == 0 or S.steps >= max_steps
-        due = S.j >= min(S.ell, nwant + CHECK_MIN) and since >= max(CHECK_MIN, S.j // 2)
+        if prec is None:
+            due = S.j >= min(S.ell, nwant + CHECK_MIN) and since >= max(CHECK_MIN, S.j // 2)
+        else:
+            due = S.j >= min(S.ell, nwant) and since >= 1 and not pending_random
         if not (full or due):
             w = S.expand(p)
             since += 1
@@ -323,7 +343,10 @@ def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_step
         rz = _ritz(S, k)
         thr = max(M, N) * eps * S.smax
         delta = max(rounding_allowance((M, N), S.T.dtype, S.smax), basis_floor(S.ell, S.T.dtype, S.smax))
-        locked = _null_candidates(rz, thr, k if want_l else 0) if want_s else []
+        # a preconditioned run checks every step, so it sees a null vector while its cheap residual
+        # is still above thr (but within the stopping rule's delta): it locks it there
+        eta_thr = None if prec is None else max(thr, delta)
+        locked = _null_candidates(rz, thr, k if want_l else 0, eta_thr) if want_s else []
         if locked and S.room + len(locked) > 0:
             S.lock(S.P[:, : S.j] @ rz.Vb[:, locked])
             pending_random += max(1, 2 * len(locked))
@@ -335,17 +358,21 @@ def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_step
         enough = (not want_s) or len(idx_s) == k
         quiet = S.steps - last_lock >= quiet_needed or S.room == 0
         ok = enough and quiet and pending_random == 0 and _ok(rz, idx_l + idx_s, tol, delta)
-        if not ok and enough and quiet and pending_random == 0 and _ok(rz, idx_l + idx_s, tol, delta, NEAR):
+        near = enough and quiet and pending_random == 0 and _ok(rz, idx_l + idx_s, tol, delta, NEAR)
+        if prec is not None and idx_s and bool((rz.Sb[idx_s] <= thr).any()):
+            ok = near = False  # a null-level value is locked once its cheap residual meets delta
+        if not ok and near and (prec is None or S.steps >= explicit_next):
             ok = _explicit_ok(S, rz, idx_l, idx_s, tol)
+            explicit_next = S.steps + EXPLICIT_EVERY
         if ok or S.steps >= max_steps or (S.room == 0 and not locked):
             return _Outcome(S, rz, idx_s, idx_l, ok, cycles, injected)
         if not locked and S.j < S.ell and S.room > 0:
             y_prev = rz.Vb[:, idx_s[0]] if idx_s else None
-            p = S.W[:, S.j - 1].clone()
+            p = S.W[:, S.j - 1].clone() if prec is None else _preconditioned(prec, S, rz, idx_s, tol, delta)
             continue
         # ---- restart (basis full, or null vectors locked): GD+k
         cycles += 1
-        keep = _keep(rz, S.ell, k, want_l, set(locked))
+        keep = _keep(rz, S.ell, k, want_l, set(locked), prec is not None)
         Y = rz.Vb[:, keep]
         target = idx_s[0] if idx_s else (idx_l[0] if idx_l else None)
         if PLUS_K and y_prev is not None and y_prev.numel() <= rz.j:
@@ -356,7 +383,9 @@ def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_step
             if float(torch.linalg.vector_norm(yp)) > 1e-8:
                 Y = torch.cat([Y, yp[:, None]], 1)
         Y, _ = torch.linalg.qr(Y)
-        if target is not None:
+        if prec is not None and not locked:
+            s = _preconditioned(prec, S, rz, idx_s, tol, delta)
+        elif target is not None:
             s = S.W[:, : rz.j] @ rz.Ub[:, target] - S.P[:, : rz.j] @ rz.Vb[:, target] * rz.Sb[target]
         else:
             s = S.W[:, S.j - 1].clone()
@@ -365,6 +394,24 @@ def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_step
         if y_prev is not None:  # the old target in the new coefficients
             y_prev = Y.T @ y_prev
         p = s
+
+
+#: a preconditioned run (its Ritz test runs every step) certifies explicitly at most this often
+EXPLICIT_EVERY = 8
+
+
+def _preconditioned(prec: LinearOp, S: _Space, rz: _Ritz, idx_s: list[int], tol: float,
+                    delta: float) -> torch.Tensor:
+    """``prec · r`` for the residual ``r = Tᵀu − σv`` of the smallest wanted triplet that fails the
+    test (the first wanted one if all pass), in ``R^N`` (the next GD+k direction)."""
+    j = rz.j
+    pick = idx_s[0] if idx_s else j - 1
+    for i in idx_s:
+        if not _ok(rz, [i], tol, delta):
+            pick = i
+            break
+    r = S.W[:, :j] @ rz.Ub[:, pick] - S.P[:, :j] @ rz.Vb[:, pick] * rz.Sb[pick]
+    return prec.matvec(r)
 
 
 def _certify(out: _Outcome, k: int, want_l: bool, want_s: bool) -> tuple[dict[str, Certified], NullSpaceInfo]:
@@ -432,6 +479,7 @@ def golub_kahan_davidson(
     seed: int = 0,
     *,
     basis: int | None = None,
+    preconditioner: Any = None,
     device: Any = None,
     dtype: Any = None,
 ) -> SVDResult:
@@ -451,7 +499,14 @@ def golub_kahan_davidson(
     maxiter : basis expansions (two products each); default ``max(4000, 2·min(m, n))``.
     seed : seed of the start vector and of injected random vectors.
     basis : maximum basis size ``ℓ`` (default from ``AUTO.gkd_max_basis`` and
-        ``AUTO.gkd_basis_bytes``, capped at ``min(m, n)``).
+        ``AUTO.gkd_basis_bytes``, capped at ``min(m, n)``; ``PRECONDITIONED_BASIS`` with a
+        preconditioner).
+    preconditioner : ``M ≈ (AAᵀ)⁻¹`` when ``m ≤ n``, ``(AᵀA)⁻¹`` otherwise (``min(m, n)`` square,
+        symmetric positive definite; anything :func:`spectral.operators.as_operator` accepts), for
+        ``which="smallest"`` only. The basis then grows by ``M r`` (GD+k), not by the Krylov
+        continuation. ``M`` only steers the search: the values are certified on ``A`` as without it.
+        For the [S24] NTK Gram see
+        :class:`attncond.spectral.diagnostics.gram_preconditioner.AttentionGramPreconditioner`.
 
     Returns
     -------
@@ -463,7 +518,27 @@ def golub_kahan_davidson(
                                   device=device, dtype=dtype)
     if basis is not None and (isinstance(basis, bool) or int(basis) != basis or int(basis) < 2):
         raise ValueError(f"basis must be an integer >= 2 or None, got {basis!r}")
-    return gkd_run(op, k, which, tol, maxiter, seed, basis=basis, t0=t0)
+    prec = check_preconditioner(preconditioner, op, which)
+    return gkd_run(op, k, which, tol, maxiter, seed, basis=basis, t0=t0, preconditioner=prec)
+
+
+def check_preconditioner(M: Any, op: LinearOp, which: str) -> LinearOp | None:
+    """``M`` as a square operator on the small side of ``op`` (same dtype and device), or ``None``."""
+    if M is None:
+        return None
+    if which != "smallest":
+        raise ValueError(f"preconditioner: only which='smallest' is preconditioned, got which={which!r}")
+    N = min(op.shape)
+    try:
+        P = as_operator(M, dtype=op.dtype, device=op.device)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"preconditioner: {e}") from None
+    if P.shape != (N, N):
+        raise ValueError(f"preconditioner must be {N}x{N} (min(m, n) square for A of shape {op.shape}), "
+                         f"got shape {P.shape}")
+    if P.dtype != op.dtype or not same_device(P.device, op.device):
+        raise ValueError(f"preconditioner has dtype {P.dtype} on {P.device}; A has {op.dtype} on {op.device}")
+    return P
 
 
 def default_basis(shape: tuple[int, int], dtype: torch.dtype, nwant: int) -> int:
@@ -475,8 +550,13 @@ def default_basis(shape: tuple[int, int], dtype: torch.dtype, nwant: int) -> int
     return int(min(max(ell, nwant + 16), N))
 
 
+#: default basis of a preconditioned run (GD+k needs few vectors; PRIMME's default is of this order)
+PRECONDITIONED_BASIS = 48
+
+
 def gkd_run(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, seed: int, *,
-            basis: int | None = None, t0: float | None = None) -> SVDResult:
+            basis: int | None = None, t0: float | None = None,
+            preconditioner: LinearOp | None = None) -> SVDResult:
     """:func:`golub_kahan_davidson` on a validated operator (the registry entry)."""
     t0 = time.perf_counter() if t0 is None else t0
     k = check_k(k, op.shape)
@@ -488,17 +568,24 @@ def gkd_run(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, s
     gen = make_generator(seed)
     want_l, want_s = which in ("both", "largest"), which in ("both", "smallest")
     nwant = k * (int(want_l) + int(want_s))
-    ell = int(min(basis, N)) if basis is not None else default_basis((M, N), op.dtype, nwant)
+    if basis is not None:
+        ell = int(min(basis, N))
+    elif preconditioner is not None:
+        ell = int(min(max(PRECONDITIONED_BASIS, 3 * nwant + 8), N))
+    else:
+        ell = default_basis((M, N), op.dtype, nwant)
     max_steps = maxiter if maxiter is not None else max(4000, 2 * N)
     S = _Space(T, ell, gen)
     p0 = torch.randn(N, generator=gen, dtype=torch.float64).to(op.dtype).to(op.device)
-    out = _iterate(S, k, want_l, want_s, tol, max_steps, p0)
+    out = _iterate(S, k, want_l, want_s, tol, max_steps, p0, preconditioner)
     cs, null = _certify(out, k, want_l, want_s)
-    return _assemble(op, cs, null, out, k=k, tol=tol, swap=swap, start=start, t0=t0, max_steps=max_steps)
+    return _assemble(op, cs, null, out, k=k, tol=tol, swap=swap, start=start, t0=t0, max_steps=max_steps,
+                     preconditioner=None if preconditioner is None else preconditioner.name)
 
 
 def _assemble(op: LinearOp, cs: dict[str, Certified], null: NullSpaceInfo, out: _Outcome, *, k: int,
-              tol: float, swap: bool, start: int, t0: float, max_steps: int) -> SVDResult:
+              tol: float, swap: bool, start: int, t0: float, max_steps: int,
+              preconditioner: str | None = None) -> SVDResult:
     reasons: list[str] = []
     largest = smallest = None
     conv = True
@@ -510,6 +597,7 @@ def _assemble(op: LinearOp, cs: dict[str, Certified], null: NullSpaceInfo, out: 
                                np.where(ok, c.values, np.nan))
         conv &= bool(ok.all())
     info: dict[str, Any] = {"basis": out.space.ell, "basis_floor": floor, "restarts": out.cycles,
+                            "preconditioner": preconditioner,
                             "injected": out.injected, "null_dim": null.dimension, "null_space": null.to_dict()}
     if "smallest_nonzero" in cs:
         smallest, ok_s, why = _smallest_block(cs, k, tol, swap, floor)

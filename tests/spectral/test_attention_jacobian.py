@@ -85,7 +85,8 @@ def test_refuses_what_it_cannot_represent():
         AttentionJacobian(m, bad)
 
 
-MATRIX_FREE = [("matrix-free", "matrix-free:lanczos"), ("matrix-free-svd", "matrix-free:gkd")]
+MATRIX_FREE = [("matrix-free", "matrix-free:lanczos"), ("matrix-free-svd", "matrix-free:gkd"),
+               ("matrix-free-preconditioned", "matrix-free:gkd-preconditioned")]
 
 
 @pytest.mark.parametrize("how,label", MATRIX_FREE)
@@ -129,7 +130,7 @@ def test_pl_constant_auto_goes_matrix_free_when_the_gram_is_too_big(monkeypatch)
     assert pl_constant(m, X).route == "structured"
     monkeypatch.setattr(policy, "AUTO", dataclasses.replace(policy.AUTO, pl_gram_max_bytes=20 * 20 * 8 - 1))
     pl = pl_constant(m, X)
-    assert pl.route == "matrix-free" and pl.eig_method == "matrix-free:lanczos"
+    assert pl.route == "matrix-free" and pl.eig_method == "matrix-free:gkd-preconditioned"
     with pytest.raises(ValueError, match="unknown eig_method 'fast'"):
         pl_constant(m, X, eig_method="fast")
 
