@@ -108,6 +108,23 @@ def test_pl_constant_matrix_free_equals_the_dense_gram(kernel, opts, tau, how, l
 
 
 @pytest.mark.parametrize("how", [h for h, _ in MATRIX_FREE])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pl_constant_matrix_free_in_float32_and_float64_holds_the_truth(how, dtype):
+    """Every matrix-free route in both dtypes: the certified μ interval holds the float64 dense μ
+    (float32 within its own rounding: the interval widened by 1e-4 relative)."""
+    from spectral.diagnostics import pl_constant
+
+    X = synthetic_regression(5, 4, 6, seed=2).X
+    dense = pl_constant(MultiHeadAttention(6, 4, 2, seed=4), X, eig_method="dense")
+    mf = pl_constant(MultiHeadAttention(6, 4, 2, seed=4, dtype=dtype), X.to(dtype), eig_method=how,
+                     tol=1e-10 if dtype == torch.float64 else 1e-4)
+    lo, hi = mf.mu_interval
+    slack = 1e-12 if dtype == torch.float64 else 1e-4
+    assert lo * (1 - slack) <= dense.mu <= hi * (1 + slack), (lo, dense.mu, hi)
+    assert abs(mf.mu - dense.mu) <= (1e-9 if dtype == torch.float64 else 1e-3) * dense.mu
+
+
+@pytest.mark.parametrize("how", [h for h, _ in MATRIX_FREE])
 def test_pl_constant_matrix_free_rank_limited_is_exactly_zero(how):
     from spectral.diagnostics import pl_constant
 
@@ -191,7 +208,8 @@ def test_squared_interval_is_rounded_outwards():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("kernel,opts,tau", KERNEL_CASES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_cuda_products_and_matrix_free_mu_match_cpu(kernel, opts, tau, dtype):
+@pytest.mark.parametrize("how", ["matrix-free", "matrix-free-preconditioned"])
+def test_cuda_products_and_matrix_free_mu_match_cpu(kernel, opts, tau, dtype, how):
     from spectral.diagnostics import pl_constant
 
     kw = dict(kernel=kernel, kernel_options=opts, tau=tau, seed=4, dtype=dtype)
@@ -203,8 +221,8 @@ def test_cuda_products_and_matrix_free_mu_match_cpu(kernel, opts, tau, dtype):
     y = torch.randn(Jc.shape[0], 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
     rt = 1e-12 if dtype == torch.float64 else 1e-4
     assert torch.allclose(Jg.rmatmat(y.cuda()).cpu(), Jc.rmatmat(y), rtol=rt, atol=rt)
-    mc = pl_constant(cpu, X, eig_method="matrix-free", tol=1e-10 if dtype == torch.float64 else 1e-4)
-    mg = pl_constant(gpu, X.cuda(), eig_method="matrix-free", tol=1e-10 if dtype == torch.float64 else 1e-4)
+    mc = pl_constant(cpu, X, eig_method=how, tol=1e-10 if dtype == torch.float64 else 1e-4)
+    mg = pl_constant(gpu, X.cuda(), eig_method=how, tol=1e-10 if dtype == torch.float64 else 1e-4)
     assert math.isfinite(mg.mu) and math.isfinite(mc.mu)
     if dtype == torch.float64:  # the device's certified interval holds the CPU value
         lo, hi = mg.mu_interval
