@@ -34,7 +34,7 @@ import torch
 
 from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian
 from attncond.spectral.diagnostics.structured import ntk_gram
-from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.operators.base import SymmetricOp
 
 __all__ = ["AttentionGramPreconditioner"]
 
@@ -56,7 +56,7 @@ def _square_root_factor(W: torch.Tensor) -> torch.Tensor:
     return W.T  # more columns than rows: Wᵀ W = (Wᵀ)(Wᵀ)ᵀ directly
 
 
-class AttentionGramPreconditioner(LinearOp):
+class AttentionGramPreconditioner(SymmetricOp):
     r"""``P⁻¹`` (symmetric positive definite, ``m×m``) for ``G = J Jᵀ`` of an :class:`AttentionJacobian`.
 
     Parameters
@@ -156,12 +156,3 @@ class AttentionGramPreconditioner(LinearOp):
             return Z
         t = torch.cholesky_solve(self.F.T @ Z, self.cap)
         return Z - self.RF @ t
-
-    def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
-        return self._matmat(Y)
-
-    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
-        return self._matmat(x[:, None])[:, 0]
-
-    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
-        return self._matvec(y)

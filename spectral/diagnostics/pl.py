@@ -17,7 +17,7 @@ from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
 from attncond.spectral.diagnostics.gram_preconditioner import AttentionGramPreconditioner
 from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram
 from attncond.spectral.operators import GramOperator
-from attncond.spectral.results import record_repr, record_to_dict
+from attncond.spectral.results import SingularBlock, record_repr, record_to_dict
 from attncond.spectral.solvers.gkd import golub_kahan_davidson
 from attncond.spectral.solvers.gkl import golub_kahan_lanczos
 from attncond.spectral.solvers.gram_lanczos import gram_basis
@@ -241,18 +241,8 @@ def _gkd_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
     σ intervals (certified on ``J``). ``p < m``: ``λ_min = 0`` exactly (rank), only σ_max is computed."""
     m, p = J.shape
     res = golub_kahan_davidson(J, which="largest" if p < m else "both", tol=tol / 2)
-    big = res.largest
-    lam_max = float(big.values[0]) ** 2
-    lam_max_iv = _squared(big.lower[0], big.upper[0])
-    if p < m:
-        lam_min, lam_min_iv = 0.0, (0.0, 0.0)
-    else:
-        sm = res.smallest
-        lam_min = float(sm.values[0]) ** 2
-        lam_min_iv = _squared(sm.lower[0], sm.upper[0])
-    return GramExtremes(lambda_min=lam_min, lambda_min_interval=lam_min_iv, lambda_max=lam_max,
-                        lambda_max_interval=lam_max_iv, method="matrix-free:gkd", converged=bool(res.converged),
-                        matvecs=int(res.matvecs))
+    return _squared_extremes(res.largest, None if p < m else res.smallest, "matrix-free:gkd",
+                             bool(res.converged), int(res.matvecs))
 
 
 def _preconditioned_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
@@ -261,22 +251,24 @@ def _preconditioned_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
     exactly (rank), and no preconditioner is built."""
     m, p = J.shape
     top = golub_kahan_lanczos(J, which="largest", tol=tol / 2)
-    big = top.largest
-    lam_max = float(big.values[0]) ** 2
-    lam_max_iv = _squared(big.lower[0], big.upper[0])
-    products, conv = int(top.matvecs), bool(top.converged)
     if p < m:
-        lam_min, lam_min_iv = 0.0, (0.0, 0.0)
-    else:
-        res = golub_kahan_davidson(J, which="smallest", tol=tol / 2,
-                                   preconditioner=AttentionGramPreconditioner(J))
-        sm = res.smallest
-        lam_min = float(sm.values[0]) ** 2
-        lam_min_iv = _squared(sm.lower[0], sm.upper[0])
-        products, conv = products + int(res.matvecs), conv and bool(res.converged)
+        return _squared_extremes(top.largest, None, "matrix-free:gkd-preconditioned", bool(top.converged),
+                                 int(top.matvecs))
+    res = golub_kahan_davidson(J, which="smallest", tol=tol / 2,
+                               preconditioner=AttentionGramPreconditioner(J))
+    return _squared_extremes(top.largest, res.smallest, "matrix-free:gkd-preconditioned",
+                             bool(top.converged) and bool(res.converged), int(top.matvecs) + int(res.matvecs))
+
+
+def _squared_extremes(big: SingularBlock, small: SingularBlock | None, method: str, converged: bool,
+                      matvecs: int) -> GramExtremes:
+    """:class:`GramExtremes` of ``J Jᵀ`` from the certified σ blocks of ``J`` (values and intervals
+    squared); ``small=None``: ``λ_min = 0`` exactly (``p < m``, by rank)."""
+    lam_min, lam_min_iv = (0.0, (0.0, 0.0)) if small is None else (
+        float(small.values[0]) ** 2, _squared(small.lower[0], small.upper[0]))
+    lam_max, lam_max_iv = float(big.values[0]) ** 2, _squared(big.lower[0], big.upper[0])
     return GramExtremes(lambda_min=lam_min, lambda_min_interval=lam_min_iv, lambda_max=lam_max,
-                        lambda_max_interval=lam_max_iv, method="matrix-free:gkd-preconditioned",
-                        converged=conv, matvecs=products)
+                        lambda_max_interval=lam_max_iv, method=method, converged=converged, matvecs=matvecs)
 
 
 def _squared(lo: float, hi: float) -> tuple[float, float]:

@@ -13,11 +13,11 @@ from attncond.spectral.operators.autodiff import (
     flatten_params,
     jacobian_gram,
 )
-from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.operators.base import LinearOp, SymmetricOp
 from attncond.spectral.operators.explicit import CallableOp, DenseOp, SparseOp, as_operator
 from attncond.spectral.operators.gram import gram_matrix
 
 __all__ = [
-    "LinearOp", "DenseOp", "SparseOp", "CallableOp", "as_operator", "JacobianOperator", "GramOperator",
-    "HessianOperator", "GaussNewtonOperator", "flatten_params", "jacobian_gram", "gram_matrix",
+    "LinearOp", "SymmetricOp", "DenseOp", "SparseOp", "CallableOp", "as_operator", "JacobianOperator",
+    "GramOperator", "HessianOperator", "GaussNewtonOperator", "flatten_params", "jacobian_gram", "gram_matrix",
 ]

@@ -340,6 +340,20 @@ class LinearOp:
             f"n_products={self.n_products})"
         )
 
+class SymmetricOp(LinearOp):
+    """A square operator with ``Aᵀ = A``: subclasses implement the blocked ``_matmat`` only; the
+    single-vector and adjoint products are that one (``Aᵀ y = A y``)."""
+
+    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
+        return self._matmat(x[:, None])[:, 0]
+
+    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
+        return self._matvec(y)
+
+    def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
+        return self._matmat(Y)
+
+
 class AdjointOp(LinearOp):
     def __init__(self, base: LinearOp) -> None:
         super().__init__(

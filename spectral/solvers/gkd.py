@@ -386,7 +386,7 @@ def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_step
         if prec is not None and not locked:
             s = _preconditioned(prec, S, rz, idx_s, tol, delta)
         elif target is not None:
-            s = S.W[:, : rz.j] @ rz.Ub[:, target] - S.P[:, : rz.j] @ rz.Vb[:, target] * rz.Sb[target]
+            s = _residual(S, rz, target)
         else:
             s = S.W[:, S.j - 1].clone()
         y_prev = rz.Vb[:, target] if target is not None else None
@@ -404,14 +404,14 @@ def _preconditioned(prec: LinearOp, S: _Space, rz: _Ritz, idx_s: list[int], tol:
                     delta: float) -> torch.Tensor:
     """``prec · r`` for the residual ``r = Tᵀu − σv`` of the smallest wanted triplet that fails the
     test (the first wanted one if all pass), in ``R^N`` (the next GD+k direction)."""
+    pick = next((i for i in idx_s if not _ok(rz, [i], tol, delta)), idx_s[0] if idx_s else rz.j - 1)
+    return prec.matvec(_residual(S, rz, pick))
+
+
+def _residual(S: _Space, rz: _Ritz, i: int) -> torch.Tensor:
+    """``Tᵀu_i − σ_i v_i`` of Ritz triplet ``i`` from the stored bases (no products)."""
     j = rz.j
-    pick = idx_s[0] if idx_s else j - 1
-    for i in idx_s:
-        if not _ok(rz, [i], tol, delta):
-            pick = i
-            break
-    r = S.W[:, :j] @ rz.Ub[:, pick] - S.P[:, :j] @ rz.Vb[:, pick] * rz.Sb[pick]
-    return prec.matvec(r)
+    return S.W[:, :j] @ rz.Ub[:, i] - S.P[:, :j] @ rz.Vb[:, i] * rz.Sb[i]
 
 
 def _certify(out: _Outcome, k: int, want_l: bool, want_s: bool) -> tuple[dict[str, Certified], NullSpaceInfo]:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.operators.base import LinearOp, SymmetricOp
 from attncond.spectral.results import EigenBlock, EigResult
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
 from attncond.spectral.solvers.orth import (
@@ -280,7 +280,7 @@ def solve_lanczos(op: LinearOp, k: int, which: str, tol: float, maxiter: int | N
 MAX_PROBES = 8
 
 
-class _Deflated(LinearOp):
+class _Deflated(SymmetricOp):
     """``P S P + c·V Vᵀ`` with ``P = I − V Vᵀ``: ``S`` on the complement of the orthonormal ``V``, whose span
     is moved to ``c`` (beyond the end being probed), the probe operator of :func:`_complete_end`."""
 
@@ -291,15 +291,6 @@ class _Deflated(LinearOp):
     def _matmat(self, X: torch.Tensor) -> torch.Tensor:
         V = self.V
         return project_out(V, self.base.matmat(project_out(V, X))) + self.c * (V @ (V.T @ X))
-
-    def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
-        return self._matmat(Y)
-
-    def _matvec(self, x: torch.Tensor) -> torch.Tensor:
-        return self._matmat(x[:, None])[:, 0]
-
-    def _rmatvec(self, y: torch.Tensor) -> torch.Tensor:
-        return self._matvec(y)
 
 
 def _complete_end(op: LinearOp, c: EigCertificate, end: str, k: int, tol: float, budget: int, seed: int,
