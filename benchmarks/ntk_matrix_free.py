@@ -26,6 +26,16 @@ Routes (each in its own subprocess; peak memory is its ``ru_maxrss``, which incl
 * ``primme_gram``: ``primme.eigsh(which="SA", k=1)`` (PRIMME's default dynamic GD+k/JDQMR) on the
   same implicit Gram ``J(Jᵀv)``, ``tol = 1e-10`` relative to ``‖G‖`` — the like-for-like peer.
 
+* ``spectrum`` (where the Gram fits): the dense evidence of what the preconditioner does — the
+  bottom eigenvalues and κ of ``G``, of its logit side ``G − G_V`` and of ``P^{-1/2} G P^{-1/2}``.
+
+``xl_proxy`` (N, n, D, d, H = 256, 32, 32, 32, 8; m = 8,192, p = 24,576) has XL's shape where it
+matters: ``m/p = 1/3`` and, for the softmax logits, which see ``W_Q, W_K`` only through
+``A_h = W^Q_h W^{K}_hᵀ`` (:func:`attncond.models.jacobian_rank_bound`), ``H·D² = m`` exactly at both
+sizes, so ``J`` is nearly square in its effective parameters (``rank_bound``: 8,448 against
+m = 8,192 at the proxy, 33,280 against 32,768 at XL; 4× m at medium and large). Every row carries
+``rank_bound``.
+
 Earlier results of ``matrix_free`` with GKD on ``J`` (before the Lanczos-on-G route) are kept
 under the route name ``matrix_free_gkd`` where present.
 
@@ -59,8 +69,9 @@ SIZES = {
     "mid": dict(N=128, n=32, D=64, d=64, H=8),
     "large": dict(N=256, n=32, D=64, d=64, H=8),
     "xl": dict(N=1024, n=32, D=64, d=64, H=8),
+    "xl_proxy": dict(N=256, n=32, D=32, d=32, H=8),
 }
-ROUTES = ["dense_gram", "matrix_free", "matrix_free_preconditioned", "primme", "primme_gram"]
+ROUTES = ["dense_gram", "matrix_free", "matrix_free_preconditioned", "primme", "primme_gram", "spectrum"]
 TOL = 1e-8
 PRIMME_TOL = 1e-10
 GIB = 1024**3
@@ -101,6 +112,24 @@ def _route(size: str, route: str) -> dict:
             tc = time.perf_counter()
             torch.linalg.cholesky(G)
             row["cholesky_seconds"] = time.perf_counter() - tc
+    elif route == "spectrum":
+        from attncond.spectral.diagnostics import AttentionGramPreconditioner
+        from attncond.spectral.diagnostics.structured import ntk_gram
+
+        G = ntk_gram(mh, X).gram
+        ev = torch.linalg.eigvalsh(G)
+        evL = torch.linalg.eigvalsh(G - ntk_gram(mh, X, trainable=("W_V",)).gram)
+        P = AttentionGramPreconditioner(AttentionJacobian(mh, X))
+        Pi = P.matmat(torch.eye(G.shape[0], dtype=G.dtype))
+        C = torch.linalg.cholesky((Pi + Pi.T) / 2)
+        del Pi
+        S = C.T @ G @ C
+        del G, C
+        es = torch.linalg.eigvalsh((S + S.T) / 2)
+        row = {"gram_bottom": ev[:4].tolist(), "gram_top": float(ev[-1]), "kappa_gram": float(ev[-1] / ev[0]),
+               "logit_side_bottom": evL[:4].tolist(), "preconditioned_bottom": es[:4].tolist(),
+               "preconditioned_top": float(es[-1]), "kappa_preconditioned": float(es[-1] / es[0]),
+               "preconditioner_rank": P.rank, "converged": True, "matvecs": None}
     elif route in ("primme", "primme_gram"):
         import numpy as np
         import primme
@@ -148,8 +177,12 @@ def _route(size: str, route: str) -> dict:
 
 def run(size: str, route: str, cap: float) -> dict:
     c = SIZES[size]
-    base = {"size": size, **c, "m": c["N"] * c["n"], "p": 3 * c["H"] * c["D"] * c["d"], "route": route}
-    if route == "dense_gram" and base["m"] ** 2 * 8 > 2 * GIB:
+    from attncond.models import MultiHeadAttention, jacobian_rank_bound
+
+    rank_bound = jacobian_rank_bound(MultiHeadAttention(c["D"], c["d"], c["H"], seed=0)).bound
+    base = {"size": size, **c, "m": c["N"] * c["n"], "p": 3 * c["H"] * c["D"] * c["d"],
+            "rank_bound": rank_bound, "route": route}
+    if route in ("dense_gram", "spectrum") and base["m"] ** 2 * 8 > 2 * GIB:
         return {**base, "status": "not run (an m x m Gram of "
                 f"{base['m'] ** 2 * 8 / 1e9:.1f} GB exceeds the 4 GiB budget); see estimate"}
     cmd = [sys.executable, __file__, "--child", size, route]
@@ -168,16 +201,21 @@ def summarise(rows: list[dict]) -> dict:
     out: dict = {}
     for size in SIZES:
         mf, dg = by.get((size, "matrix_free")), by.get((size, "dense_gram"))
-        if not mf or mf.get("status") != "ok":
-            continue
-        s: dict = {"matrix_free_seconds": mf["seconds"], "matrix_free_products": mf.get("matvecs"),
-                   "matrix_free_peak_rss_gib": mf["peak_rss_gib"]}
-        if dg and dg.get("status") == "ok":
+        s: dict = {}
+        sp = by.get((size, "spectrum"))
+        if sp and sp.get("status") == "ok":
+            s.update({k: sp[k] for k in ("rank_bound", "kappa_gram", "kappa_preconditioned")})
+        if mf and mf.get("status") == "ok":
+            s.update({"matrix_free_seconds": mf["seconds"], "matrix_free_products": mf.get("matvecs"),
+                      "matrix_free_peak_rss_gib": mf["peak_rss_gib"]})
+        if mf and mf.get("status") == "ok" and dg and dg.get("status") == "ok":
             s["rel_err_mu_vs_dense_gram"] = abs(mf["mu"] - dg["mu"]) / dg["mu"]
             s["dense_gram_over_matrix_free_seconds"] = dg["seconds"] / mf["seconds"]
             s["dense_gram_truth_in_interval"] = mf["mu_interval"][0] <= dg["mu"] <= mf["mu_interval"][1]
         for peer in ("primme", "primme_gram"):
             pr = by.get((size, peer))
+            if not (mf and mf.get("status") == "ok"):
+                break
             if pr and pr.get("status") == "ok":
                 s[f"{peer}_over_matrix_free_seconds"] = pr["seconds"] / mf["seconds"]
                 s[f"{peer}_over_matrix_free_products"] = pr["matvecs"] / max(mf.get("matvecs") or 1, 1)
@@ -190,17 +228,21 @@ def summarise(rows: list[dict]) -> dict:
         if pc and pc.get("status") == "ok":
             s["preconditioned_seconds"], s["preconditioned_products"] = pc["seconds"], pc.get("matvecs")
             s["preconditioned_peak_rss_gib"] = pc["peak_rss_gib"]
-            if dg and dg.get("status") == "ok":
+            s["preconditioned_converged"] = pc.get("converged")
+            if dg and dg.get("status") == "ok" and pc.get("mu") is not None:
                 s["preconditioned_rel_err_mu_vs_dense_gram"] = abs(pc["mu"] - dg["mu"]) / dg["mu"]
+            if dg and dg.get("status") == "ok":
                 s["preconditioned_truth_in_interval"] = pc["mu_interval"][0] <= dg["mu"] <= pc["mu_interval"][1]
             for peer in ("dense_gram", "matrix_free", "primme", "primme_gram"):
                 pr = by.get((size, peer))
                 if pr and pr.get("status") == "ok":
-                    s[f"{peer}_over_preconditioned_seconds"] = pr["seconds"] / pc["seconds"]
+                    if peer == "dense_gram" or pc.get("converged"):
+                        s[f"{peer}_over_preconditioned_seconds"] = pr["seconds"] / pc["seconds"]
                     if pr.get("matvecs"):
                         s[f"{peer}_over_preconditioned_products"] = (
                             pr["matvecs"] / max(pc.get("matvecs") or 1, 1))
-        out[size] = s
+        if s:
+            out[size] = s
     big = by.get(("large", "dense_gram"))
     if big and big.get("status") == "ok":
         out.setdefault("xl", {})

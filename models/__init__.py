@@ -45,15 +45,16 @@ from .kernels import (
     unregister_kernel,
 )
 from .prompt import PromptTokenModel
+from .rank import PRODUCT_LOGITS, JacobianRankBound, RankPiece, jacobian_rank_bound
 from .stable import softmax_centred, stable_gaussian_kernel, stable_softmax
 
 __all__ = [
     "ACTIVATIONS", "adapt", "AdaptedModel", "AttentionBlock", "AttentionMap", "CAPABILITIES", "Dataset",
     "digits_two_step", "ForwardADUnsupported", "gaussian", "gaussian_log_kernel", "get_kernel",
-    "heat_treatment", "Kernel", "kernel_variant", "KernelCapabilityError", "KernelForm", "KERNELS",
-    "KernelUnderflowWarning", "KernelVariant", "linear", "logits", "MultiHeadAttention", "normsoftmax",
-    "normsoftmax_std", "patchify", "pathfinder", "Pathfinder", "PromptTokenModel", "regime_scale",
-    "REGIMES", "register_kernel", "select_params", "softmax", "softmax_centred", "stable_gaussian_kernel",
-    "stable_softmax", "Stack", "synthetic_regression", "teacher_student", "temperature", "TwoStepDigits",
-    "unregister_kernel",
+    "heat_treatment", "jacobian_rank_bound", "JacobianRankBound", "Kernel", "kernel_variant",
+    "KernelCapabilityError", "KernelForm", "KERNELS", "KernelUnderflowWarning", "KernelVariant", "linear",
+    "logits", "MultiHeadAttention", "normsoftmax", "normsoftmax_std", "patchify", "pathfinder", "Pathfinder",
+    "PRODUCT_LOGITS", "PromptTokenModel", "RankPiece", "regime_scale", "REGIMES", "register_kernel",
+    "select_params", "softmax", "softmax_centred", "stable_gaussian_kernel", "stable_softmax", "Stack",
+    "synthetic_regression", "teacher_student", "temperature", "TwoStepDigits", "unregister_kernel",
 ]

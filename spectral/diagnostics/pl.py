@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from attncond.models import MultiHeadAttention
+from attncond.models import MultiHeadAttention, jacobian_rank_bound
 from attncond.spectral import policy
 from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian, closed_form_kernel
 from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
@@ -46,7 +47,9 @@ class PLConstant:
     ``zero_threshold``) or ``None`` when undefined. ``value_block_mu = λ_min(J_V J_Vᵀ)`` is
     computed for the joint value map (where it equals ``σ²_min(W^O) σ²_min(B0ᵀ)`` exactly).
     ``products`` counts the products with ``J`` or ``Jᵀ`` of a matrix-free route (``None`` when a
-    Gram was formed).
+    Gram was formed). ``rank_bound``: the exact bound ``rank J ≤ rank_bound`` of
+    :func:`models.jacobian_rank_bound` (``p`` for other models); ``rank_limited`` when it is below
+    ``m``, and then ``μ = 0`` exactly, interval ``[0, 0]``, whatever the route.
     """
 
     mu: float
@@ -69,6 +72,7 @@ class PLConstant:
     notes: tuple[str, ...] = ()
     gram: NTKGram | None = field(default=None, compare=False)
     products: int | None = None
+    rank_bound: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = record_to_dict(self, skip=("gram",))
@@ -94,7 +98,10 @@ def pl_constant(
     The Gram is the closed form of :func:`spectral.diagnostics.structured.ntk_gram` (batched VJPs when no
     closed form exists; the route is recorded). Its eigenvalue *is* ``μ`` (a squared quantity,
     so nothing is lost by squaring); the accuracy attainable is ``‖G‖·eps``.
-    ``μ > 0`` needs ``p ≥ N·n·d_out`` (``rank_limited`` otherwise). For a
+    ``μ > 0`` needs ``rank J = m = N·n·d_out``: below ``p ≥ m``, and for a :class:`models.MultiHeadAttention`
+    below the bound of :func:`models.jacobian_rank_bound` (the output depends on ``W_Q, W_K`` only
+    through ``W_Q^h W_K^hᵀ`` for product-logit kernels); ``rank_limited`` otherwise, when ``μ = 0``
+    exactly and the Gram's bottom is not computed on the matrix-free routes. For a
     :class:`models.MultiHeadAttention` the corrected bound
     ``J Jᵀ ⪰ J_V J_Vᵀ = Σ_h (B_hB_hᵀ)⊗(W^{O}_hᵀW^O_h) ⪰ min_h σ²_min(W^O_h) B0B0ᵀ`` and the
     paper's ``β`` are reported with whether each holds.
@@ -120,10 +127,12 @@ def pl_constant(
     t0 = time.perf_counter()
     notes: list[str] = []
     ng: NTKGram | None = None
+    rank_bound = _rank_bound(model, trainable)
     if _use_matrix_free(model, X, trainable, eig_method):
         J = AttentionJacobian(model, X, trainable)
         mf = eig_method if eig_method in MATRIX_FREE else AUTO_MATRIX_FREE
-        ex = _matrix_free_extremes(J, tol, mf)
+        rank_bound = J.shape[1] if rank_bound is None else rank_bound
+        ex = _matrix_free_extremes(J, tol, mf, singular=rank_bound < J.shape[0])
         m, n_params, train, route, dtype = J.shape[0], J.shape[1], J.trainable, "matrix-free", J.dtype
         where = ("on J (sigma_min^2)" if ex.method.startswith("matrix-free:gkd") else
                  "on the implicit Gram G = J(J^T v) (Bauer-Fike, as the dense-Gram route)")
@@ -141,10 +150,17 @@ def pl_constant(
     gnorm = max(abs(ex.lambda_max), 0.0)
     attainable = gnorm * eps
     zero_thr = m * eps * gnorm
-    mu = ex.lambda_min
-    rank_limited = n_params < m
-    if rank_limited:
+    rank_bound = n_params if rank_bound is None else rank_bound
+    rank_limited = rank_bound < m
+    if n_params < m:
         notes.append(f"p={n_params} < m={m} outputs: J Jᵀ is singular by rank, μ = 0")
+    elif rank_limited:
+        notes.append(f"{jacobian_rank_bound(model, trainable).describe()} < m={m} outputs "
+                     f"although p={n_params} >= m: J Jᵀ is singular exactly, μ = 0, null space of "
+                     f"dimension >= {m - rank_bound} (models.rank)")
+    if rank_limited:  # exact, not a numerical zero: the interval is [0, 0] on every route
+        ex = dataclasses.replace(ex, lambda_min=0.0, lambda_min_interval=(0.0, 0.0))
+    mu = ex.lambda_min
     if not ex.converged:
         notes.append(f"not converged: the certified interval {ex.lambda_min_interval} holds, but μ is not "
                      f"resolved to tol={tol:g}")
@@ -168,7 +184,9 @@ def pl_constant(
             notes.append("W_V is not trained: the corrected bound (from J_V J_Vᵀ) does not apply")
         holds["beta_paper"] = _holds(beta_value, ex, zero_thr)
         if value_block or (value_block is None and vp == "joint" and "W_V" in train):
-            if route == "matrix-free":
+            if jacobian_rank_bound(model, ("W_V",)).bound < m:
+                vb_mu = 0.0  # rank J_V <= H·D·d_out (models.rank) < m: exactly singular
+            elif route == "matrix-free":
                 vb_mu = _matrix_free_extremes(AttentionJacobian(model, X, ("W_V",)), tol, mf).lambda_min
             else:
                 vb_mu = gram_extremes(ntk_gram(model, X, ("W_V",)).gram, eig_method, tol=tol).lambda_min
@@ -181,8 +199,15 @@ def pl_constant(
         n_outputs=m, n_params=n_params, rank_limited=rank_limited, route=route,
         eig_method=ex.method, corrected_bound=corrected, beta_paper=beta_value, holds=holds,
         value_param=vp, value_block_mu=vb_mu, seconds=time.perf_counter() - t0, notes=tuple(notes),
-        gram=ng, products=ex.matvecs if route == "matrix-free" else None,
+        gram=ng, products=ex.matvecs if route == "matrix-free" else None, rank_bound=rank_bound,
     )
+
+
+def _rank_bound(model: Any, trainable: Sequence[str] | None) -> int | None:
+    """:func:`models.jacobian_rank_bound` for a :class:`MultiHeadAttention` (``None`` for other models)."""
+    if not isinstance(model, MultiHeadAttention):
+        return None
+    return jacobian_rank_bound(model, trainable).bound
 
 
 def _sigma_dout(W: torch.Tensor, tol: float) -> float:
@@ -202,8 +227,10 @@ def _use_matrix_free(model: Any, X: Any, trainable: Sequence[str] | None, eig_me
     return m * m * Xt.element_size() > policy.AUTO.pl_gram_max_bytes
 
 
-def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-free") -> GramExtremes:
-    """``λ_min``/``λ_max`` of ``G = J Jᵀ`` without forming it; ``p < m``: ``λ_min = 0`` exactly (rank).
+def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-free", *,
+                          singular: bool | None = None) -> GramExtremes:
+    """``λ_min``/``λ_max`` of ``G = J Jᵀ`` without forming it; ``singular`` (default ``p < m``): ``λ_min = 0``
+    exactly (by rank), and only ``λ_max`` is computed.
 
     ``how="matrix-free"``: thick-restart Lanczos (full reorthogonalisation) on the implicit ``G``
     (each product ``J(Jᵀv)``), both ends in one run; intervals are Bauer–Fike on ``G`` — the
@@ -215,17 +242,18 @@ def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-f
     An unconverged end reports ``nan`` with its certified interval.
     """
     m, p = J.shape
+    singular = p < m if singular is None else singular
     if how == "matrix-free-svd":
-        return _gkd_extremes(J, tol)
+        return _gkd_extremes(J, tol, singular)
     if how == "matrix-free-preconditioned":
-        return _preconditioned_extremes(J, tol)
+        return _preconditioned_extremes(J, tol, singular)
     ncv = gram_basis(m, J.dtype, policy.AUTO.pl_lanczos_basis_bytes)
-    res = symmetric_lanczos(GramOperator(J), k=1, which="largest" if p < m else "both", tol=tol,
+    res = symmetric_lanczos(GramOperator(J), k=1, which="largest" if singular else "both", tol=tol,
                             maxiter=policy.AUTO.pl_lanczos_max_steps, ncv=ncv)
     big = res.largest
     lam_max = float(big.values[0]) if bool(big.converged[0]) else math.nan
     lam_max_iv = (max(float(big.lower[0]), 0.0), float(big.upper[0]))
-    if p < m:
+    if singular:
         lam_min, lam_min_iv = 0.0, (0.0, 0.0)
     else:
         sm = res.smallest
@@ -236,22 +264,20 @@ def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-f
                         converged=bool(res.converged), matvecs=int(J.n_products))
 
 
-def _gkd_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
+def _gkd_extremes(J: AttentionJacobian, tol: float, singular: bool) -> GramExtremes:
     """``λ_min``/``λ_max`` of ``J Jᵀ`` as ``σ²`` of ``J`` by GKD; intervals are the squared certified
-    σ intervals (certified on ``J``). ``p < m``: ``λ_min = 0`` exactly (rank), only σ_max is computed."""
-    m, p = J.shape
-    res = golub_kahan_davidson(J, which="largest" if p < m else "both", tol=tol / 2)
-    return _squared_extremes(res.largest, None if p < m else res.smallest, "matrix-free:gkd",
+    σ intervals (certified on ``J``). ``singular``: ``λ_min = 0`` exactly (rank), only σ_max is computed."""
+    res = golub_kahan_davidson(J, which="largest" if singular else "both", tol=tol / 2)
+    return _squared_extremes(res.largest, None if singular else res.smallest, "matrix-free:gkd",
                              bool(res.converged), int(res.matvecs))
 
 
-def _preconditioned_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
+def _preconditioned_extremes(J: AttentionJacobian, tol: float, singular: bool) -> GramExtremes:
     """``λ_min = σ_min(J)²`` by GKD preconditioned with :class:`AttentionGramPreconditioner` (GD+k),
-    ``λ_max = σ_max(J)²`` by GKL; both certified on ``J`` (squared intervals). ``p < m``: ``λ_min = 0``
+    ``λ_max = σ_max(J)²`` by GKL; both certified on ``J`` (squared intervals). ``singular``: ``λ_min = 0``
     exactly (rank), and no preconditioner is built."""
-    m, p = J.shape
     top = golub_kahan_lanczos(J, which="largest", tol=tol / 2)
-    if p < m:
+    if singular:
         return _squared_extremes(top.largest, None, "matrix-free:gkd-preconditioned", bool(top.converged),
                                  int(top.matvecs))
     res = golub_kahan_davidson(J, which="smallest", tol=tol / 2,
@@ -263,7 +289,7 @@ def _preconditioned_extremes(J: AttentionJacobian, tol: float) -> GramExtremes:
 def _squared_extremes(big: SingularBlock, small: SingularBlock | None, method: str, converged: bool,
                       matvecs: int) -> GramExtremes:
     """:class:`GramExtremes` of ``J Jᵀ`` from the certified σ blocks of ``J`` (values and intervals
-    squared); ``small=None``: ``λ_min = 0`` exactly (``p < m``, by rank)."""
+    squared); ``small=None``: ``λ_min = 0`` exactly (by rank)."""
     lam_min, lam_min_iv = (0.0, (0.0, 0.0)) if small is None else (
         float(small.values[0]) ** 2, _squared(small.lower[0], small.upper[0]))
     lam_max, lam_max_iv = float(big.values[0]) ** 2, _squared(big.lower[0], big.upper[0])

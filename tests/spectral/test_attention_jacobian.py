@@ -136,6 +136,33 @@ def test_pl_constant_matrix_free_rank_limited_is_exactly_zero(how):
     assert abs(pl.lambda_max - ref.lambda_max) <= 1e-9 * ref.lambda_max
 
 
+@pytest.mark.parametrize("how", ["dense", "auto", *[h for h, _ in MATRIX_FREE]])
+def test_pl_constant_is_exactly_zero_below_the_structural_rank_bound(how):
+    from spectral.diagnostics import pl_constant
+
+    # p = 96 >= m = 64, but softmax logits see W_Q, W_K only through W_Q^h W_K^hT: rank J <= 2·16 + 2·4 = 40
+    m = MultiHeadAttention(4, 4, 2, seed=0)
+    X = synthetic_regression(8, 8, 4, seed=0).X
+    pl = pl_constant(m, X, eig_method=how)
+    assert pl.n_params >= pl.n_outputs and pl.rank_bound == 40
+    assert pl.rank_limited and pl.mu == 0.0 and pl.mu_interval == (0.0, 0.0) and pl.numerically_zero
+    assert any("rank J ≤" in s and "null space of dimension >= 24" in s for s in pl.notes), pl.notes
+    ref = pl_constant(m, X, eig_method="dense")
+    assert abs(pl.lambda_max - ref.lambda_max) <= 1e-9 * ref.lambda_max
+    # the claim is about the matrix: the dense Gram's 24 smallest eigenvalues are rounding noise
+    ev = torch.linalg.eigvalsh(ref.gram.gram)
+    assert float(ev[23]) <= ref.zero_threshold < float(ev[24])
+
+
+def test_pl_constant_above_the_rank_bound_is_not_rank_limited():
+    from spectral.diagnostics import pl_constant
+
+    m = MultiHeadAttention(4, 4, 2, seed=0)
+    X = synthetic_regression(4, 8, 4, seed=0).X  # m = 32 < 40
+    pl = pl_constant(m, X, eig_method="dense")
+    assert pl.rank_bound == 40 and not pl.rank_limited and pl.mu > pl.zero_threshold
+
+
 def test_pl_constant_auto_goes_matrix_free_when_the_gram_is_too_big(monkeypatch):
     import dataclasses
 
