@@ -81,7 +81,8 @@ class PLConstant:
 
     def __repr__(self) -> str:
         return record_repr(self, ("mu", "mu_interval", "lambda_max", "numerically_zero", "corrected_bound",
-                            "beta_paper", "holds", "route", "eig_method", "n_outputs", "n_params"))
+                            "beta_paper", "holds", "route", "eig_method", "n_outputs", "n_params",
+                            "rank_bound"))
 
 def pl_constant(
     model: Any,

@@ -227,7 +227,8 @@ def _pl_rows(rows: list[DiagnosticRow], model: Any, Xt: torch.Tensor, trainable:
     if pl is None:
         return None
     rows.append(_row("pl.mu", pl.mu, pl.mu_interval,
-                         note=("numerically zero; " if pl.numerically_zero else "")
+                         note=(f"exactly zero: rank J <= {pl.rank_bound} < m; " if pl.rank_limited
+                               else "numerically zero; " if pl.numerically_zero else "")
                          + f"route={pl.route}, {pl.eig_method}, m={pl.n_outputs}, p={pl.n_params}"))
     if not is_mh:
         return pl

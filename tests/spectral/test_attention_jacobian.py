@@ -154,6 +154,16 @@ def test_pl_constant_is_exactly_zero_below_the_structural_rank_bound(how):
     assert float(ev[23]) <= ref.zero_threshold < float(ev[24])
 
 
+def test_diagnose_reports_the_structural_zero():
+    from spectral.diagnostics import diagnose
+
+    m = MultiHeadAttention(4, 4, 2, seed=0)
+    d = diagnose(m, synthetic_regression(8, 8, 4, seed=0).X, hessian=False, spectra=False)
+    row = next(r for r in d.rows if r.key == "pl.mu")
+    assert row.value == 0.0 and row.interval == (0.0, 0.0)
+    assert row.note.startswith("exactly zero: rank J <= 40 < m"), row.note
+
+
 def test_pl_constant_above_the_rank_bound_is_not_rank_limited():
     from spectral.diagnostics import pl_constant
 
