@@ -15,11 +15,17 @@ its own weights), so ``rank Dφ ≤ Σ_pieces min(dim piece, weights feeding it)
 below ``m = N·n·d_out``, ``J Jᵀ`` is singular *exactly* — ``μ = λ_min(J Jᵀ) = 0`` with a null space
 of dimension at least ``m − bound`` — although ``p ≥ m`` may hold.
 
-The bound is an inequality, not the rank: it is attained at generic weights for the product
-logits with ``d ≥ D`` (e.g. ``D = d = 8, H = 2``: bound 144 = the numerical rank of ``J`` at
-``m = 256``, ``p = 384``), and it ignores further symmetries (the ``GL(d)`` gauge of ``A_h`` for
-``d < D``, the ``O(d)`` gauge of the Gaussian kernel, the scale gauge of the linear kernel), which
-only lower the rank.
+For the product logits, ``(W^Q_h, W^K_h) ↦ A_h`` maps onto the ``D×D`` matrices of rank ``≤ d``,
+a variety of dimension ``2Dd − d²`` (``d ≤ D``; the ``GL(d)`` gauge ``(W_Q G, W_K G^{-T})``
+removes ``d²`` of the ``2Dd`` weights) or ``D²`` (``d ≥ D``). The rank of a polynomial map's
+differential never exceeds the dimension of its image, so the bound holds at *every* weight, not
+only at generic ones: ``rank J < m`` everywhere means the reachable outputs form a null set of
+``R^m``.
+
+The bound is an inequality, not the rank: it is attained at generic weights for the product logits
+(e.g. ``D = d = 8, H = 2``: bound 144 = the numerical rank of ``J`` at ``m = 256``, ``p = 384``), and
+it ignores further symmetries (the ``O(d)`` gauge of the Gaussian kernel, the scale gauge of the
+linear kernel), which only lower the rank.
 
 >>> from attncond.models import MultiHeadAttention
 >>> rb = jacobian_rank_bound(MultiHeadAttention(8, 8, 2, seed=0))
@@ -46,17 +52,18 @@ PRODUCT_LOGITS: tuple[str, ...] = ("dot", "dot_var", "dot_std")
 @dataclass(frozen=True)
 class RankPiece:
     """One piece of ``φ``: ``count`` copies (heads) of a ``dim``-dimensional map, each fed by
-    ``n_params`` weights."""
+    ``n_params`` weights of which ``gauge`` directions leave it unchanged (``rank ≤ n_params − gauge``)."""
 
     name: str
     count: int
     dim: int
     n_params: int
+    gauge: int = 0
 
     @property
     def bound(self) -> int:
-        """``count · min(dim, n_params)``, this piece's share of ``rank Dφ``."""
-        return self.count * min(self.dim, self.n_params)
+        """``count · min(dim, n_params − gauge)``, this piece's share of ``rank Dφ``."""
+        return self.count * min(self.dim, self.n_params - self.gauge)
 
 
 @dataclass(frozen=True)
@@ -72,8 +79,9 @@ class JacobianRankBound:
 
     def describe(self) -> str:
         """One line: the pieces and their sum, e.g.
-        ``rank J ≤ 2×min(64, 128) [A_h …] + 2×min(8, 64) [U_h …] = 144``."""
-        terms = " + ".join(f"{p.count}×min({p.dim}, {p.n_params}) [{p.name}]" for p in self.pieces if p.count)
+        ``rank J ≤ 2×min(64, 128 − 64) [A_h …] + 2×min(8, 64) [U_h …] = 144``."""
+        terms = " + ".join(f"{p.count}×min({p.dim}, {p.n_params}{f' − {p.gauge}' if p.gauge else ''})"
+                           f" [{p.name}]" for p in self.pieces if p.count)
         return f"rank J ≤ {terms or '0'} = {self.bound}" + (
             f" (capped at p = {self.n_params})" if self.bound == self.n_params < sum(
                 p.bound for p in self.pieces) else "")
@@ -91,7 +99,10 @@ def jacobian_rank_bound(model: MultiHeadAttention, trainable: Sequence[str] | No
     qk = D * d * len(tr & {"W_Q", "W_K"})
     if qk:
         if form is not None and form.logits in PRODUCT_LOGITS:
-            pieces.append(RankPiece("A_h = W_Q^h W_K^h^T", H, D * D, qk))
+            # (W_Q, W_K) ↦ A_h maps onto the D×D matrices of rank ≤ d, of dimension 2Dd − d² (d ≤ D)
+            # or D²: the differential's rank never exceeds it, at any weight (its generic, maximal rank)
+            gauge = d * d - max(d - D, 0) ** 2 if {"W_Q", "W_K"} <= tr else 0
+            pieces.append(RankPiece("A_h = W_Q^h W_K^h^T", H, D * D, qk, gauge))
         else:
             pieces.append(RankPiece("(W_Q^h, W_K^h)", H, qk, qk))
     if model.value_param == "per_head":
@@ -104,3 +115,4 @@ def jacobian_rank_bound(model: MultiHeadAttention, trainable: Sequence[str] | No
             pieces.append(RankPiece("U = W_V W_O", 1, H * D * d_out, fed))
     p = sum(getattr(model, k).numel() for k in names)
     return JacobianRankBound(min(p, sum(pc.bound for pc in pieces)), p, tuple(pieces))
+

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attncond.models import MultiHeadAttention, synthetic_regression
+from attncond.models import MultiHeadAttention, jacobian_rank_bound, synthetic_regression
 from attncond.models.init import gaussian_weight, make_generator
 from attncond.proofs_check.dynamics import gradient_descent
 
@@ -431,13 +431,28 @@ def _findings(cfg: S24Config, numbers: dict[str, Any]) -> list[Finding]:
         "HD < Nn is outside the theorem.", verdict,
         f"runs reaching f_T ≤ {GLOBAL_OPT_RTOL:g}·f_0 with HD≥Nn: softmax {reached['softmax']}/{cfg.seeds}, "
         f"Gaussian {reached['gaussian']}/{cfg.seeds}; median f_T/f_0 with HD≥Nn: softmax {over[0]:.2e}, "
-        f"Gaussian {over[1]:.2e}; with HD<Nn: softmax {under[0]:.2e}, Gaussian {under[1]:.2e}.", scale,
+        f"Gaussian {over[1]:.2e}; with HD<Nn: softmax {under[0]:.2e}, Gaussian {under[1]:.2e}. "
+        + _rank_context(cfg.under), scale,
         2 * cfg.seeds, f"runs not reaching it {rate_ci(fails, 2 * cfg.seeds)}, runs diverging or ending "
         "above f_0: "
         f"{bad} (both kernels pooled)")]
     out += _thm2_findings(cfg, numbers["thm2"])
     out.append(pathfinder_finding(cfg.pathfinder, numbers["pathfinder"]))
     return out
+
+
+def _rank_context(shape: tuple[int, int, int, int, int]) -> str:
+    """What :func:`models.jacobian_rank_bound` says of each kernel at ``shape`` (``(W_Q, W_K, W_V)``):
+    below ``Nn``, ``rank J < Nn`` at *every* weight, so the reachable outputs form a null set of
+    ``R^{Nn}`` and i.i.d. targets are almost surely not interpolated — a floor forced by counting,
+    not by conditioning."""
+    N, n, D, d, H = shape
+    parts = []
+    floor = " < Nn (μ = 0 at every weight; the reachable outputs are a null set, so f = 0 is a.s. not attained)"
+    for k in KERNELS:
+        rb = jacobian_rank_bound(_model(shape, k, TRAINABLE["QKV"], 0)).bound
+        parts.append(f"{k} rank J ≤ {rb}" + (floor if rb < N * n else ""))
+    return f"At HD<Nn (Nn = {N * n}, p = {3 * H * D * d}): " + "; ".join(parts) + "."
 
 
 def _thm2_findings(cfg: S24Config, th: dict[str, Any]) -> list[Finding]:

@@ -23,7 +23,9 @@ CASES = [
     (4, 4, 2, "normsoftmax", {}, "per_head", ("W_Q", "W_K", "W_V"), True),
     (4, 4, 2, "softmax", {}, "joint", ("W_Q", "W_K", "W_V"), False),
     (4, 4, 2, "linear", {}, "per_head", ("W_Q", "W_K", "W_V"), False),  # scale gauge: rank < bound
-    (4, 2, 2, "softmax", {}, "per_head", ("W_Q", "W_K", "W_V"), False),  # d < D: GL(d) gauge ignored
+    (4, 2, 2, "softmax", {}, "per_head", ("W_Q", "W_K", "W_V"), True),  # d < D: the GL(d) gauge, 2Dd − d²
+    (4, 3, 2, "softmax", {}, "joint", ("W_Q", "W_K", "W_V", "W_O"), False),
+    (4, 2, 2, "gaussian", {}, "per_head", ("W_Q", "W_K", "W_V"), False),
     (4, 4, 2, "gaussian", {"normalize": True}, "per_head", ("W_Q", "W_K", "W_V"), False),
     (4, 4, 2, "softmax", {}, "per_head", ("W_Q",), True),
     (4, 4, 2, "softmax", {}, "per_head", ("W_V", "W_O"), True),
@@ -51,9 +53,21 @@ def test_product_logits_make_J_singular_although_p_exceeds_m():
     rb = jacobian_rank_bound(model)
     assert (rb.bound, rb.n_params) == (2 * 16 + 2 * 4, 96)
     assert [p.name for p in rb.pieces] == ["A_h = W_Q^h W_K^h^T", "U_h = W_V^h W_O^h"]
-    assert rb.describe() == ("rank J ≤ 2×min(16, 32) [A_h = W_Q^h W_K^h^T] + 2×min(4, 16) [U_h = W_V^h W_O^h]"
-                             " = 40")
+    assert rb.describe() == ("rank J ≤ 2×min(16, 32 − 16) [A_h = W_Q^h W_K^h^T]"
+                             " + 2×min(4, 16) [U_h = W_V^h W_O^h] = 40")
     assert rb.to_dict()["bound"] == 40
+
+
+def test_the_bound_holds_at_rank_deficient_query_and_key_weights_too():
+    model = MultiHeadAttention(4, 2, 2, seed=5)
+    full = jacobian_rank_bound(model)
+    with torch.no_grad():  # head 0: W_Q and W_K of rank 1, a singular point of (W_Q, W_K) ↦ W_Q W_Kᵀ
+        model.W_Q[0, :, 1] = 0.0
+        model.W_K[0, :, 1] = 0.0
+    rb = jacobian_rank_bound(model)
+    assert rb == full and rb.pieces[0].gauge == 4
+    s = _singular_values(model, synthetic_regression(8, 8, 4, seed=1).X)
+    assert float(s[rb.bound]) <= 1e-11 * float(s[0])
 
 
 def test_the_gaussian_kernel_gets_no_product_reduction():

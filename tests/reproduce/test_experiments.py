@@ -64,6 +64,12 @@ def test_every_experiment_ran_and_reports_findings(smoke):
         assert name in repr(r) and "smoke" in repr(r)
 
 
+def test_s24_theorem1_finding_states_the_softmax_rank_floor_at_hd_below_nn(smoke):
+    # (N, n, D, d, H) = (16, 8, 8, 4, 2): softmax rank J <= 2(2·8·4 − 16) + 2·8 = 112 < Nn = 128 < p = 192
+    f = next(f for f in smoke["S24"].findings if f.claim.startswith("Theorem 1"))
+    assert "softmax rank J ≤ 112 < Nn" in f.evidence and "gaussian rank J ≤ 144." in f.evidence, f.evidence
+
+
 def test_s24_losses_decrease_and_two_stage_shares_stage_one(smoke):
     r = smoke["S24"]
     cfg = s24_mod.CONFIGS["smoke"]
