@@ -73,6 +73,7 @@ from attncond.spectral.solvers.certify import (
 )
 from attncond.spectral.solvers.orth import (
     basis_buffer,
+    combine,
     host_scalars,
     orthogonalize,
     orthogonalize_blocks,
@@ -182,9 +183,9 @@ class _Space:
         ``Q ← Q Q_R``, ``W ← W Q_R``, ``B ← R`` (``T P = Q B`` is preserved exactly)."""
         j, kk = self.j, Y.shape[1]
         Qr, R = torch.linalg.qr(self.B[:j, :j] @ Y)
-        self.P[:, :kk] = self.P[:, :j] @ Y
-        self.Q[:, :kk] = self.Q[:, :j] @ Qr
-        self.W[:, :kk] = self.W[:, :j] @ Qr
+        self.P[:, :kk] = combine(self.P[:, :j], Y)
+        self.Q[:, :kk] = combine(self.Q[:, :j], Qr)
+        self.W[:, :kk] = combine(self.W[:, :j], Qr)
         for X in (self.P, self.Q, self.W):
             X[:, kk:] = 0
         self.B.zero_()
@@ -224,7 +225,7 @@ def _ritz(S: _Space, k: int) -> _Ritz:
     eta = torch.full_like(Sb, math.inf)
 
     def fill(idx: list[int]) -> None:
-        R = S.W[:, :j] @ Ub[:, idx] - S.P[:, :j] @ (Vb[:, idx] * Sb[idx])
+        R = combine(S.W[:, :j], Ub[:, idx]) - combine(S.P[:, :j], Vb[:, idx] * Sb[idx])
         eta[idx] = torch.linalg.vector_norm(R, dim=0) / math.sqrt(2.0)
 
     fill(list(range(min(k, j))))
@@ -265,8 +266,8 @@ def _explicit_ok(S: _Space, rz: _Ritz, idx_l: list[int], idx_s: list[int], tol: 
     j = rz.j
     for end, idx in (("largest", idx_l), ("smallest", idx_s)):
         if idx:
-            c = certify_small_side(S.T, S.P[:, :j] @ rz.Vb[:, idx], end=end, sigma_max_hint=S.smax,
-                                   U=S.Q[:, :j] @ rz.Ub[:, idx])
+            c = certify_small_side(S.T, combine(S.P[:, :j], rz.Vb[:, idx]), end=end, sigma_max_hint=S.smax,
+                                   U=combine(S.Q[:, :j], rz.Ub[:, idx]))
             if not bool(_meets(c, tol, basis_floor(S.ell, S.T.dtype, S.smax)).all()):
                 return False
     return True
@@ -348,7 +349,7 @@ def _iterate(S: _Space, k: int, want_l: bool, want_s: bool, tol: float, max_step
         eta_thr = None if prec is None else max(thr, delta)
         locked = _null_candidates(rz, thr, k if want_l else 0, eta_thr) if want_s else []
         if locked and S.room + len(locked) > 0:
-            S.lock(S.P[:, : S.j] @ rz.Vb[:, locked])
+            S.lock(combine(S.P[:, : S.j], rz.Vb[:, locked]))
             pending_random += max(1, 2 * len(locked))
             injected += max(1, 2 * len(locked))
             last_lock, quiet_needed = S.steps, pending_random + max(2 * CHECK_MIN, S.j // 2)
@@ -423,11 +424,11 @@ def _certify(out: _Outcome, k: int, want_l: bool, want_s: bool) -> tuple[dict[st
     res: dict[str, Certified] = {}
     j = rz.j
     if want_l:
-        res["largest"] = certify_small_side(S.T, S.P[:, :j] @ rz.Vb[:, out.idx_l], end="largest",
-                                            sigma_max_hint=S.smax, U=S.Q[:, :j] @ rz.Ub[:, out.idx_l])
+        res["largest"] = certify_small_side(S.T, combine(S.P[:, :j], rz.Vb[:, out.idx_l]), end="largest",
+                                            sigma_max_hint=S.smax, U=combine(S.Q[:, :j], rz.Ub[:, out.idx_l]))
     null = NullSpaceInfo(int(S.Z.shape[1]), float(thr), 0.0)
     if want_s:
-        V, U = S.P[:, :j] @ rz.Vb[:, out.idx_s], S.Q[:, :j] @ rz.Ub[:, out.idx_s]
+        V, U = combine(S.P[:, :j], rz.Vb[:, out.idx_s]), combine(S.Q[:, :j], rz.Ub[:, out.idx_s])
         res["smallest_nonzero"] = certify_small_side(S.T, V, end="smallest", sigma_max_hint=S.smax, U=U)
         if S.Z.shape[1]:
             cz = certify_small_side(S.T, S.Z, end="smallest", sigma_max_hint=S.smax)

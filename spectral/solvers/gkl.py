@@ -41,6 +41,7 @@ from attncond.spectral.solvers.certify import (
 )
 from attncond.spectral.solvers.orth import (
     basis_buffer,
+    combine,
     host_scalars,
     orthogonalize,
     project_out,
@@ -165,16 +166,16 @@ class _Bidiag:
         out: dict[str, Certified] = {}
         for end, want, idx in (("largest", want_l, ritz.idx_l), ("smallest", want_s, ritz.idx_s)):
             if want:
-                out[end] = certify_small_side(self.T, Pc @ ritz.Vb[:, idx], end=end, sigma_max_hint=ritz.smax,
-                                              U=Qc @ ritz.Ub[:, idx])
+                out[end] = certify_small_side(self.T, combine(Pc, ritz.Vb[:, idx]), end=end,
+                                              sigma_max_hint=ritz.smax, U=combine(Qc, ritz.Ub[:, idx]))
         return out
 
     def restart(self, ritz: _Ritz, keep: list[int]) -> None:
         """Thick restart (Baglama–Reichel) on the Ritz triplets ``keep``, continuing with ``r``."""
         cur = ritz.Sb.shape[0]
         kk = len(keep)
-        self.P[:, :kk] = self.P[:, :cur] @ ritz.Vb[:, keep]
-        self.Q[:, :kk] = self.Q[:, :cur] @ ritz.Ub[:, keep]
+        self.P[:, :kk] = combine(self.P[:, :cur], ritz.Vb[:, keep])
+        self.Q[:, :kk] = combine(self.Q[:, :cur], ritz.Ub[:, keep])
         self.P[:, kk:] = 0
         self.Q[:, kk:] = 0
         self.B.zero_()

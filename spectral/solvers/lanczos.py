@@ -28,6 +28,7 @@ from attncond.spectral.results import EigenBlock, EigResult
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
 from attncond.spectral.solvers.orth import (
     basis_buffer,
+    combine,
     host_scalars,
     orthogonalize,
     project_out,
@@ -186,7 +187,7 @@ class _Krylov:
         """Thick restart on the Ritz vectors ``keep`` (Wu–Simon), continuing with the residual."""
         kk = len(keep)
         cur = ritz.W.shape[0]
-        self.Qb[:, :kk] = self.Qb[:, :cur] @ ritz.W[:, keep]
+        self.Qb[:, :kk] = combine(self.Qb[:, :cur], ritz.W[:, keep])
         self.Qb[:, kk:] = 0
         self.Tm.zero_()
         self.Tm[range(kk), range(kk)] = ritz.theta[keep]
@@ -243,7 +244,7 @@ def solve_lanczos(op: LinearOp, k: int, which: str, tol: float, maxiter: int | N
         done = kr.steps >= max_steps or cur == n
         if ritz.ok or done:
             certs = {
-                end: certify_eigvecs(op, kr.Qb[:, :cur] @ ritz.W[:, idx],
+                end: certify_eigvecs(op, combine(kr.Qb[:, :cur], ritz.W[:, idx]),
                                      end=end if which != "both_magnitude" else "none", lam_max_hint=ritz.lmax)
                 for end, idx in ritz.groups.items()
             }

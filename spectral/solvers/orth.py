@@ -14,6 +14,10 @@ Performance notes (measured on the shared 2-core AMD EPYC machine, one thread, M
 * one GEMM with a two-column right-hand side (``X[:, :j]ᵀ [w₁ w₂]``) was 2.7× *slower* than
   two GEMVs in MKL at these sizes, so passes stay GEMVs.
 * the updates ``w − X c`` are ``addmv`` (no temporary for ``X c``).
+* a basis times a small matrix (restarts, Ritz vectors) is :func:`combine`, ``(Yᵀ Xᵀ)ᵀ``: the
+  GEMM then reads the buffer in its row-major ``(ℓ, n)`` layout and writes a result of the same
+  layout. ``n = 1600, ℓ = 24, k = 11``: 48 µs instead of 120 µs for ``X @ Y``; ``n = 12,288,
+  ℓ = 64, k = 30``: 2.2 ms instead of 8.4 ms.
 """
 
 from __future__ import annotations
@@ -32,6 +36,18 @@ def basis_buffer(n: int, ell: int, *, dtype: torch.dtype, device: torch.device |
     module notes for the measured gain).
     """
     return torch.zeros(ell, n, dtype=dtype, device=device).T
+
+
+def combine(X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+    """``X Y`` for a basis ``X`` (``(n, j)``, a :func:`basis_buffer` slice) and a small ``Y`` (``(j, k)``),
+    computed as ``(Yᵀ Xᵀ)ᵀ`` (see the module notes); the result has ``X``'s column-contiguous layout.
+
+    >>> X = basis_buffer(3, 2, dtype=torch.float64, device="cpu")
+    >>> X[:, 0], X[:, 1] = torch.ones(3, dtype=torch.float64), torch.arange(3.0, dtype=torch.float64)
+    >>> combine(X, torch.tensor([[1.0], [2.0]], dtype=torch.float64)).flatten().tolist()
+    [1.0, 3.0, 5.0]
+    """
+    return (Y.T @ X.T).T
 
 
 def orthogonalize(X: torch.Tensor, w: torch.Tensor, full: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -321,7 +321,10 @@ def test_gkl_top_k_keeps_repeated_singular_values(g, k, monkeypatch):
     assert probe["status"] == "complete" and probe["products"] > 0 and probe["probes"] == probe["missed"] + 1
     V = r.largest.right
     np.testing.assert_allclose((V.T @ V).numpy(), np.eye(k), atol=1e-10)
-    if (g, k) != (20, 2):  # the trap is real: without the probe the top k is wrong
+    # the trap is real: without the probe the top k is wrong. Whether rounding noise alone recovers a
+    # copy depends on the rounding: since the restarts compute (Yᵀ Xᵀ)ᵀ (orth.combine), the bare run
+    # of (40, 8) happens to find every copy, so that case only checks the probed run
+    if (g, k) in ((20, 5), (40, 5)):
         monkeypatch.setattr(gkl_module, "MAX_PROBES", 0)
         bare = spectral.golub_kahan_lanczos(A, k=k, which="largest", tol=1e-10)
         assert bare.info["multiplicity_probe"]["largest"]["probes"] == 0
