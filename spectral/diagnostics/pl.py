@@ -34,6 +34,8 @@ EIG_METHODS = (*GRAM_METHODS, *MATRIX_FREE)
 #: same run) 0.9 s / 352 products against Lanczos's 1.4 s / 534 at medium, and 32.2 s / 562 against
 #: 42.7 s / 924 at large; it is also certified on ``J`` (accurate to ``eps·σ_max·σ_min``, not ``eps·λ_max``)
 AUTO_MATRIX_FREE = "matrix-free-preconditioned"
+#: a rank bound (models.jacobian_rank_bound) below this multiple of m is reported as "nearly square"
+NEAR_SQUARE = 1.1
 
 
 @dataclass(frozen=True, repr=False)
@@ -159,6 +161,10 @@ def pl_constant(
         notes.append(f"{jacobian_rank_bound(model, trainable).describe()} < m={m} outputs "
                      f"although p={n_params} >= m: J Jᵀ is singular exactly, μ = 0, null space of "
                      f"dimension >= {m - rank_bound} (models.rank)")
+    elif rank_bound < NEAR_SQUARE * m and rank_bound < n_params:
+        notes.append(f"rank J <= {rank_bound}, only {100 * (rank_bound / m - 1):.1f}% above m={m} "
+                     f"(p={n_params}): J is nearly square in its effective parameters (models.rank), so "
+                     "expect a tiny μ and slow iterative convergence (the XL proxy, 3% above m: κ(G) = 9e6)")
     if rank_limited:  # exact, not a numerical zero: the interval is [0, 0] on every route
         ex = dataclasses.replace(ex, lambda_min=0.0, lambda_min_interval=(0.0, 0.0))
     mu = ex.lambda_min

@@ -171,6 +171,9 @@ def test_pl_constant_above_the_rank_bound_is_not_rank_limited():
     X = synthetic_regression(4, 8, 4, seed=0).X  # m = 32 < 40
     pl = pl_constant(m, X, eig_method="dense")
     assert pl.rank_bound == 40 and not pl.rank_limited and pl.mu > pl.zero_threshold
+    assert not any("nearly square" in s for s in pl.notes)  # 40 is 25 % above m = 32
+    near = pl_constant(m, synthetic_regression(5, 8, 4, seed=0).X, eig_method="dense")  # m = 40 = bound
+    assert not near.rank_limited and any("only 0.0% above m=40" in s for s in near.notes), near.notes
 
 
 def test_pl_constant_auto_goes_matrix_free_when_the_gram_is_too_big(monkeypatch):
