@@ -8,18 +8,28 @@ r"""A preconditioner ``P⁻¹ ≈ G⁻¹`` for the [S24] NTK Gram ``G = J Jᵀ``
   :func:`attncond.spectral.diagnostics.structured.ntk_gram`. Every sample shares these weights,
   so ``F Fᵀ`` couples all samples: that is why a block-Jacobi preconditioner on ``G`` alone
   barely helps (κ 477 → 179 on the medium size);
-* logit side (``W_Q``, ``W_K``): ``R = G − F Fᵀ``, kept only through its per-sample diagonal
-  blocks ``R_ii`` (``n·d_out`` square; the closed-form Gram of one sample's rows, exact).
+* logit side (``W_Q``, ``W_K``): ``R = G − F_V F_Vᵀ``. Its rows are Kronecker products
+  (``x_t ⊗ g^h_r`` for ``W^Q_h``, ``u^h_r ⊗ q^h_t`` for ``W^K_h``), so ``J`` restricted to the weights
+  ``dW = w eᵀ`` (``w ∈ R^D`` free, ``e`` the top principal direction of the ``d``-side rows
+  ``g^h_r`` or ``q^h_t``) is an explicit ``m × D`` factor ``diag(G_h e) X`` or ``diag(Q_h e) U_h``.
+  Stacked over heads and the two weights, ``L`` (``2·H·D`` columns, :data:`LOGIT_DIRECTIONS` = 1
+  direction each) has ``L Lᵀ = J Π Jᵀ ⪯ R`` for the projector ``Π`` on those weights: it carries
+  the part of ``R`` that every sample shares. The rest, ``R − L Lᵀ ⪰ 0``, is kept only through
+  its per-sample diagonal blocks (``n·d_out`` square, from the closed-form Gram of one sample's
+  rows minus the blocks of ``L Lᵀ``).
 
-``P = blockdiag_i(R_ii + s I) + F Fᵀ`` and, by Woodbury,
+With ``F = [F_V, L]`` (``r`` columns), ``P = blockdiag_i((R − LLᵀ)_ii + s I) + F Fᵀ`` and, by Woodbury,
 
 .. math:: P^{-1} y = R_d^{-1} y − R_d^{-1} F (I + Fᵀ R_d^{-1} F)^{-1} Fᵀ R_d^{-1} y,
 
 one batched block solve, two ``m×r`` GEMVs and an ``r×r`` Cholesky solve per application
 (``s = SHIFT·tr(G)/m`` keeps every block positive definite when a block is singular, e.g. no
-logit weight is trainable). Measured on the dense Gram (float64, seed 0, per-head values,
-``d_out = 1``): κ(P⁻¹G) = 43 against κ(G) = 477 at ``N, n, D, d, H = 64, 16, 32, 32, 4``; 25
-against 341 at ``128, 32, 64, 64, 8``; PRIMME's GD+k needs 3.7–4.2× fewer Gram products with it.
+logit weight is trainable). ``r ≤ min(MAX_RANK, MAX_RANK_FRACTION·m)``: ``L`` is left out where it
+does not fit, and ``F_V`` too where even it does not (block-Jacobi on the whole ``G``). Measured on
+the dense Gram (float64, seed 0, per-head values, ``d_out = 1``; ``benchmarks/ntk_matrix_free.py``
+route ``spectrum``): κ(P⁻¹G) at ``N, n, D, d, H = 64, 16, 32, 32, 4`` is 13.4 with ``L`` against 43
+without it and κ(G) = 477; at ``256, 32, 64, 64, 8`` 14.3 against 86 and 983. Two principal
+directions give 11.3 and four 8.2 at the first size, for twice and four times the columns.
 
 A preconditioner only steers which directions a solver tries: every value attncond reports is
 still certified on ``J`` itself, so a poor ``P`` costs time, never correctness.
@@ -35,6 +45,7 @@ import torch
 from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian
 from attncond.spectral.diagnostics.structured import ntk_gram
 from attncond.spectral.operators.base import SymmetricOp
+from attncond.spectral.operators.gram import gram_matrix
 
 __all__ = ["AttentionGramPreconditioner"]
 
@@ -43,8 +54,12 @@ SHIFT = 1e-10
 #: the low-rank side is used only while ``r`` is at most this fraction of ``m`` (and ``MAX_RANK``)
 MAX_RANK_FRACTION = 0.5
 MAX_RANK = 4096
-#: samples per closed-form Gram call when the diagonal blocks are built (a ``(b·n·d_out)²`` matrix)
-BLOCK_ROWS = 1024
+#: principal directions per head and logit weight in the logit-side low-rank factor ``L`` (0: none)
+LOGIT_DIRECTIONS = 1
+#: rows per closed-form Gram call when the diagonal blocks are built (a ``BLOCK_ROWS²`` matrix of
+#: which only the diagonal blocks are kept); measured at the large size (m = 8,192, n = 32):
+#: 0.35 s at 256 against 0.67 s at 1,024 and 0.85 s per sample (32)
+BLOCK_ROWS = 256
 
 VALUE_SIDE = ("W_V", "W_O")
 
@@ -91,8 +106,10 @@ class AttentionGramPreconditioner(SymmetricOp):
         self.block = J.n * mdl.d_out
         with torch.no_grad():
             F = self._value_factor(J)
-            if F is not None and F.shape[1] > min(MAX_RANK, MAX_RANK_FRACTION * m):
+            budget = int(min(MAX_RANK, MAX_RANK_FRACTION * m))
+            if F is not None and F.shape[1] > budget:
                 F = None  # not low rank: block-Jacobi on the whole Gram instead
+            value_ok = F is not None or not (set(J.trainable) & set(VALUE_SIDE))
             logit_side = tuple(k for k in J.trainable if F is None or k not in VALUE_SIDE)
             blocks = self._diagonal_blocks(J, logit_side)
             trace = float(blocks.diagonal(dim1=1, dim2=2).sum())
@@ -103,13 +120,30 @@ class AttentionGramPreconditioner(SymmetricOp):
                 s = 1.0  # G = 0 (or non-finite): any SPD P is as good as another
             self.shift = s
             eye = torch.eye(self.block, dtype=J.dtype, device=J.device)
-            self.chol = torch.linalg.cholesky(blocks + s * eye)
-            self.F = F
-            self.rank = 0 if F is None else int(F.shape[1])
-            if F is not None:
-                self.RF = self._block_solve(F)
-                C = torch.eye(self.rank, dtype=J.dtype, device=J.device) + F.T @ self.RF
-                self.cap = torch.linalg.cholesky(C)
+            L, self.logit_directions, self.logit_basis = None, 0, []
+            if value_ok:
+                L, self.logit_directions = self._logit_factor(J, budget - (0 if F is None else F.shape[1]))
+            chol, info = torch.linalg.cholesky_ex(blocks + s * eye if L is None else
+                                                  blocks - self._block_gram(L) + s * eye)
+            if L is not None and bool((info != 0).any()):  # R − LLᵀ ⪰ 0 lost to rounding: blocks of R alone
+                L, self.logit_directions, self.logit_basis = None, 0, []
+                chol, info = torch.linalg.cholesky_ex(blocks + s * eye)
+            if bool((info != 0).any()):
+                raise torch.linalg.LinAlgError("AttentionGramPreconditioner: a diagonal block is not positive "
+                                               "definite after the shift (non-finite Jacobian factors?)")
+            self.chol = chol
+            parts = [X for X in (F, L) if X is not None]
+            self.F = torch.cat(parts, dim=1) if parts else None
+            self.rank = 0 if self.F is None else int(self.F.shape[1])
+            if self.F is not None:
+                # Fᵀ R_d⁻¹ F = WᵀW with W = L_d⁻¹ F (R_d = L_d L_dᵀ): one syrk, half the flops of Fᵀ(R_d⁻¹F)
+                Nb, b, r = self.chol.shape[0], self.block, self.rank
+                W = torch.linalg.solve_triangular(self.chol, self.F.reshape(Nb, b, r), upper=False)
+                eye_r = torch.eye(r, dtype=J.dtype, device=J.device)
+                self.cap = torch.linalg.cholesky(eye_r + gram_matrix(W.reshape(Nb * b, r), side="inner"))
+                RF = torch.linalg.solve_triangular(self.chol.transpose(1, 2), W, upper=True)
+                self.RF = RF.reshape(Nb * b, r)
+                del W
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -127,6 +161,43 @@ class AttentionGramPreconditioner(SymmetricOp):
         if "W_O" in J.trainable:
             cols.append(torch.kron(J.Hc, torch.eye(mdl.d_out, dtype=J.dtype, device=J.device)))
         return torch.cat(cols, dim=1) if cols else None
+
+    def _logit_factor(self, J: AttentionJacobian, budget: int) -> tuple[torch.Tensor | None, int]:
+        """``L`` with ``L Lᵀ = J_Q Π_Q J_Qᵀ + J_K Π_K J_Kᵀ ⪯ R`` (``Π`` the projector on ``R^D ⊗ E_h``,
+        ``E_h`` the top :data:`LOGIT_DIRECTIONS` principal directions of head ``h``'s ``d``-side factor),
+        within ``budget`` columns, and the number of directions used (0: none). Its columns, ``D`` at a
+        time, are ``J`` applied to ``dW = w eᵀ`` (``w`` the unit vectors of ``R^D``) in the weight and
+        head that :attr:`logit_basis` lists with each ``e``."""
+        self.logit_basis: list[tuple[str, int, torch.Tensor]] = []
+        mdl = J.model
+        H, D, d = mdl.H, mdl.D, mdl.d
+        use_q = "W_Q" in J.trainable
+        use_k = "W_K" in J.trainable and J.logits != "dist"  # the dist W_K rows are not one Kronecker term
+        groups = int(use_q) + int(use_k)
+        if not groups:
+            return None, 0
+        q = min(LOGIT_DIRECTIONS, d, budget // (groups * H * D))
+        if q < 1:
+            return None, 0
+        cols = []
+        Xr = torch.repeat_interleave(J.Xt, mdl.d_out, dim=0)  # x_t on every row (t, o)
+        for h in range(H):
+            sides = []
+            if use_q:  # rows x_t ⊗ g^h_r: dW = w eᵀ gives (x_t·w)(g^h_r·e), columns diag(G_h e) X
+                sides.append(("W_Q", J.Gq[:, h * d:(h + 1) * d], Xr))
+            if use_k:  # rows u^h_r ⊗ q^h_t: columns diag(Q_h e) U_h
+                sides.append(("W_K", torch.repeat_interleave(J.Q[h], mdl.d_out, dim=0), J.U[h]))
+            for name, Sd, Sx in sides:
+                E = torch.linalg.eigh(Sd.T @ Sd).eigenvectors[:, -q:]  # top-q principal directions
+                for j in range(q):
+                    cols.append((Sd @ E[:, j])[:, None] * Sx)
+                    self.logit_basis.append((name, h, E[:, j]))
+        return torch.cat(cols, dim=1), q
+
+    def _block_gram(self, L: torch.Tensor) -> torch.Tensor:
+        """The per-sample diagonal blocks of ``L Lᵀ``, ``(N, b, b)``."""
+        Lb = L.reshape(-1, self.block, L.shape[1])
+        return Lb @ Lb.transpose(1, 2)
 
     def _diagonal_blocks(self, J: AttentionJacobian, trainable: tuple[str, ...]) -> torch.Tensor:
         """``(N, b, b)``: the closed-form Gram of each sample's rows over ``trainable`` (zeros if empty)."""

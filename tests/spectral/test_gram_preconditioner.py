@@ -26,18 +26,89 @@ CONFIGS = [
 ]
 
 
+def logit_factor_from_products(J, P) -> torch.Tensor:
+    """``L`` rebuilt as ``J`` applied to ``dW = e_i eᵀ`` (``i`` over ``R^D``) for each listed
+    ``(weight, h, e)``."""
+    mh = J.model
+    offsets = dict(zip(J.trainable, np.cumsum([0, *J.sizes[:-1]]), strict=True))
+    cols = []
+    for name, h, e in P.logit_basis:
+        for i in range(mh.D):
+            dW = torch.zeros(mh.H, mh.D, mh.d, dtype=torch.float64)
+            dW[h, i] = e
+            v = torch.zeros(J.shape[1], dtype=torch.float64)
+            v[offsets[name]:offsets[name] + dW.numel()] = dW.reshape(-1)
+            cols.append(J.matvec(v))
+    return torch.stack(cols, 1) if cols else torch.zeros(J.shape[0], 0, dtype=torch.float64)
+
+
 def dense_P(mh, X, J, P) -> torch.Tensor:
-    """``blockdiag_i(R_ii + s I) + F Fᵀ`` from the dense closed-form Grams."""
+    """``blockdiag_i((R − L Lᵀ)_ii + s I) + F_V F_Vᵀ + L Lᵀ`` from the dense closed-form Grams, with ``L``
+    rebuilt from products of ``J`` (:func:`logit_factor_from_products`)."""
     G = ntk_gram(mh, X).gram
-    val = tuple(k for k in J.trainable if k in ("W_V", "W_O")) if P.rank else ()
+    L = logit_factor_from_products(J, P)
+    val = tuple(k for k in J.trainable if k in ("W_V", "W_O")) if P.rank > L.shape[1] else ()
     GV = ntk_gram(mh, X, trainable=val).gram if val else torch.zeros_like(G)
-    R = G - GV
+    LL = L @ L.T
+    R = G - GV - LL
     b, m = P.block, G.shape[0]
-    out = GV.clone()
+    out = GV + LL
     for i in range(m // b):
         s = slice(i * b, (i + 1) * b)
         out[s, s] += R[s, s] + P.shift * torch.eye(b, dtype=G.dtype)
     return out
+
+
+LOGIT_CONFIGS = [
+    (dict(), 2 * 2 * 8),  # W_Q and W_K: 2 heads × 2 weights × D columns
+    (dict(d_out=2), 2 * 2 * 8),
+    (dict(kernel="gaussian"), 2 * 8),  # the dist W_K rows are not one Kronecker term: W_Q only
+    (dict(trainable=("W_Q",)), 2 * 8),
+    (dict(kernel="linear", value_param="joint"), 2 * 2 * 8),
+]
+
+
+@pytest.mark.parametrize("kw,cols", LOGIT_CONFIGS, ids=lambda x: str(x))
+def test_logit_factor_is_J_on_a_weight_subspace_and_below_the_logit_gram(kw, cols):
+    mh = MultiHeadAttention(8, 4, 2, seed=0, **kw)
+    X = synthetic_regression(40, 5, 8, seed=0).X  # m = 200·d_out: room for the logit factor
+    J = AttentionJacobian(mh, X)
+    P = AttentionGramPreconditioner(J)
+    L = logit_factor_from_products(J, P)
+    assert P.logit_directions == 1 and L.shape[1] == cols and P.rank >= cols
+    torch.testing.assert_close(P.F[:, P.rank - cols:], L, rtol=1e-12, atol=1e-12 * float(L.abs().max()))
+    G = ntk_gram(mh, X).gram
+    val = tuple(k for k in J.trainable if k in ("W_V", "W_O"))
+    R = G - (ntk_gram(mh, X, trainable=val).gram if val else 0)
+    ev = torch.linalg.eigvalsh(R - L @ L.T)  # L Lᵀ = J Π Jᵀ ⪯ R
+    assert float(ev[0]) >= -1e-12 * float(ev[-1])
+    Pd = dense_P(mh, X, J, P)
+    Y = torch.randn(J.shape[0], 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    Z = P.matmat(Y)
+    res = torch.linalg.matrix_norm(Pd @ Z - Y) / (torch.linalg.matrix_norm(Pd, 2) * torch.linalg.matrix_norm(Z))
+    assert float(res) < 1e-10, float(res)
+
+
+def test_the_logit_factor_sharpens_the_preconditioner():
+    mh = MultiHeadAttention(8, 8, 4, seed=0)  # rank bound 4·64 + 32 = 288 > m = 192: G is definite
+    X = synthetic_regression(32, 6, 8, seed=0).X
+    J = AttentionJacobian(mh, X)
+    G = ntk_gram(mh, X).gram
+
+    def kappa(P):
+        C = torch.linalg.cholesky(P.matmat(torch.eye(G.shape[0], dtype=torch.float64)))
+        ev = torch.linalg.eigvalsh(C.T @ G @ C)
+        return float(ev[-1] / ev[0])
+
+    import attncond.spectral.diagnostics.gram_preconditioner as gp
+
+    with_factor = kappa(AttentionGramPreconditioner(J))
+    old, gp.LOGIT_DIRECTIONS = gp.LOGIT_DIRECTIONS, 0
+    try:
+        without = kappa(AttentionGramPreconditioner(J))
+    finally:
+        gp.LOGIT_DIRECTIONS = old
+    assert with_factor < 0.7 * without, (with_factor, without)
 
 
 @pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "default")
@@ -54,7 +125,7 @@ def test_inverse_of_the_dense_preconditioner(kw):
     # Woodbury solve, i.e. κ(P)·eps at worst
     res = torch.linalg.matrix_norm(Pd @ Z - Y) / (torch.linalg.matrix_norm(Pd, 2) * torch.linalg.matrix_norm(Z))
     assert float(res) < 1e-10, float(res)
-    torch.testing.assert_close(P.matvec(Y[:, 0]), Z[:, 0], rtol=1e-12, atol=0)
+    torch.testing.assert_close(P.matvec(Y[:, 0]), Z[:, 0], rtol=1e-12, atol=1e-12 * float(Z[:, 0].abs().max()))
     torch.testing.assert_close(Z.T @ Y, (Z.T @ Y).T, rtol=1e-9, atol=1e-12)  # symmetric
 
 
