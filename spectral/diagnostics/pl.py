@@ -30,9 +30,9 @@ from attncond.spectral.solvers.psd import GRAM_METHODS, GramExtremes, gram_extre
 #: ``"matrix-free-preconditioned"``: GKD on ``J`` preconditioned by :class:`AttentionGramPreconditioner`)
 MATRIX_FREE = ("matrix-free", "matrix-free-svd", "matrix-free-preconditioned")
 EIG_METHODS = (*GRAM_METHODS, *MATRIX_FREE)
-#: the matrix-free route ``"auto"`` takes above the Gram limit: measured (benchmarks/ntk_matrix_free.py,
-#: same run) 0.9 s / 352 products against Lanczos's 1.4 s / 534 at medium, and 32.2 s / 562 against
-#: 42.7 s / 924 at large; it is also certified on ``J`` (accurate to ``eps·σ_max·σ_min``, not ``eps·λ_max``)
+#: the matrix-free route ``"auto"`` takes above the Gram limit: measured (benchmarks/ntk_matrix_free.py)
+#: 0.78 s / 234 products against Lanczos's 1.4 s / 534 at medium, and 20.0 s / 290 against 42.7 s / 924
+#: at large; it is also certified on ``J`` (accurate to ``eps·σ_max·σ_min``, not ``eps·λ_max``)
 AUTO_MATRIX_FREE = "matrix-free-preconditioned"
 #: a rank bound (models.jacobian_rank_bound) below this multiple of m is reported as "nearly square"
 NEAR_SQUARE = 1.1
