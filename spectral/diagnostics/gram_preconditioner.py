@@ -81,9 +81,12 @@ class AttentionGramPreconditioner(SymmetricOp):
 
     Attributes
     ----------
-    rank : ``r``, the columns of the value-side factor ``F`` (0 when none is used).
+    rank : ``r``, the columns of the low-rank factor ``F = [F_V, L]`` (0 when none is used).
     block : ``n·d_out``, the size of each diagonal block.
     shift : ``s``, added to every diagonal block.
+    logit_directions : principal directions per head and logit weight in ``L`` (0: no ``L``).
+    logit_basis : ``(weight, head, e)`` for each ``D``-column group of ``L``: those columns are ``J``
+        applied to ``dW = w eᵀ`` in that weight and head, ``w`` over the unit vectors of ``R^D``.
 
     Examples
     --------
