@@ -56,6 +56,25 @@ def solve(method: str, A, device: str, dtype: torch.dtype) -> dict:
             "null_dim": r.info.get("null_dim"), "seconds": time.perf_counter() - t}
 
 
+def _record(rows: list[dict], by: dict[str, dict], device: str, row: dict) -> None:
+    """Print ``row`` as strict JSON and keep it (in ``rows`` and under its device in ``by``)."""
+    print(json.dumps(strict(row)), flush=True)
+    rows.append(row)
+    by[device] = row
+
+
+def _ratio(ratios: dict[str, float], key: str, by: dict[str, dict]) -> None:
+    """``ratios[key]`` = GPU seconds over CPU seconds, when both ran."""
+    if "cpu" in by and "cuda" in by:
+        ratios[key] = by["cuda"]["seconds"] / by["cpu"]["seconds"]
+
+
+def _write(path: str, devices: list[str], rows: list[dict], ratios: dict[str, float]) -> None:
+    name = torch.cuda.get_device_name(0) if "cuda" in devices else "cpu only (dry run)"
+    out = {"device": name, "rows": rows, "gpu_over_cpu_seconds": ratios}
+    Path(path).write_text(json.dumps(strict(out), indent=1, allow_nan=False))
+
+
 def structured(devices: list[str], out: str) -> None:
     """The structured part (module docstring): μ of the [S24] model per (size, device, dtype)."""
     from ntk_matrix_free import SIZES
@@ -80,14 +99,9 @@ def structured(devices: list[str], out: str) -> None:
                    "mu_interval": list(pl.mu_interval), "lambda_max": pl.lambda_max, "products": pl.products,
                    "converged": not any("not converged" in n for n in pl.notes),
                    "seconds": time.perf_counter() - t}
-            print(json.dumps(strict(row)), flush=True)
-            rows.append(row)
-            by[device] = row
-        if "cpu" in by and "cuda" in by:
-            ratios[f"{size}/{dtype}"] = by["cuda"]["seconds"] / by["cpu"]["seconds"]
-    name = torch.cuda.get_device_name(0) if "cuda" in devices else "cpu only (dry run)"
-    Path(out).write_text(json.dumps(strict({"device": name, "rows": rows, "gpu_over_cpu_seconds": ratios}),
-                                    indent=1, allow_nan=False))
+            _record(rows, by, device, row)
+        _ratio(ratios, f"{size}/{dtype}", by)
+    _write(out, devices, rows, ratios)
 
 
 def main() -> None:
@@ -123,14 +137,9 @@ def main() -> None:
                             continue  # the Jacobian operator lives where its model does (CPU float64 here)
                     row = solve(method, A, device, dtype)
                     row.update(case=name, method=method, device=device, dtype=str(dtype), truth=truth)
-                    print(json.dumps(strict(row)), flush=True)
-                    rows.append(row)
-                    by[device] = row
-                if "cpu" in by and "cuda" in by:
-                    ratios[f"{name}/{method}/{dtype}"] = by["cuda"]["seconds"] / by["cpu"]["seconds"]
-    name = torch.cuda.get_device_name(0) if "cuda" in devices else "cpu only (dry run)"
-    out = {"device": name, "rows": rows, "gpu_over_cpu_seconds": ratios}
-    Path(a.out).write_text(json.dumps(strict(out), indent=1, allow_nan=False))
+                    _record(rows, by, device, row)
+                _ratio(ratios, f"{name}/{method}/{dtype}", by)
+    _write(a.out, devices, rows, ratios)
 
 
 if __name__ == "__main__":

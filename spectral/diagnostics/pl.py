@@ -130,12 +130,11 @@ def pl_constant(
     t0 = time.perf_counter()
     notes: list[str] = []
     ng: NTKGram | None = None
-    rank_bound = _rank_bound(model, trainable)
+    rb = jacobian_rank_bound(model, trainable) if isinstance(model, MultiHeadAttention) else None
     if _use_matrix_free(model, X, trainable, eig_method):
-        J = AttentionJacobian(model, X, trainable)
+        J = AttentionJacobian(model, X, trainable)  # a MultiHeadAttention, so rb is not None
         mf = eig_method if eig_method in MATRIX_FREE else AUTO_MATRIX_FREE
-        rank_bound = J.shape[1] if rank_bound is None else rank_bound
-        ex = _matrix_free_extremes(J, tol, mf, singular=rank_bound < J.shape[0])
+        ex = _matrix_free_extremes(J, tol, mf, singular=rb.bound < J.shape[0])
         m, n_params, train, route, dtype = J.shape[0], J.shape[1], J.trainable, "matrix-free", J.dtype
         where = ("on J (sigma_min^2)" if ex.method.startswith("matrix-free:gkd") else
                  "on the implicit Gram G = J(J^T v) (Bauer-Fike, as the dense-Gram route)")
@@ -153,12 +152,12 @@ def pl_constant(
     gnorm = max(abs(ex.lambda_max), 0.0)
     attainable = gnorm * eps
     zero_thr = m * eps * gnorm
-    rank_bound = n_params if rank_bound is None else rank_bound
+    rank_bound = n_params if rb is None else rb.bound
     rank_limited = rank_bound < m
     if n_params < m:
         notes.append(f"p={n_params} < m={m} outputs: J Jᵀ is singular by rank, μ = 0")
     elif rank_limited:
-        notes.append(f"{jacobian_rank_bound(model, trainable).describe()} < m={m} outputs "
+        notes.append(f"{rb.describe()} < m={m} outputs "
                      f"although p={n_params} >= m: J Jᵀ is singular exactly, μ = 0, null space of "
                      f"dimension >= {m - rank_bound} (models.rank)")
     elif rank_bound < NEAR_SQUARE * m and rank_bound < n_params:
@@ -208,13 +207,6 @@ def pl_constant(
         value_param=vp, value_block_mu=vb_mu, seconds=time.perf_counter() - t0, notes=tuple(notes),
         gram=ng, products=ex.matvecs if route == "matrix-free" else None, rank_bound=rank_bound,
     )
-
-
-def _rank_bound(model: Any, trainable: Sequence[str] | None) -> int | None:
-    """:func:`models.jacobian_rank_bound` for a :class:`MultiHeadAttention` (``None`` for other models)."""
-    if not isinstance(model, MultiHeadAttention):
-        return None
-    return jacobian_rank_bound(model, trainable).bound
 
 
 def _sigma_dout(W: torch.Tensor, tol: float) -> float:

@@ -225,7 +225,7 @@ def _ritz(S: _Space, k: int) -> _Ritz:
     eta = torch.full_like(Sb, math.inf)
 
     def fill(idx: list[int]) -> None:
-        R = combine(S.W[:, :j], Ub[:, idx]) - combine(S.P[:, :j], Vb[:, idx] * Sb[idx])
+        R = _residuals(S, Ub[:, idx], Vb[:, idx], Sb[idx])
         eta[idx] = torch.linalg.vector_norm(R, dim=0) / math.sqrt(2.0)
 
     fill(list(range(min(k, j))))
@@ -409,10 +409,16 @@ def _preconditioned(prec: LinearOp, S: _Space, rz: _Ritz, idx_s: list[int], tol:
     return prec.matvec(_residual(S, rz, pick))
 
 
+def _residuals(S: _Space, Ub: torch.Tensor, Vb: torch.Tensor, Sb: torch.Tensor) -> torch.Tensor:
+    """``Tᵀu_i − σ_i v_i`` for the Ritz coefficients ``Ub``, ``Vb`` (columns) and values ``Sb``, from
+    the stored bases (no products): ``W Ub − P (Vb σ)``."""
+    j = Ub.shape[0]
+    return combine(S.W[:, :j], Ub) - combine(S.P[:, :j], Vb * Sb)
+
+
 def _residual(S: _Space, rz: _Ritz, i: int) -> torch.Tensor:
-    """``Tᵀu_i − σ_i v_i`` of Ritz triplet ``i`` from the stored bases (no products)."""
-    j = rz.j
-    return S.W[:, :j] @ rz.Ub[:, i] - S.P[:, :j] @ rz.Vb[:, i] * rz.Sb[i]
+    """:func:`_residuals` of Ritz triplet ``i`` alone."""
+    return _residuals(S, rz.Ub[:, i:i + 1], rz.Vb[:, i:i + 1], rz.Sb[i:i + 1])[:, 0]
 
 
 def _certify(out: _Outcome, k: int, want_l: bool, want_s: bool) -> tuple[dict[str, Certified], NullSpaceInfo]:
