@@ -103,6 +103,9 @@ class AttentionGramPreconditioner(SymmetricOp):
     def __init__(self, J: Any) -> None:
         if not isinstance(J, AttentionJacobian):
             raise TypeError(f"J must be an AttentionJacobian, got {type(J).__name__}")
+        for name in ("W_Q", "W_K", "W_V", "W_O"):
+            if not bool(torch.isfinite(getattr(J.model, name)).all()):
+                raise ValueError(f"J: the model's weight {name} has NaN or inf entries")
         m = J.shape[0]
         super().__init__((m, m), J.dtype, J.device, name="AttentionGramPreconditioner")
         mdl = J.model

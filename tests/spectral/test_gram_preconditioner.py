@@ -237,3 +237,12 @@ def test_preconditioner_is_validated_before_any_product():
         golub_kahan_davidson(A, preconditioner=bad)
     with pytest.raises(TypeError, match="preconditioner"):
         golub_kahan_davidson(A, preconditioner="identity")
+
+
+def test_non_finite_weights_are_refused_before_any_work():
+    mh = MultiHeadAttention(4, 4, 2, seed=0)
+    with torch.no_grad():
+        mh.W_K[1, 2, 0] = float("inf")
+    J = AttentionJacobian(mh, synthetic_regression(40, 5, 4, seed=0).X)
+    with pytest.raises(ValueError, match="J: the model's weight W_K has NaN or inf"):
+        AttentionGramPreconditioner(J)
