@@ -45,8 +45,8 @@ dense-Gram μ where it runs, else against the matrix-free certified value (then
 products ``primme/matrix_free``.
 
 Usage: ``python benchmarks/ntk_matrix_free.py [--sizes medium,large,xl] [--routes ...]
-[--cap S] [--out FILE]``; prints one JSON row per (size, route), writes ``--out`` (merging rows
-of other (size, route) pairs already there).
+[--cap S] [--maxiter STEPS] [--out FILE]``; prints one JSON row per (size, route), writes ``--out``
+(merging rows of other (size, route) pairs already there).
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def _setup(size: str):
     return mh, X
 
 
-def _route(size: str, route: str) -> dict:
-    """One route in this process (the child side)."""
+def _route(size: str, route: str, maxiter: int | None = None) -> dict:
+    """One route in this process (the child side); ``maxiter`` caps the matrix-free solves' steps."""
     import torch
 
     from attncond.spectral.diagnostics import pl_constant
@@ -99,7 +99,7 @@ def _route(size: str, route: str) -> dict:
     if route in ("dense_gram", "matrix_free", "matrix_free_preconditioned"):
         how = {"dense_gram": "cholesky-lanczos", "matrix_free": "matrix-free",
                "matrix_free_preconditioned": "matrix-free-preconditioned"}[route]
-        pl = pl_constant(mh, X, eig_method=how, tol=TOL)
+        pl = pl_constant(mh, X, eig_method=how, tol=TOL, maxiter=maxiter)
         row = {"mu": pl.mu, "mu_interval": list(pl.mu_interval), "lambda_max": pl.lambda_max,
                "converged": bool(math.isfinite(pl.mu) and not any("not converged" in n for n in pl.notes)),
                "route_used": pl.route, "eig_method": pl.eig_method, "notes": list(pl.notes)}
@@ -175,17 +175,18 @@ def _route(size: str, route: str) -> dict:
     return row
 
 
-def run(size: str, route: str, cap: float) -> dict:
+def run(size: str, route: str, cap: float, maxiter: int | None = None) -> dict:
     c = SIZES[size]
     from attncond.models import MultiHeadAttention, jacobian_rank_bound
 
     rank_bound = jacobian_rank_bound(MultiHeadAttention(c["D"], c["d"], c["H"], seed=0)).bound
     base = {"size": size, **c, "m": c["N"] * c["n"], "p": 3 * c["H"] * c["D"] * c["d"],
-            "rank_bound": rank_bound, "route": route}
+            "rank_bound": rank_bound, "route": route, "maxiter": maxiter}
     if route in ("dense_gram", "spectrum") and base["m"] ** 2 * 8 > 2 * GIB:
         return {**base, "status": "not run (an m x m Gram of "
                 f"{base['m'] ** 2 * 8 / 1e9:.1f} GB exceeds the 4 GiB budget); see estimate"}
     cmd = [sys.executable, __file__, "--child", size, route]
+    cmd += [] if maxiter is None else ["--maxiter", str(maxiter)]
     t = time.perf_counter()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=cap, env={**os.environ}, check=False)
@@ -228,6 +229,8 @@ def summarise(rows: list[dict]) -> dict:
         if pc and pc.get("status") == "ok":
             s["preconditioned_seconds"], s["preconditioned_products"] = pc["seconds"], pc.get("matvecs")
             s["preconditioned_peak_rss_gib"] = pc["peak_rss_gib"]
+            if pc.get("matvecs"):
+                s["preconditioned_seconds_per_product"] = pc["seconds"] / pc["matvecs"]
             s["preconditioned_converged"] = pc.get("converged")
             if dg and dg.get("status") == "ok" and pc.get("mu") is not None:
                 s["preconditioned_rel_err_mu_vs_dense_gram"] = abs(pc["mu"] - dg["mu"]) / dg["mu"]
@@ -274,10 +277,12 @@ def main() -> None:
     ap.add_argument("--routes", default=",".join(ROUTES))
     ap.add_argument("--cap", type=float, default=3600.0, help="wall-clock cap per route (s)")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--maxiter", type=int, default=None,
+                    help="step budget of each matrix-free solve (pl_constant's maxiter; default: the solvers')")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(_finite(_route(*a.child)), allow_nan=False))
+        print(json.dumps(_finite(_route(*a.child, maxiter=a.maxiter)), allow_nan=False))
         return
     sizes = [s for s in a.sizes.split(",") if s]
     routes = [r for r in a.routes.split(",") if r]
@@ -287,13 +292,15 @@ def main() -> None:
     for r in routes:
         if r not in ROUTES:
             raise SystemExit(f"--routes: unknown route {r!r}; known: {', '.join(ROUTES)}")
+    if a.maxiter is not None and a.maxiter < 1:
+        raise SystemExit(f"--maxiter: must be a positive integer, got {a.maxiter}")
     out = Path(a.out)
     old = json.loads(out.read_text())["rows"] if out.exists() else []
     done = {(s, r) for s in sizes for r in routes}
     rows = [r for r in old if (r["size"], r["route"]) not in done]
     for s in sizes:
         for r in routes:
-            row = run(s, r, a.cap)
+            row = run(s, r, a.cap, a.maxiter)
             row = _finite(row)
             print(json.dumps(row, allow_nan=False), flush=True)
             rows.append(row)

@@ -24,6 +24,7 @@ from attncond.spectral.solvers.gkl import golub_kahan_lanczos
 from attncond.spectral.solvers.gram_lanczos import gram_basis
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
 from attncond.spectral.solvers.psd import GRAM_METHODS, GramExtremes, gram_extremes
+from attncond.spectral.solvers.validate import check_maxiter
 
 #: ``eig_method`` choices: the Gram methods of :func:`gram_extremes` and the three matrix-free routes
 #: (``"matrix-free"``: Lanczos on the implicit Gram; ``"matrix-free-svd"``: GKD on ``J``;
@@ -95,6 +96,7 @@ def pl_constant(
     value_block: bool | None = None,
     tol: float = 1e-10,
     beta: BetaPaper | None = None,
+    maxiter: int | None = None,
 ) -> PLConstant:
     r"""``μ = λ_min(J Jᵀ)``, ``J = ∂ vec(model(X))/∂θ_M`` (MATH.md §4, "Exact PL constant").
 
@@ -108,6 +110,10 @@ def pl_constant(
     :class:`models.MultiHeadAttention` the corrected bound
     ``J Jᵀ ⪰ J_V J_Vᵀ = Σ_h (B_hB_hᵀ)⊗(W^{O}_hᵀW^O_h) ⪰ min_h σ²_min(W^O_h) B0B0ᵀ`` and the
     paper's ``β`` are reported with whether each holds.
+    ``maxiter``: the step budget of each iterative solve on the matrix-free routes (GKD/GKL steps of
+    two products, or Lanczos steps on ``G``); ``None``: each solver's own default (GKD's is
+    ``max(4000, 2m)`` steps, hours at m = 32,768). A run that spends it reports ``μ = nan`` with its
+    certified interval and a "not converged" note. The formed-Gram routes are direct and ignore it.
 
     ``eig_method``: a method of :func:`~attncond.spectral.solvers.psd.gram_extremes` on the formed Gram;
     ``"matrix-free"`` (never forms ``G``; closed-form kernels only): Lanczos on ``G v = J(Jᵀv)`` with
@@ -127,6 +133,7 @@ def pl_constant(
         raise TypeError(f"value_block must be a bool or None, got {value_block!r}")
     if eig_method not in EIG_METHODS:
         raise ValueError(f"unknown eig_method {eig_method!r}; known: {', '.join(map(repr, EIG_METHODS))}")
+    maxiter = check_maxiter(maxiter)
     t0 = time.perf_counter()
     notes: list[str] = []
     ng: NTKGram | None = None
@@ -134,7 +141,7 @@ def pl_constant(
     if _use_matrix_free(model, X, trainable, eig_method):
         J = AttentionJacobian(model, X, trainable)  # a MultiHeadAttention, so rb is not None
         mf = eig_method if eig_method in MATRIX_FREE else AUTO_MATRIX_FREE
-        ex = _matrix_free_extremes(J, tol, mf, singular=rb.bound < J.shape[0])
+        ex = _matrix_free_extremes(J, tol, mf, singular=rb.bound < J.shape[0], maxiter=maxiter)
         m, n_params, train, route, dtype = J.shape[0], J.shape[1], J.trainable, "matrix-free", J.dtype
         where = ("on J (sigma_min^2)" if ex.method.startswith("matrix-free:gkd") else
                  "on the implicit Gram G = J(J^T v) (Bauer-Fike, as the dense-Gram route)")
@@ -193,7 +200,8 @@ def pl_constant(
             if jacobian_rank_bound(model, ("W_V",)).bound < m:
                 vb_mu = 0.0  # rank J_V <= H·D·d_out (models.rank) < m: exactly singular
             elif route == "matrix-free":
-                vb_mu = _matrix_free_extremes(AttentionJacobian(model, X, ("W_V",)), tol, mf).lambda_min
+                vb_mu = _matrix_free_extremes(AttentionJacobian(model, X, ("W_V",)), tol, mf,
+                                               maxiter=maxiter).lambda_min
             else:
                 vb_mu = gram_extremes(ntk_gram(model, X, ("W_V",)).gram, eig_method, tol=tol).lambda_min
     else:
@@ -227,9 +235,10 @@ def _use_matrix_free(model: Any, X: Any, trainable: Sequence[str] | None, eig_me
 
 
 def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-free", *,
-                          singular: bool | None = None) -> GramExtremes:
+                          singular: bool | None = None, maxiter: int | None = None) -> GramExtremes:
     """``λ_min``/``λ_max`` of ``G = J Jᵀ`` without forming it; ``singular`` (default ``p < m``): ``λ_min = 0``
-    exactly (by rank), and only ``λ_max`` is computed.
+    exactly (by rank), and only ``λ_max`` is computed. ``maxiter``: each solve's step budget (``None``:
+    the solver's default; Lanczos: ``AUTO.pl_lanczos_max_steps``).
 
     ``how="matrix-free"``: thick-restart Lanczos (full reorthogonalisation) on the implicit ``G``
     (each product ``J(Jᵀv)``), both ends in one run; intervals are Bauer–Fike on ``G`` — the
@@ -243,12 +252,12 @@ def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-f
     m, p = J.shape
     singular = p < m if singular is None else singular
     if how == "matrix-free-svd":
-        return _gkd_extremes(J, tol, singular)
+        return _gkd_extremes(J, tol, singular, maxiter)
     if how == "matrix-free-preconditioned":
-        return _preconditioned_extremes(J, tol, singular)
+        return _preconditioned_extremes(J, tol, singular, maxiter)
     ncv = gram_basis(m, J.dtype, policy.AUTO.pl_lanczos_basis_bytes)
     res = symmetric_lanczos(GramOperator(J), k=1, which="largest" if singular else "both", tol=tol,
-                            maxiter=policy.AUTO.pl_lanczos_max_steps, ncv=ncv)
+                            maxiter=policy.AUTO.pl_lanczos_max_steps if maxiter is None else maxiter, ncv=ncv)
     big = res.largest
     lam_max = float(big.values[0]) if bool(big.converged[0]) else math.nan
     lam_max_iv = (max(float(big.lower[0]), 0.0), float(big.upper[0]))
@@ -263,23 +272,24 @@ def _matrix_free_extremes(J: AttentionJacobian, tol: float, how: str = "matrix-f
                         converged=bool(res.converged), matvecs=int(J.n_products))
 
 
-def _gkd_extremes(J: AttentionJacobian, tol: float, singular: bool) -> GramExtremes:
+def _gkd_extremes(J: AttentionJacobian, tol: float, singular: bool, maxiter: int | None) -> GramExtremes:
     """``λ_min``/``λ_max`` of ``J Jᵀ`` as ``σ²`` of ``J`` by GKD; intervals are the squared certified
     σ intervals (certified on ``J``). ``singular``: ``λ_min = 0`` exactly (rank), only σ_max is computed."""
-    res = golub_kahan_davidson(J, which="largest" if singular else "both", tol=tol / 2)
+    res = golub_kahan_davidson(J, which="largest" if singular else "both", tol=tol / 2, maxiter=maxiter)
     return _squared_extremes(res.largest, None if singular else res.smallest, "matrix-free:gkd",
                              bool(res.converged), int(res.matvecs))
 
 
-def _preconditioned_extremes(J: AttentionJacobian, tol: float, singular: bool) -> GramExtremes:
+def _preconditioned_extremes(J: AttentionJacobian, tol: float, singular: bool,
+                             maxiter: int | None) -> GramExtremes:
     """``λ_min = σ_min(J)²`` by GKD preconditioned with :class:`AttentionGramPreconditioner` (GD+k),
     ``λ_max = σ_max(J)²`` by GKL; both certified on ``J`` (squared intervals). ``singular``: ``λ_min = 0``
     exactly (rank), and no preconditioner is built."""
-    top = golub_kahan_lanczos(J, which="largest", tol=tol / 2)
+    top = golub_kahan_lanczos(J, which="largest", tol=tol / 2, maxiter=maxiter)
     if singular:
         return _squared_extremes(top.largest, None, "matrix-free:gkd-preconditioned", bool(top.converged),
                                  int(top.matvecs))
-    res = golub_kahan_davidson(J, which="smallest", tol=tol / 2,
+    res = golub_kahan_davidson(J, which="smallest", tol=tol / 2, maxiter=maxiter,
                                preconditioner=AttentionGramPreconditioner(J))
     return _squared_extremes(top.largest, res.smallest, "matrix-free:gkd-preconditioned",
                              bool(top.converged) and bool(res.converged), int(top.matvecs) + int(res.matvecs))

@@ -125,6 +125,33 @@ def test_pl_constant_matrix_free_in_float32_and_float64_holds_the_truth(how, dty
 
 
 @pytest.mark.parametrize("how", [h for h, _ in MATRIX_FREE])
+def test_pl_constant_maxiter_spent_reports_nan_with_a_true_interval(how):
+    """A step budget too small to converge: μ is NaN (never an uncertified Ritz value), the note
+    says "not converged", and the certified interval still holds the dense μ; a larger budget
+    converges to the dense value."""
+    from spectral.diagnostics import pl_constant
+
+    m = MultiHeadAttention(8, 8, 2, seed=3)
+    X = synthetic_regression(12, 4, 8, seed=1).X
+    dense = pl_constant(m, X, eig_method="dense")
+    cut = pl_constant(m, X, eig_method=how, maxiter=2)
+    assert math.isnan(cut.mu) and any(n.startswith("not converged") for n in cut.notes)
+    lo, hi = cut.mu_interval
+    assert lo <= dense.mu <= hi and hi > lo, (lo, dense.mu, hi)
+    full = pl_constant(m, X, eig_method=how, maxiter=4000)
+    assert abs(full.mu - dense.mu) <= 1e-9 * dense.mu
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "10"])
+def test_pl_constant_refuses_a_bad_maxiter(bad):
+    from spectral.diagnostics import pl_constant
+
+    with pytest.raises((ValueError, TypeError), match="maxiter"):
+        pl_constant(MultiHeadAttention(4, 2, 1, seed=0), synthetic_regression(3, 2, 4, seed=0).X,
+                    eig_method="matrix-free", maxiter=bad)
+
+
+@pytest.mark.parametrize("how", [h for h, _ in MATRIX_FREE])
 def test_pl_constant_matrix_free_rank_limited_is_exactly_zero(how):
     from spectral.diagnostics import pl_constant
 
