@@ -21,6 +21,9 @@ Routes (each in its own subprocess; peak memory is its ``ru_maxrss``, which incl
   ``J`` preconditioned by :class:`spectral.diagnostics.gram_preconditioner.AttentionGramPreconditioner`
   (block-Jacobi on the logit side, Woodbury on the value side) for μ, GKL for λ_max; certified on
   ``J`` (its build time is included);
+* ``preconditioned_mu``: μ alone, like ``primme_gram``: ``golub_kahan_davidson(J, which="smallest",
+  preconditioner=AttentionGramPreconditioner(J))`` (build included), without the GKL run for
+  ``λ_max`` that ``pl_constant`` adds;
 * ``primme``: ``primme.svds(which="SM", k=1)`` on the *same* closed-form products (a scipy
   ``LinearOperator`` over ``AttentionJacobian``), ``tol = 1e-10`` relative to ``‖J‖``;
 * ``primme_gram``: ``primme.eigsh(which="SA", k=1)`` (PRIMME's default dynamic GD+k/JDQMR) on the
@@ -71,7 +74,8 @@ SIZES = {
     "xl": dict(N=1024, n=32, D=64, d=64, H=8),
     "xl_proxy": dict(N=256, n=32, D=32, d=32, H=8),
 }
-ROUTES = ["dense_gram", "matrix_free", "matrix_free_preconditioned", "primme", "primme_gram", "spectrum"]
+ROUTES = ["dense_gram", "matrix_free", "matrix_free_preconditioned", "preconditioned_mu", "primme",
+          "primme_gram", "spectrum"]
 TOL = 1e-8
 PRIMME_TOL = 1e-10
 GIB = 1024**3
@@ -112,6 +116,16 @@ def _route(size: str, route: str, maxiter: int | None = None) -> dict:
             tc = time.perf_counter()
             torch.linalg.cholesky(G)
             row["cholesky_seconds"] = time.perf_counter() - tc
+    elif route == "preconditioned_mu":
+        from attncond.spectral.diagnostics import AttentionGramPreconditioner
+        from attncond.spectral.solvers import golub_kahan_davidson
+
+        J = AttentionJacobian(mh, X)
+        res = golub_kahan_davidson(J, which="smallest", tol=TOL / 2, maxiter=maxiter,
+                                   preconditioner=AttentionGramPreconditioner(J))
+        sm = res.smallest
+        row = {"mu": float(sm.values[0]) ** 2, "converged": bool(res.converged), "matvecs": int(res.matvecs),
+               "mu_interval": [float(sm.lower[0]) ** 2, float(sm.upper[0]) ** 2]}
     elif route == "spectrum":
         from attncond.spectral.diagnostics import AttentionGramPreconditioner
         from attncond.spectral.diagnostics.structured import ntk_gram
@@ -244,6 +258,16 @@ def summarise(rows: list[dict]) -> dict:
                     if pr.get("matvecs"):
                         s[f"{peer}_over_preconditioned_products"] = (
                             pr["matvecs"] / max(pc.get("matvecs") or 1, 1))
+        pm = by.get((size, "preconditioned_mu"))
+        if pm and pm.get("status") == "ok":
+            s["mu_only_seconds"], s["mu_only_products"] = pm["seconds"], pm.get("matvecs")
+            s["mu_only_converged"] = pm.get("converged")
+            if dg and dg.get("status") == "ok":
+                s["mu_only_truth_in_interval"] = pm["mu_interval"][0] <= dg["mu"] <= pm["mu_interval"][1]
+            for peer in ("primme", "primme_gram"):
+                pr = by.get((size, peer))
+                if pr and pr.get("status") == "ok" and pm.get("converged"):
+                    s[f"{peer}_over_mu_only_seconds"] = pr["seconds"] / pm["seconds"]
         if s:
             out[size] = s
     big = by.get(("large", "dense_gram"))
