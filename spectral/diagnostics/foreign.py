@@ -53,6 +53,7 @@ from attncond.spectral.estimate import extreme_singular_values
 from attncond.spectral.operators import JacobianOperator
 from attncond.spectral.policy import AUTO
 from attncond.spectral.results import to_jsonable
+from attncond.spectral.solvers.gkd import golub_kahan_davidson
 
 __all__ = [
     "JacobianConditioning", "SupportAttention", "jacobian_conditioning", "support_attention",
@@ -75,7 +76,10 @@ class JacobianConditioning:
     """Conditioning of ``J = ∂ vec(f)/∂θ_M`` (``m×p``) and ``μ = λ_min(J Jᵀ)`` (module docstring).
 
     ``singular_values``: the ``min(m, p)`` singular values, descending (``None`` if not kept).
-    ``null_dim``: how many are ``≤ zero_tol``; ``sigma_min_nonzero`` the smallest above it.
+    ``null_dim``: how many are ``≤ zero_tol``; ``sigma_min_nonzero`` the smallest above it. ``zero_tol``
+    is ``max(m, p)·eps·σ_max`` on the SVD and GKD routes, and the Gram's resolution ``sqrt(eps_g)`` on
+    the Gram route, where ``null_dim`` is then an upper bound and ``sigma_min_nonzero`` is ``nan``
+    with only its upper bound certified (``sigma_min_nonzero_interval = (0, upper)``).
     ``per_sample``: the per-sample route was used (else ``per_sample_reason`` says why not).
     ``converged``: every interval meets ``tol`` relative (rank-deficient ends excepted).
     """
@@ -177,29 +181,63 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
     eg = (10.0 * math.sqrt(M) + Nn) * eps * lmax
     s = np.sqrt(np.clip(lam, 0.0, None))
     info = _from_spectrum(s, eps, m, p)
-    zt2 = max(info["zero_tol"] ** 2, eg)  # on λ: the rounding margin decides numerical zero
+    # on λ the rounding margin decides numerical zero: every σ ≤ sqrt(eg) (the Gram's resolution)
+    # is indistinguishable from 0 here, so the count is an upper bound on the null-space dimension
+    zt2 = max(info["zero_tol"] ** 2, eg)
+    info["zero_tol"] = math.sqrt(zt2)
     info["null_dim"] = int((lam <= zt2).sum())
     nzl = lam[lam > zt2]
-    info["smin_nz"] = float(math.sqrt(nzl[-1])) if nzl.size and nzl.size < lam.size else None
 
     def iv(x: float) -> tuple[float, float]:
         return (math.sqrt(max(x - eg, 0.0)), math.sqrt(max(x + eg, 0.0)))
 
     smax_iv, smin_iv = iv(float(lam[0])), iv(float(lam[-1]))
     smin = float(s[-1]) if lam[-1] > zt2 else 0.0
-    nz_iv = iv(float(nzl[-1])) if info["smin_nz"] is not None else None
     rel = (smin_iv[1] - smin_iv[0]) / max(smin, 1e-300) if smin > 0 else 0.0
-    conv = rel <= tol or smin == 0.0
-    reason = None if conv else (f"σ_min from the Gram eigenvalue: interval width {rel:.2g} relative > tol "
-                                f"(squaring loses eps·κ²); use method='certified'")
-    if nz_iv is not None and (nz_iv[1] - nz_iv[0]) > tol * info["smin_nz"]:
-        conv = False
+    smin_ok = rel <= tol or smin == 0.0
+    reason = None if smin_ok else (f"σ_min from the Gram eigenvalue: interval width {rel:.2g} relative > tol "
+                                   f"(squaring loses eps·κ²); use method='certified'")
+    nz_ok, nz_iv = True, None
+    info["smin_nz"] = None
+    if info["null_dim"] and nzl.size:
+        # the first eigenvalue above the resolution is a non-zero σ, but a smaller non-zero one may
+        # hide below it among those counted as zero: only the upper bound is certified
+        nz_ok, nz_iv = False, (0.0, iv(float(nzl[-1]))[1])
+        info["smin_nz"] = math.nan
         reason = (reason + "; " if reason else "") + (
-            f"smallest non-zero σ from the Gram: interval [{nz_iv[0]:.6g}, {nz_iv[1]:.6g}] wider than tol "
-            "(eps·κ_nz² lost by squaring); method='dense' computes it from the SVD of J")
-    return {"est": None, "s": s, "route": f"gram[{how}, {side}, eigvalsh]", "converged": conv, "reason": reason,
+            f"the Gram route resolves σ only down to sqrt(eps_g) = {info['zero_tol']:.3g}: null_dim = "
+            f"{info['null_dim']} counts every σ below it (an upper bound on the null-space dimension), and "
+            f"the smallest non-zero σ is only bounded above (<= {nz_iv[1]:.6g}); method='dense' (where J fits) "
+            "or method='certified' (GKD with null-space locking on J) resolves both")
+    nz_reason = None if nz_ok else reason.split("; ")[-1]
+    return {"est": None, "s": s, "route": f"gram[{how}, {side}, eigvalsh]", "converged": smin_ok and nz_ok,
+            "smin_ok": smin_ok, "nz_ok": nz_ok, "reason": reason, "nz_reason": nz_reason,
             "smax": float(s[0]), "smax_iv": smax_iv, "smin": smin, "smin_iv": smin_iv, "smin_nz_iv": nz_iv,
             "mu_lam": float(lam[-1]), "mu_iv": (max(float(lam[-1]) - eg, 0.0), float(lam[-1]) + eg), **info}
+
+
+def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> dict[str, Any]:
+    """``method="certified"`` past the dense limit: where the Gram route counted values below its
+    resolution ``sqrt(eps_g)``, GKD with null-space locking on ``J`` itself (accuracy ``eps·σ_max``, not
+    ``sqrt(eps)·σ_max``) gives the null-space dimension and the smallest non-zero σ, certified."""
+    if not r["null_dim"]:
+        return r
+    m, p = op.shape
+    g = golub_kahan_davidson(op, which="smallest", tol=tol)
+    info = g.info or {}
+    nz = info.get("smallest_nonzero")
+    out = dict(r)
+    out["route"] = r["route"] + f" + gkd null space ({g.matvecs} products)"
+    if g.converged and int(info.get("null_dim", 0)) == 0:  # no null space after all: σ_min > 0
+        out.update(null_dim=0, smin_nz=None, smin_nz_iv=None, nz_ok=True, nz_reason=None,
+                   zero_tol=max(m, p) * float(torch.finfo(op.dtype).eps) * float(r["s"][0]))
+    elif g.converged and nz is not None and nz["converged"]:
+        out.update(null_dim=int(info["null_dim"]), smin_nz=float(nz["value"]),
+                   smin_nz_iv=(float(nz["lower"]), float(nz["upper"])), nz_ok=True, nz_reason=None,
+                   zero_tol=float(info["null_space"]["threshold"]))
+    else:
+        out["nz_reason"] = ((r.get("reason") or "") + f"; GKD on J did not resolve the null space: {g.reason}")
+    return out
 
 
 def unused_params(model: AdaptedModel, params: Mapping[str, torch.Tensor], inputs: tuple) -> list[str]:
@@ -274,10 +312,16 @@ def jacobian_conditioning(
         raise ForwardADUnsupported("method='certified' needs forward-mode AD (J·v products); "
                                    "use eager=True in models.adapt, or method='gram'")
     est = r["est"] if dense else (extreme_singular_values(op, tol=tol) if certify else None)
+    if certify and est is not None:
+        r = _resolve_null_space(op, r, tol)
     if est is not None:
         smax, smax_iv = est.sigma_max, est.sigma_max_interval
         smin, smin_iv = est.sigma_min, est.sigma_min_interval
-        conv, reason = est.converged and r["converged"], est.reason or r["reason"]
+        if dense:
+            conv, reason = est.converged and r["converged"], est.reason or r["reason"]
+        else:  # σ_min is certified by the solver: the Gram's own σ_min width no longer matters
+            conv = est.converged and r["nz_ok"]
+            reason = "; ".join(x for x in (est.reason, r.get("nz_reason")) if x) or None
         route = r["route"] if dense else f"{r['route']} + {est.method}"
     else:
         smax, smax_iv, smin, smin_iv = r["smax"], r["smax_iv"], r["smin"], r["smin_iv"]
@@ -414,8 +458,11 @@ def _jac_rows(prefix: str, jc: JacobianConditioning, what: str, tol: float) -> l
                       + ("" if jc.converged else "; NOT certified to tol")),
     ]
     if jc.null_dim:
+        unresolved = jc.sigma_min_nonzero is not None and math.isnan(jc.sigma_min_nonzero)
         rows.append(DiagnosticRow(f"{prefix}.null_dim", f"null-space dimension of J {what}", jc.null_dim,
-                                  note=f"σ ≤ zero_tol={jc.zero_tol:.3g} on the small side"))
+                                  note=f"σ ≤ zero_tol={jc.zero_tol:.3g} on the small side"
+                                  + ("; an upper bound: the Gram route cannot tell smaller non-zero σ from 0"
+                                     if unresolved else "")))
         if jc.sigma_min_nonzero is not None:
             eps = jc.eps
             ce = jc.kappa_nonzero * eps if jc.kappa_nonzero else math.nan
@@ -580,10 +627,12 @@ def diagnose_adapted(
             if lj is not None:
                 layers[g] = lj
                 rows += _jac_rows(f"layer.{g}.jac", lj, f"({g})", tol)
-    maps = _safe_rows(rows, "softmaxJ.kappa_median", "κ(J(s)) on the support", model.attention)
+    # one layer whose mask does not match its attention marks these rows undefined, not the report
+    got = _safe_rows(rows, "softmaxJ.kappa_median", "κ(J(s)) on the support",
+                     lambda: tuple(support_attention(a, sparsity_eps) for a in model.attention()))
     att: tuple[SupportAttention, ...] = ()
-    if maps is not None:
-        att = tuple(support_attention(a, sparsity_eps) for a in maps)
+    if got is not None:
+        att = got
         rows += _attention_rows(att)
         if spectra:
             for a in att:

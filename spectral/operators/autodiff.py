@@ -72,6 +72,41 @@ def check_params_used(fn: Callable[..., torch.Tensor], names: list[str], tensors
             f"{what} does not use the parameter(s) {unused} (not in its autograd graph): their Jacobian "
             f"columns would be identically zero. Misspelt names? Given: {names}")
 
+#: the per-sample rows' random-probe check (:meth:`JacobianOperator._check_rows_on_a_probe`) allows this
+#: many ulps of ``Σ_i ‖u_iᵀ J_i‖`` (batched and single-sample evaluation round differently)
+SAMPLE_PROBE_ULPS = 1024.0
+
+#: two evaluations of a deterministic function agree to this many ulps of its largest entry
+#: (bitwise on the CPU; a GPU's reduction order may move the last bits)
+DETERMINISM_ULPS = 64.0
+
+
+def check_deterministic(fn: Callable[..., torch.Tensor], names: list[str], tensors: list[torch.Tensor],
+                        inputs: tuple[Any, ...], reference: torch.Tensor, what: str = "fn") -> None:
+    """Refuse a ``fn`` whose value at the same parameters and inputs changes between calls
+    (dropout with ``training=True`` in the forward, Monte-Carlo sampling, ...): its Jacobian is not
+    one matrix, so no certificate about it could be reproduced. One more forward pass, compared
+    with ``reference`` (the first one) to :data:`DETERMINISM_ULPS` ulps of ``max |fn|``."""
+    with torch.no_grad():
+        again = fn(dict(zip(names, tensors, strict=True)), *inputs)
+    if not isinstance(again, torch.Tensor) or again.shape != reference.shape:
+        raise ValueError(f"{what} is not deterministic: a second evaluation returned "
+                         f"{type(again).__name__} of shape {tuple(getattr(again, 'shape', ()))}, the first "
+                         f"{tuple(reference.shape)}")
+    ref = reference.detach()
+    fin = torch.isfinite(ref) & torch.isfinite(again)
+    scale = float(ref[fin].abs().max()) if bool(fin.any()) else 0.0
+    tol = DETERMINISM_ULPS * torch.finfo(ref.dtype).eps * max(scale, torch.finfo(ref.dtype).tiny)
+    same_nonfinite = bool(torch.equal(torch.isnan(ref), torch.isnan(again))) and bool(
+        torch.equal(torch.where(torch.isinf(ref), ref, 0), torch.where(torch.isinf(again), again, 0)))
+    diff = float((again[fin] - ref[fin]).abs().max()) if bool(fin.any()) else 0.0
+    if diff > tol or not same_nonfinite:
+        raise ValueError(
+            f"{what} is not deterministic: two evaluations at the same parameters and inputs differ by "
+            f"{diff:.3g} (tolerance {tol:.3g}); its Jacobian is not one matrix. Dropout or sampling in the "
+            "forward (e.g. F.dropout(..., training=True), which eval() does not switch off)?")
+
+
 def flatten_params(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """``θ = [vec(p_1); vec(p_2); …]`` in dict order."""
     return torch.cat([t.detach().reshape(-1) for t in params.values()])
@@ -162,6 +197,7 @@ class JacobianOperator(_VmapMixin, LinearOp):
         out_full, self._vjp = torch.func.vjp(
             lambda *ts: fn(dict(zip(names, ts, strict=True)), *inputs), *self._primals
         )
+        check_deterministic(fn, names, tensors, inputs, out_full, "JacobianOperator: fn")
         out = out_full.reshape(-1)
         self._out_shape = tuple(out_full.shape)
         vjp_full = self._vjp
@@ -211,6 +247,7 @@ class JacobianOperator(_VmapMixin, LinearOp):
             )
         self.sample_dim = sample_dim
         self.n_samples = N
+        self._sample_vmap = True
         m_s = self.shape[0] // N
         item = torch.finfo(self.dtype).bits // 8
         if sample_chunk is None:
@@ -258,6 +295,52 @@ class JacobianOperator(_VmapMixin, LinearOp):
                     f"sample_dim={d}: perturbing sample {j} changes the output of other samples (max change "
                     f"{float(others.abs().max()):.3g} > tolerance {tol:.3g}); fn couples samples along this "
                     "dimension")
+        self._check_rows_on_a_probe()
+
+    def _check_rows_on_a_probe(self) -> None:
+        """Every sample at once: ``uᵀ J`` of the batched ``fn`` must equal ``Σ_i u_iᵀ J_i`` of the
+        single-sample function for a random ``u``, to :data:`SAMPLE_PROBE_ULPS` ulps of ``Σ_i ‖u_iᵀ J_i‖``.
+        Rows of ``J`` that the per-sample route would get wrong (``fn`` couples samples anywhere, not
+        only among the probed ones above) change that sum with probability one. One batched VJP and
+        ``N`` single-sample ones."""
+        N, d = int(self.n_samples or 0), self.sample_dim
+        assert d is not None
+        g = torch.Generator().manual_seed(2024)
+        u = torch.randn(self.shape[0], generator=g, dtype=torch.float64).to(self.dtype).to(self.device)
+        batched = self._flat.cat(self._vjp(u)).detach()
+        U = u.reshape(N, -1)
+        total = torch.zeros_like(batched)
+        scale = 0.0
+        c = int(self.sample_chunk or 1)
+        for a in range(0, N, c):
+            b = min(N, a + c)
+            per = self._sample_vjps(U[a:b], tuple(x.narrow(d, a, b - a) for x in self._inputs))
+            total += per.sum(0)
+            scale += float(torch.linalg.vector_norm(per, dim=1).sum())
+        diff = float(torch.linalg.vector_norm(total - batched))
+        tol = SAMPLE_PROBE_ULPS * torch.finfo(self.dtype).eps * max(scale, torch.finfo(self.dtype).tiny)
+        if not diff <= tol:
+            raise ValueError(
+                f"sample_dim={d}: the per-sample Jacobian rows disagree with fn on the batch (random probe "
+                f"u: |u^T J_batch - sum_i u_i^T J_i| = {diff:.3g} > tolerance {tol:.3g}); fn couples samples "
+                "along this dimension")
+
+    def _sample_vjps(self, U: torch.Tensor, xs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``(b, p)``: ``u_iᵀ J_i`` for the samples of ``xs`` (sample axis ``sample_dim``), vmapped over
+        samples, or one at a time where ``fn`` does not support ``vmap`` (data-dependent control flow)."""
+        d = self.sample_dim
+        assert d is not None
+
+        def one(ui: torch.Tensor, *xi: torch.Tensor) -> torch.Tensor:
+            _, pull = torch.func.vjp(lambda *ts: self._single(ts, *xi), *self._primals)
+            return self._flat.cat(pull(ui))
+
+        if self._sample_vmap:
+            try:
+                return torch.func.vmap(one, in_dims=(0,) + (d,) * len(xs))(U, *xs).detach()
+            except Exception:  # noqa: BLE001 - fn does not support vmap: one sample at a time
+                self._sample_vmap = False
+        return torch.stack([one(U[i], *(x.select(d, i) for x in xs)) for i in range(U.shape[0])]).detach()
 
     def _single(self, ts: tuple[torch.Tensor, ...], *xs: torch.Tensor) -> torch.Tensor:
         """Single-sample function ``θ ↦ vec(fn(θ, x_i))`` (``x_i`` re-expanded to a batch of 1)."""
@@ -267,17 +350,40 @@ class JacobianOperator(_VmapMixin, LinearOp):
         return out.reshape(-1)
 
     def _sample_block(self, a: int, b: int) -> torch.Tensor:
-        """Rows of ``J`` for samples ``a … b−1``: vmap over samples of jacrev of the single-sample fn."""
+        """Rows of ``J`` for samples ``a … b−1``: vmap over samples of jacrev of the single-sample fn, or
+        jacrev one sample at a time where ``fn`` does not support ``vmap`` over samples (data-dependent
+        control flow such as ``if not torch.isfinite(x).all(): raise``), or, where ``jacrev`` fails too,
+        one VJP per row."""
         d = self.sample_dim
         assert d is not None
         xs = tuple(x.narrow(d, a, b - a) for x in self._inputs)
-        jac = torch.func.vmap(
-            torch.func.jacrev(self._single, argnums=0),
-            in_dims=(None,) + (d,) * len(xs),
-        )(self._primals, *xs)
         rows = (b - a) * (self.shape[0] // (self.n_samples or 1))
-        block = torch.cat([t.reshape(rows, -1) for t in jac], dim=1).detach()
+        jac = None
+        if self._sample_vmap:
+            try:
+                jac = torch.func.vmap(
+                    torch.func.jacrev(self._single, argnums=0),
+                    in_dims=(None,) + (d,) * len(xs),
+                )(self._primals, *xs)
+            except Exception:  # noqa: BLE001 - fn does not support vmap over samples
+                self._sample_vmap = False
+        if jac is None:
+            per = [self._single_jacobian(tuple(x.select(d, i) for x in xs)) for i in range(b - a)]
+            block = torch.cat(per, dim=0).detach()
+        else:
+            block = torch.cat([t.reshape(rows, -1) for t in jac], dim=1).detach()
         return self.scale_output(block, 1.0, f"operator {self.name}: per-sample Jacobian rows {a}..{b - 1}")
+
+    def _single_jacobian(self, xi: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """``J_i`` (``m_s × p``) of one sample without ``vmap`` over samples: ``jacrev``, or one VJP per
+        row where its own vmap over cotangents fails."""
+        try:
+            jac = torch.func.jacrev(self._single, argnums=0)(self._primals, *xi)
+            return torch.cat([t.reshape(t.shape[0], -1) for t in jac], dim=1)
+        except Exception:  # noqa: BLE001 - a backward jacrev cannot vmap: row by row
+            out, pull = torch.func.vjp(lambda *ts: self._single(ts, *xi), *self._primals)
+            eye = torch.eye(out.numel(), dtype=out.dtype, device=out.device)
+            return torch.stack([self._flat.cat(pull(eye[r])) for r in range(out.numel())])
 
     def _require_samples(self, what: str) -> int:
         if self.sample_dim is None or self.n_samples is None or self.sample_chunk is None:
@@ -435,6 +541,10 @@ class HessianOperator(_VmapMixin, LinearOp):
                 raise ValueError("loss_fn must return a scalar")
             return out.reshape(())
 
+        with torch.no_grad():
+            first = L(tuple(tensors))
+        check_deterministic(lambda p, *xs: L(tuple(p[k] for k in names)), names, tensors, (), first,
+                            "HessianOperator: loss_fn")
         grad = torch.func.grad(L)
         self._g = lambda *ts: grad(ts)
         super().__init__(
