@@ -430,9 +430,18 @@ def support_attention(amap: Any, eps: float = 1e-3) -> SupportAttention:
     return SupportAttention(
         layer=amap.layer, masks=tuple(amap.masks), kappa=kap, kappa_median=med, kappa_max=kmax,
         n_singular=sing.sum(dim=(0, 2)).numpy(), n_trivial_rows=int((k < 2).sum()),
-        entropy=ent.mean(dim=(0, 2)).numpy(), normalized_entropy=np.nanmean(nent.numpy(), axis=(0, 2)),
+        entropy=ent.mean(dim=(0, 2)).numpy(), normalized_entropy=_nanmean_heads(nent.numpy()),
         sparsity=spars.numpy(), eps=eps,
     )
+
+
+def _nanmean_heads(x: np.ndarray) -> np.ndarray:
+    """Mean over axes 0 and 2 of ``(N, H, n_q)`` ignoring NaN; NaN for a head with no finite entry
+    (every row a 1-entry support), without numpy's "Mean of empty slice" warning."""
+    ok = ~np.isnan(x)
+    cnt = ok.sum(axis=(0, 2))
+    tot = np.where(ok, x, 0.0).sum(axis=(0, 2))
+    return np.where(cnt > 0, tot / np.maximum(cnt, 1), math.nan)
 
 
 # --------------------------------------------------------------------------- diagnose

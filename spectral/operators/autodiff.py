@@ -163,8 +163,13 @@ class JacobianOperator(_VmapMixin, LinearOp):
         by ``torch.func.vmap`` over samples of ``torch.func.jacrev`` of the single-sample
         function (``m_s = m/N`` VJPs per sample, each touching one sample only), instead
         of ``m`` VJPs through the whole batch. ``matvec``/``rmatvec`` are unchanged.
-        The declaration is checked once at construction on the output of the first
-        sample (``fn`` on sample 0 alone must equal row block 0 of ``fn`` on the batch).
+        The declaration is checked once at construction: ``fn`` on a probed sample alone (the
+        first, the last, a random one) must equal its row block of ``fn`` on the batch, perturbing
+        it must leave the other blocks unchanged, and, over every sample at once, ``uᵀJ`` of the
+        batch must equal ``Σ_i u_iᵀ J_i`` for a random ``u``. ``fn`` must also be deterministic
+        (two evaluations agree; checked for every ``JacobianOperator``). Where ``fn`` cannot run
+        under ``vmap`` over samples (data-dependent control flow), rows are built one sample at
+        a time.
     sample_chunk : samples per vmapped ``jacrev`` call (default: as many as fit in
         ``256 MiB`` of Jacobian rows); bounds the memory of the materialisation.
     """
