@@ -8,7 +8,15 @@ if __name__ == "models":  # imported by its short name from a checkout: alias at
 
     alias_package(__name__)
 
-from .adapters import AdaptedModel, AttentionMap, ForwardADUnsupported, adapt, select_params
+from .adapters import (
+    AdaptedModel,
+    AttentionMap,
+    ForwardADUnsupported,
+    adapt,
+    mha_extra_keys,
+    parameter_aliases,
+    select_params,
+)
 from .attention import MultiHeadAttention
 from .block import ACTIVATIONS, AttentionBlock, Stack
 from .data import (
@@ -53,8 +61,9 @@ __all__ = [
     "digits_two_step", "ForwardADUnsupported", "gaussian", "gaussian_log_kernel", "get_kernel",
     "heat_treatment", "jacobian_rank_bound", "JacobianRankBound", "Kernel", "kernel_variant",
     "KernelCapabilityError", "KernelForm", "KERNELS", "KernelUnderflowWarning", "KernelVariant", "linear",
-    "logits", "MultiHeadAttention", "normsoftmax", "normsoftmax_std", "patchify", "pathfinder", "Pathfinder",
-    "PRODUCT_LOGITS", "PromptTokenModel", "RankPiece", "regime_scale", "REGIMES", "register_kernel",
-    "select_params", "softmax", "softmax_centred", "stable_gaussian_kernel", "stable_softmax", "Stack",
-    "synthetic_regression", "teacher_student", "temperature", "TwoStepDigits", "unregister_kernel",
+    "logits", "mha_extra_keys", "MultiHeadAttention", "normsoftmax", "normsoftmax_std", "patchify",
+    "pathfinder", "Pathfinder", "parameter_aliases", "PRODUCT_LOGITS", "PromptTokenModel", "RankPiece",
+    "regime_scale", "REGIMES", "register_kernel", "select_params", "softmax", "softmax_centred",
+    "stable_gaussian_kernel", "stable_softmax", "Stack", "synthetic_regression", "teacher_student",
+    "temperature", "TwoStepDigits", "unregister_kernel",
 ]

@@ -32,7 +32,13 @@ then tells whether forward-mode products work, and what to do if not.
 
 Inputs are batch-first, ``inputs[0]`` of shape ``(N, …)`` (tokens ``(N, n, D)``, ids ``(N, n)``,
 images ``(N, C, H, W)``); ``attention_mask`` follows the Hugging Face convention (1 = attend,
-0 = padding) with shape ``(N, n)``. The output's first axis must be the sample axis.
+0 = padding) with shape ``(N, n)``. The output's first axis must be the sample axis. Integer
+inputs (numpy or torch) are token ids (``torch.long``); complex and boolean inputs are refused.
+A bare ``nn.MultiheadAttention`` takes ``X`` or ``(query, key, value)`` (cross-attention; the
+mask is then the ``(N, n_k)`` key padding); a Hugging Face model takes one input; any other
+count is refused. Each set of inputs is run once through the module when it is checked, so
+inputs that do not fit are refused naming them, before any Jacobian work. The keys nn.MHA
+appends (``add_bias_kv``, ``add_zero_attn``) are in every row's support.
 transformers and timm are never imported here: families are recognised by duck typing.
 """
 
@@ -40,16 +46,19 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from .checks import as_float_tensor, check_choice
+from .checks import as_model_input, check_choice
 
-__all__ = ["AdaptedModel", "AttentionMap", "ForwardADUnsupported", "FAMILIES", "adapt", "select_params"]
+__all__ = ["AdaptedModel", "AttentionMap", "ForwardADUnsupported", "FAMILIES", "adapt", "mha_extra_keys",
+           "parameter_aliases", "select_params"]
 
 FAMILIES = ("auto", "mha", "hf", "timm", "hook")
 LOOKED_FOR = (
@@ -92,12 +101,35 @@ class AttentionMap:
         return f"AttentionMap({self.layer!r}, shape={tuple(self.probs.shape)}, masks={self.masks})"
 
 
+def parameter_aliases(module: nn.Module) -> dict[str, str]:
+    """Tied parameters: ``{alias: canonical}`` for every name under which a parameter tensor is
+    reachable besides its first one (the one ``named_parameters()`` lists).
+
+    Examples
+    --------
+    >>> m = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 2, bias=False))
+    >>> m[1].weight = m[0].weight
+    >>> parameter_aliases(m)
+    {'1.weight': '0.weight'}
+    """
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for k, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[k] = first[id(p)]
+        else:
+            first[id(p)] = k
+    return aliases
+
+
 def select_params(module: nn.Module, pattern: str | Sequence[str]) -> tuple[str, ...]:
     """Names of ``module.named_parameters()`` matching any ``fnmatch`` pattern (in module order).
 
     ``"*"`` selects everything; ``"*.query.weight"``, ``"layer.0.attention.*"`` or a list of
-    patterns select parts. A pattern that matches nothing raises ``ValueError`` listing the
-    parameter names.
+    patterns select parts. A pattern may name a tied parameter by any of its names (the alias
+    ``k.weight`` of ``k.weight = q.weight`` selects ``q.weight``, the name ``named_parameters()``
+    lists; see :func:`parameter_aliases`). A pattern that matches nothing raises ``ValueError``
+    listing the parameter names and the ties.
     """
     pats = (pattern,) if isinstance(pattern, str) else tuple(pattern)
     if not pats or not all(isinstance(p, str) and p for p in pats):
@@ -105,13 +137,28 @@ def select_params(module: nn.Module, pattern: str | Sequence[str]) -> tuple[str,
     names = [k for k, _ in module.named_parameters()]
     if not names:
         raise ValueError(f"the module {type(module).__name__} has no parameters")
-    chosen = [k for k in names if any(fnmatch.fnmatchcase(k, p) for p in pats)]
+    aliases = parameter_aliases(module)
+
+    def hits(p: str) -> set[str]:
+        return {k for k in names if fnmatch.fnmatchcase(k, p)} | \
+            {c for a, c in aliases.items() if fnmatch.fnmatchcase(a, p)}
+
+    chosen: set[str] = set()
     for p in pats:
-        if not any(fnmatch.fnmatchcase(k, p) for k in names):
+        got = hits(p)
+        if not got:
             shown = ", ".join(names[:60]) + (f", … ({len(names)} in all)" if len(names) > 60 else "")
+            tied = "; tied parameters (one tensor, either name selects it): " + ", ".join(
+                f"{a} = {c}" for a, c in aliases.items()) if aliases else ""
             raise ValueError(f"params pattern {p!r} matches no parameter of {type(module).__name__}; "
-                             f"its parameters are: {shown}")
-    return tuple(chosen)
+                             f"its parameters are: {shown}{tied}")
+        chosen |= got
+    return tuple(k for k in names if k in chosen)
+
+
+def _shown(names: Sequence[str], limit: int = 12) -> str:
+    """``a, b, c`` (the first ``limit`` names, then how many in all)."""
+    return ", ".join(names[:limit]) + (f", … ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _is_hf(module: nn.Module) -> bool:
@@ -156,8 +203,17 @@ class AdaptedModel:
     ----------
     module : the ``nn.Module`` (weights as they are; random init or the user's own).
     inputs : example inputs, a tensor or a tuple of tensors (batch-first, see module docstring).
-    params : ``fnmatch`` pattern or list of patterns over ``module.named_parameters()``
-        (default ``"*"``): the parameters ``θ_M`` that ``J = ∂ vec(output)/∂θ_M`` is taken over.
+        Floating data must have the model's dtype; integer data (numpy or torch) is kept as
+        ``torch.long`` token ids; complex and boolean data are refused. A bare
+        ``nn.MultiheadAttention`` takes ``X`` (self-attention) or ``(query, key, value)``
+        (cross-attention: ``J`` with respect to the parameters, maps ``(N, H, n_q, n_k)``).
+        One forward on them runs at construction: inputs that do not fit the module are
+        refused here, naming them, not later inside torch.
+    params : ``fnmatch`` pattern or list of patterns over ``module.named_parameters()``: the
+        parameters ``θ_M`` that ``J = ∂ vec(output)/∂θ_M`` is taken over. ``None`` (default):
+        every parameter with ``requires_grad=True`` (frozen ones are left out, with a note
+        naming them); every parameter if all are frozen (with a note). ``"*"``: all, frozen
+        included. A tied parameter may be named by any of its names.
     output : which output to differentiate: ``None`` (the family's default: the MHA output,
         ``last_hidden_state`` or the first output), an attribute/key name, an index, or a
         callable ``out -> Tensor``.
@@ -170,6 +226,14 @@ class AdaptedModel:
     probs_module : hook point for ``family="hook"``: pattern(s) of submodule names whose output
         is the probability tensor.
     eager : run under the math SDPA backend and switch HF/timm models to eager attention.
+
+    Raises
+    ------
+    TypeError
+        a bad argument type; complex or boolean inputs; a floating input of another dtype.
+    ValueError
+        a pattern matching no parameter; no attention found; inputs or a mask that do not fit
+        the module (wrong count, width or length, or the module's forward fails on them).
     """
 
     def __init__(
@@ -177,7 +241,7 @@ class AdaptedModel:
         module: nn.Module,
         inputs: Any,
         *,
-        params: str | Sequence[str] = "*",
+        params: str | Sequence[str] | None = None,
         output: str | int | Callable[[Any], torch.Tensor] | None = None,
         forward: Callable[..., Any] | None = None,
         attention_mask: Any = None,
@@ -200,12 +264,12 @@ class AdaptedModel:
         if self.family == "hook" and probs_module is None:
             raise ValueError("family='hook' needs probs_module=<submodule name pattern(s)>")
         self.probs_module = probs_module
-        self.trainable = select_params(module, params)
+        self.notes: list[str] = []
+        self.trainable = self._select_params(params)
         ps = dict(module.named_parameters())
         self.dtype = ps[self.trainable[0]].dtype
         self.device = ps[self.trainable[0]].device
         self.eager = bool(eager)
-        self.notes: list[str] = []
         self._has_mask = attention_mask is not None
         self._output = output
         self._user_forward = forward
@@ -216,11 +280,40 @@ class AdaptedModel:
                              "Face model needs forward=(module, *inputs, mask) -> output to say where it goes")
         self._switch_eager()
         self._wrapper = _Call(module, self._forward)
-        raw = inputs if isinstance(inputs, tuple) else (inputs,)
-        self.inputs = self.check_inputs(raw + ((attention_mask,) if self._has_mask else ()))
         self._attn_modules = self._find_attention()
+        raw = inputs if isinstance(inputs, tuple) else (inputs,)
+        probs = self._probe_forward(self._convert_inputs(raw + ((attention_mask,) if self._has_mask else ())))
+        self.inputs = probs[0]
+        if causal is None and not self.causal:
+            self._hint_causal(probs[1])
 
     # ------------------------------------------------------------------ set-up
+    def _select_params(self, params: str | Sequence[str] | None) -> tuple[str, ...]:
+        """The selected names, with notes on frozen parameters and tied aliases (class docstring)."""
+        ps = dict(self.module.named_parameters())
+        if params is None:
+            names = select_params(self.module, "*")
+            frozen = [k for k in names if not ps[k].requires_grad]
+            if frozen and len(frozen) < len(names):
+                self.notes.append(f"params=None: left out {len(frozen)} frozen parameters "
+                                  f"(requires_grad=False): {_shown(frozen)}; params='*' includes them")
+                return tuple(k for k in names if ps[k].requires_grad)
+            if frozen:
+                self.notes.append("params=None: every parameter is frozen (requires_grad=False); all "
+                                  f"{len(names)} are selected")
+            return names
+        names = select_params(self.module, params)
+        frozen = [k for k in names if not ps[k].requires_grad]
+        if frozen:
+            self.notes.append(f"the selection includes {len(frozen)} frozen parameters (requires_grad=False): "
+                              f"{_shown(frozen)}")
+        pats = (params,) if isinstance(params, str) else tuple(params)
+        for a, c in parameter_aliases(self.module).items():
+            hit = [fnmatch.fnmatchcase(a, p) for p in pats]
+            if any(hit) and not any(fnmatch.fnmatchcase(c, p) for p in pats):
+                self.notes.append(f"{a} is tied to {c} (one tensor): selected as {c}")
+        return names
+
     def _detect_causal(self) -> bool:
         if self.family != "hf":
             return False
@@ -266,23 +359,48 @@ class AdaptedModel:
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(self, inputs: Any) -> tuple[torch.Tensor, ...]:
-        """Validate the input tuple: tensors (numpy accepted), the first floating ones of the
-        model's dtype, one sample axis ``N`` first, the mask ``(N, n)`` of 0/1 values."""
+        """Validate an input tuple (the mask last when the model has ``attention_mask``).
+
+        Tensors (numpy accepted): floating data of the model's dtype, integer data kept as
+        ``torch.long`` token ids, complex and boolean data refused; one sample axis ``N`` first;
+        the count and widths the family takes (a bare ``nn.MultiheadAttention``: ``X`` or
+        ``(query, key, value)``; a Hugging Face model: one input); the mask ``(N, n)`` of 0/1
+        values (``(N, n_k)`` for cross-attention). Then one forward on them: a module that
+        fails on the inputs is refused here, naming them.
+
+        Parameters
+        ----------
+        inputs : a tensor or a tuple of tensors.
+
+        Returns
+        -------
+        tuple of torch.Tensor
+            the inputs as the model takes them.
+
+        Raises
+        ------
+        TypeError
+            complex, boolean or non-numeric data; a floating input of another dtype.
+        ValueError
+            NaN/inf; a missing sample axis; disagreeing ``N``; the wrong count or width; a mask
+            that does not fit; a forward that fails on the inputs.
+        """
+        return self._probe_forward(self._convert_inputs(inputs))[0]
+
+    def _convert_inputs(self, inputs: Any) -> tuple[torch.Tensor, ...]:
+        """Dtype, sample-axis, count/width and mask checks of :meth:`check_inputs` (no forward)."""
         raw = inputs if isinstance(inputs, tuple) else (inputs,)
-        if not raw:
-            raise ValueError("inputs must hold at least one tensor")
-        out = []
         n_main = len(raw) - (1 if self._has_mask else 0)
+        if n_main < 1:
+            raise ValueError("inputs must hold at least one tensor" + (" besides attention_mask"
+                                                                         if self._has_mask else ""))
+        out = []
         for j, x in enumerate(raw):
-            name = "attention_mask" if (self._has_mask and j == len(raw) - 1) else f"inputs[{j}]"
-            if name == "attention_mask":
-                t = torch.as_tensor(x, device=self.device)
-                if t.is_floating_point() or t.dtype == torch.bool:
-                    t = t.to(torch.long)
-            elif isinstance(x, torch.Tensor) and not x.is_floating_point():
-                t = x.to(self.device)
+            name = "attention_mask" if j == n_main else f"inputs[{j}]"
+            if j == n_main:
+                t = _as_mask(x, self.device)
             else:
-                t = as_float_tensor(name, x, dtype=self.dtype, device=self.device)
+                t = as_model_input(name, x, dtype=self.dtype, device=self.device)
             if t.ndim < 1 or t.shape[0] < 1:
                 raise ValueError(f"{name} must have a leading sample axis N >= 1, got shape {tuple(t.shape)}")
             out.append(t)
@@ -290,19 +408,71 @@ class AdaptedModel:
         for j, t in enumerate(out[1:n_main], start=1):
             if t.shape[0] != N:
                 raise ValueError(f"inputs[{j}] has {t.shape[0]} samples along dim 0, inputs[0] has {N}")
+        X = tuple(out[:n_main])
+        cross = False
+        if self._user_forward is None and self.family == "hf" and n_main != 1:
+            raise ValueError(f"a Hugging Face model takes one input here (input_ids, inputs_embeds or "
+                             f"pixel_values; padding via attention_mask=), got {n_main} inputs; pass "
+                             "forward=(module, *inputs) -> output to route more")
+        if self._user_forward is None and isinstance(self.module, nn.MultiheadAttention):
+            _check_mha_inputs(self.module, X, self.causal)
+            cross = n_main == 3
         if self._has_mask:
-            self._check_mask(out[-1], out[0])
+            self._check_mask(out[-1], X[1] if cross else X[0], "inputs[1] (key)" if cross else "inputs[0]")
         return tuple(out)
 
-    def _check_mask(self, mask: torch.Tensor, X: torch.Tensor) -> None:
+    def _check_mask(self, mask: torch.Tensor, X: torch.Tensor, name: str = "inputs[0]") -> None:
         want = (X.shape[0], X.shape[1]) if X.ndim >= 2 else None
         if mask.ndim != 2 or want is None or tuple(mask.shape) != want:
-            raise ValueError(f"attention_mask must have shape (N, n) = {want} to fit inputs[0] of shape "
+            raise ValueError(f"attention_mask must have shape (N, n) = {want} to fit {name} of shape "
                              f"{tuple(X.shape)}, got {tuple(mask.shape)}")
         if not bool(((mask == 0) | (mask == 1)).all()):
             raise ValueError("attention_mask must hold 0/1 values (1 = attend, 0 = padding)")
         if not bool((mask != 0).any(dim=1).all()):
             raise ValueError("attention_mask has a sample with every token masked: its rows are undefined")
+
+    def _probe_forward(self, ins: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...],
+                                                                      list[tuple[str, torch.Tensor]]]:
+        """One forward (no grad) on converted inputs, before any work; a failure inside the module
+        is re-raised as ``ValueError`` naming the inputs. Returns the inputs and the captured
+        probabilities (empty for Hugging Face models)."""
+        try:
+            with torch.no_grad(), self._context():
+                if self.family == "hf":
+                    out, got = self._forward(self.module, *ins), []
+                else:
+                    out, got = self._hooked(ins)
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's module on these inputs
+            names = [f"inputs[{j}]" for j in range(len(ins))]
+            if self._has_mask:
+                names[-1] = "attention_mask"
+            shown = ", ".join(f"{k} {str(t.dtype).replace('torch.', '')} {tuple(t.shape)}"
+                              for k, t in zip(names, ins, strict=True))
+            ids = [k for k, t in zip(names, ins, strict=True)
+                   if not t.is_floating_point() and k != "attention_mask"]
+            hint = (f"; {', '.join(ids)} hold integers, kept as token ids (torch.long): pass data as "
+                    f"{str(self.dtype).replace('torch.', '')}") if ids else ""
+            first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+            raise ValueError(f"the inputs do not fit {type(self.module).__name__} ({shown}): its forward "
+                             f"raised {type(exc).__name__}: {first}{hint}") from exc
+        self._select(out)
+        return ins, got
+
+    def _hint_causal(self, probs: list[tuple[str, torch.Tensor]]) -> None:
+        """Note (no change) when captured attention is exactly 0 above the diagonal everywhere."""
+        hit = []
+        for name, P in probs:
+            if P.ndim < 2 or P.shape[-1] != P.shape[-2] or P.shape[-1] < 2:
+                continue
+            n = P.shape[-1]
+            upper = torch.ones(n, n, dtype=torch.bool, device=P.device).triu(1).expand_as(P)
+            lower = torch.ones(n, n, dtype=torch.bool, device=P.device).tril(-1).expand_as(P)
+            if bool((P.masked_select(upper) == 0).all()) and bool((P.masked_select(lower) != 0).any()):
+                hit.append(name)
+        if hit:
+            self.notes.append(f"attention of {', '.join(hit)} is exactly 0 everywhere above the diagonal: a "
+                              "causal mask? pass causal=True so that κ(J(s)) is taken over each row's causal "
+                              "support (the masked zeros otherwise make κ = inf)")
 
     # ------------------------------------------------------------------ calls
     @contextlib.contextmanager
@@ -340,7 +510,7 @@ class AdaptedModel:
         if self.family == "hf":
             return self._hf_call(m, X, mask, output_attentions=False)
         if isinstance(m, nn.MultiheadAttention):
-            return _mha_call(m, X[0], mask, self.causal)
+            return _mha_call(m, X, mask, self.causal)
         return m(*X)
 
     def _hf_call(self, m: nn.Module, X: tuple[torch.Tensor, ...], mask: Any, output_attentions: bool) -> Any:
@@ -448,10 +618,12 @@ class AdaptedModel:
                                      f"output_attentions=True; looked for: {LOOKED_FOR}")
                 probs = [(f"layer.{i}", a) for i, a in enumerate(atts)]
             else:
-                probs = self._hooked(ins)
-        return tuple(self._attach(name, P, mask) for name, P in probs)
+                probs = self._hooked(ins)[1]
+        extra = {name: mha_extra_keys(m) for name, m in self._attn_modules} if self.family == "mha" else {}
+        return tuple(self._attach(name, P, mask, extra.get(name, 0)) for name, P in probs)
 
-    def _hooked(self, ins: tuple[torch.Tensor, ...]) -> list[tuple[str, torch.Tensor]]:
+    def _hooked(self, ins: tuple[torch.Tensor, ...]) -> tuple[Any, list[tuple[str, torch.Tensor]]]:
+        """The module's output on ``ins`` and the probabilities captured at the hook points."""
         got: list[tuple[str, torch.Tensor]] = []
         handles = []
         for name, m in self._attn_modules:
@@ -467,28 +639,38 @@ class AdaptedModel:
                     got.append((name, t.detach()))
             handles.append(m.register_forward_hook(hook))
         try:
-            self._forward(self.module, *ins)
+            out = self._forward(self.module, *ins)
         finally:
             for h in handles:
                 h.remove()
-        return got
+        return out, got
 
-    def _attach(self, name: str, P: torch.Tensor, mask: torch.Tensor | None) -> AttentionMap:
+    def _attach(self, name: str, P: torch.Tensor, mask: torch.Tensor | None, extra: int = 0) -> AttentionMap:
+        """The map with its support: padding (a mask of the ``n_k − extra`` real keys) and causal
+        (``tril(n_r − n_q)`` over the real keys) on the first ``n_r = n_k − extra`` keys; the
+        ``extra`` keys nn.MHA *appends* (``add_bias_kv``, then ``add_zero_attn``) are attended by
+        every row (torch pads both masks with "attend" for them)."""
         if P.ndim == 3:
             P = P.unsqueeze(1)
         if P.ndim != 4:
             raise ValueError(f"attention probabilities of {name} have shape {tuple(P.shape)}; expected "
                              "(N, H, n_q, n_k) or (N, n_q, n_k)")
         N, _, nq, nk = P.shape
+        nr = nk - extra
+        if nr < 1:
+            raise ValueError(f"attention of {name} has {nk} keys, fewer than the {extra} appended extra keys")
         sup = None
         masks: list[str] = []
-        if mask is not None and mask.shape[-1] == nk:
-            sup = (mask != 0).reshape(N, 1, 1, nk)
+        if mask is not None and mask.shape[-1] == nr:
+            sup = (mask != 0).reshape(N, 1, 1, nr)
             masks.append("padding")
         if self.causal:
-            c = torch.ones(nq, nk, dtype=torch.bool, device=P.device).tril(nk - nq).reshape(1, 1, nq, nk)
+            c = torch.ones(nq, nr, dtype=torch.bool, device=P.device).tril(nr - nq).reshape(1, 1, nq, nr)
             sup = c if sup is None else sup & c
             masks.append("causal")
+        if sup is not None and extra:
+            sup = sup.expand(sup.shape[0], 1, nq, nr)
+            sup = torch.cat([sup, sup.new_ones(sup.shape[0], 1, nq, extra)], dim=-1)
         return AttentionMap(name, P, sup, tuple(masks))
 
     def describe(self) -> dict[str, Any]:
@@ -507,24 +689,76 @@ class AdaptedModel:
 
 
 def _force_weights(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    kwargs = dict(kwargs)
-    kwargs["need_weights"] = True
-    kwargs["average_attn_weights"] = False
-    return args, kwargs
+    """Forward pre-hook: ``need_weights=True, average_attn_weights=False`` whether the caller passed
+    them by keyword or by position (``mha(q, k, v, None, False)``): the call is bound to the
+    module's ``forward`` signature and the two arguments replaced there."""
+    try:
+        bound = inspect.signature(type(mod).forward).bind(mod, *args, **kwargs)
+    except TypeError:  # not the nn.MHA signature (a subclass): keywords, and torch's own error if any
+        return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+    bound.arguments["need_weights"] = True
+    bound.arguments["average_attn_weights"] = False
+    return bound.args[1:], bound.kwargs
 
 
-def _mha_call(m: nn.MultiheadAttention, X: torch.Tensor, mask: torch.Tensor | None,
+def mha_extra_keys(m: nn.MultiheadAttention) -> int:
+    """Keys ``nn.MultiheadAttention`` appends after the ``n_k`` given ones: 1 for ``add_bias_kv``
+    (``bias_k``), 1 more for ``add_zero_attn``; its maps are ``(N, H, n_q, n_k + extra)``."""
+    return int(m.bias_k is not None) + int(bool(m.add_zero_attn))
+
+
+def _as_mask(x: Any, device: torch.device) -> torch.Tensor:
+    """``attention_mask`` as an integer tensor (bool and float 0/1 accepted; complex refused)."""
+    if not isinstance(x, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"attention_mask must be a numpy array or torch tensor, got {type(x).__name__}")
+    t = torch.as_tensor(np.asarray(x) if isinstance(x, (list, tuple)) else x, device=device)
+    if t.is_complex():
+        raise TypeError(f"attention_mask must be real 0/1 values, got {t.dtype}")
+    return t.to(torch.long) if t.is_floating_point() or t.dtype == torch.bool else t
+
+
+def _check_mha_inputs(m: nn.MultiheadAttention, X: tuple[torch.Tensor, ...], causal: bool) -> None:
+    """A bare nn.MHA takes ``X`` ``(N, n, embed_dim)`` or ``(query, key, value)`` of widths
+    ``(embed_dim, kdim, vdim)``, keys and values of one length ``n_k``; ``causal`` needs ``n_q = n_k``."""
+    if len(X) not in (1, 3):
+        raise ValueError(f"nn.MultiheadAttention takes inputs X (self-attention) or (query, key, value) "
+                         f"(cross-attention), got {len(X)} inputs; for key = value pass the tensor twice")
+    if len(X) == 1 and (m.kdim != m.embed_dim or m.vdim != m.embed_dim):
+        raise ValueError(f"nn.MultiheadAttention with kdim={m.kdim}, vdim={m.vdim} != embed_dim={m.embed_dim} "
+                         "needs inputs (query, key, value), got one input")
+    names = ("inputs[0]",) if len(X) == 1 else ("inputs[0] (query)", "inputs[1] (key)", "inputs[2] (value)")
+    widths = (("embed_dim", m.embed_dim), ("kdim", m.kdim), ("vdim", m.vdim))
+    for t, name, (w, D) in zip(X, names, widths[:len(X)], strict=True):
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating data (N, n, {w}={D}) for nn.MultiheadAttention, "
+                            f"got {t.dtype}")
+        if t.ndim != 3 or t.shape[-1] != D:
+            raise ValueError(f"{name} must have shape (N, n, {w}={D}), got {tuple(t.shape)}")
+    if len(X) == 3:
+        if X[1].shape[1] != X[2].shape[1]:
+            raise ValueError(f"inputs[1] (key) and inputs[2] (value) must have the same length n_k, got "
+                             f"{X[1].shape[1]} and {X[2].shape[1]}")
+        if causal and X[0].shape[1] != X[1].shape[1]:
+            raise ValueError(f"causal=True with cross-attention needs n_q = n_k, got n_q={X[0].shape[1]}, "
+                             f"n_k={X[1].shape[1]}; pass forward= with your own attn_mask")
+
+
+def _mha_call(m: nn.MultiheadAttention, X: tuple[torch.Tensor, ...], mask: torch.Tensor | None,
               causal: bool) -> torch.Tensor:
-    """``nn.MultiheadAttention`` self-attention on batch-first ``X`` ``(N, n, D)``; output ``(N, n, D)``."""
-    if X.ndim != 3 or X.shape[-1] != m.embed_dim:
-        raise ValueError(f"inputs[0] must have shape (N, n, embed_dim={m.embed_dim}), got {tuple(X.shape)}")
-    n = X.shape[1]
+    """``nn.MultiheadAttention`` on batch-first inputs: self-attention on ``X = (x,)`` ``(N, n, D)``
+    or cross-attention on ``X = (query, key, value)``; ``mask`` the ``(N, n_k)`` padding (1 =
+    attend); ``causal`` the ``(n, n)`` causal ``attn_mask``. Output ``(N, n_q, D)``."""
+    q = X[0]
+    if q.ndim != 3 or q.shape[-1] != m.embed_dim:
+        raise ValueError(f"inputs[0] must have shape (N, n, embed_dim={m.embed_dim}), got {tuple(q.shape)}")
+    k, v = (q, q) if len(X) == 1 else (X[1], X[2])
     attn_mask = None
     if causal:
-        attn_mask = torch.ones(n, n, dtype=torch.bool, device=X.device).triu(1)
+        attn_mask = torch.ones(q.shape[1], k.shape[1], dtype=torch.bool, device=q.device).triu(1)
     kpm = None if mask is None else (mask == 0)
-    x = X if m.batch_first else X.transpose(0, 1)
-    out = m(x, x, x, key_padding_mask=kpm, attn_mask=attn_mask)
+    if not m.batch_first:
+        q, k, v = (t.transpose(0, 1) for t in (q, k, v))
+    out = m(q, k, v, key_padding_mask=kpm, attn_mask=attn_mask)
     return out[0] if m.batch_first else out[0].transpose(0, 1)
 
 

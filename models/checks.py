@@ -120,20 +120,25 @@ def as_float_tensor(
 
     A numpy array is converted. A torch tensor of another floating dtype is refused
     (TypeError) rather than silently cast, because mixing float32 data into a float64
-    analysis is a classic source of lost digits. Integer tensors are promoted.
+    analysis is a classic source of lost digits. Integer data is promoted; complex and
+    boolean data (numpy or torch) are refused (TypeError), never silently made real.
     """
     if isinstance(x, np.ndarray) or isinstance(x, (list, tuple)):
         arr = np.asarray(x)
+        if np.iscomplexobj(arr):
+            raise TypeError(f"{name} must be real, got a complex array of dtype {arr.dtype}")
         if not np.issubdtype(arr.dtype, np.number):
             raise TypeError(f"{name} must be numeric, got array of dtype {arr.dtype}")
         t = torch.as_tensor(arr, dtype=dtype, device=device)
     elif isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise TypeError(f"{name} must be real, got {x.dtype}")
+        if x.dtype == torch.bool:
+            raise TypeError(f"{name} must be numeric, got a torch.bool tensor")
         if x.is_floating_point() and x.dtype != dtype:
             raise TypeError(
                 f"{name} has dtype {x.dtype} but {dtype} is expected; cast it with .to({dtype})"
             )
-        if x.is_complex():
-            raise TypeError(f"{name} must be real, got {x.dtype}")
         t = x if x.is_floating_point() else x.to(dtype)
         if t.device != device and not (device.type == t.device.type and device.index is None):
             raise ValueError(f"{name} is on device {t.device} but {device} is expected")
@@ -142,6 +147,63 @@ def as_float_tensor(
     if ndim is not None and t.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
     check_finite(name, t)
+    return t
+
+
+def as_model_input(name: str, x: Any, *, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """One input of a user's module: floating data, or integer token ids.
+
+    Floating data (numpy or torch) goes through :func:`as_float_tensor` (finite, of the
+    model's ``dtype``; another floating dtype is refused). Integer data, numpy or torch, is
+    kept as integers: a ``torch.long`` tensor of token ids (e.g. Hugging Face ``input_ids``),
+    the same for both. Complex and boolean data are refused.
+
+    Parameters
+    ----------
+    name : the argument's name in error messages (``"inputs[0]"``).
+    x : numpy array, nested list or torch tensor.
+    dtype, device : the model's floating dtype and device.
+
+    Returns
+    -------
+    torch.Tensor
+        ``dtype`` for floating data, ``torch.long`` for integer data.
+
+    Raises
+    ------
+    TypeError
+        complex, boolean or non-numeric data; a floating tensor of another dtype; not an array.
+    ValueError
+        NaN/inf entries; a tensor on another device.
+
+    Examples
+    --------
+    >>> as_model_input("ids", np.array([[1, 2]]), dtype=torch.float64, device=torch.device("cpu")).dtype
+    torch.int64
+    """
+    if isinstance(x, torch.Tensor):
+        kind = "complex" if x.is_complex() else "bool" if x.dtype == torch.bool else \
+            "int" if not x.is_floating_point() else "float"
+        shown = str(x.dtype)
+    elif isinstance(x, (np.ndarray, list, tuple)):
+        arr = np.asarray(x)
+        kind = "complex" if np.iscomplexobj(arr) else "bool" if arr.dtype == np.bool_ else \
+            "int" if np.issubdtype(arr.dtype, np.integer) else \
+            "float" if np.issubdtype(arr.dtype, np.floating) else "other"
+        shown = str(arr.dtype)
+        x = arr
+    else:
+        raise TypeError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}")
+    if kind == "complex":
+        raise TypeError(f"{name} must be real, got complex data ({shown})")
+    if kind == "bool":
+        raise TypeError(f"{name} is boolean ({shown}): pass float data of dtype {dtype}, or integer "
+                        "token ids; a padding mask goes in attention_mask=")
+    if kind == "other":
+        raise TypeError(f"{name} must be numeric, got array of dtype {shown}")
+    if kind == "float":
+        return as_float_tensor(name, x, dtype=dtype, device=device)
+    t = torch.as_tensor(x).to(device=device, dtype=torch.long)
     return t
 
 

@@ -1,0 +1,365 @@
+"""models.adapters, the audit of users' own models: every case against an independent dense truth.
+
+* bare ``nn.MultiheadAttention`` on ``(query, key, value)``: cross-attention, not self-attention
+  on the query (``J`` vs ``jacrev`` of the module itself, maps ``(N, H, n_q, n_k)``);
+* ``need_weights`` / ``average_attn_weights`` passed positionally to an inner nn.MHA;
+* ``add_bias_kv`` / ``add_zero_attn`` (keys *appended* by torch) under padding and causal masks:
+  the support and ``κ(J(s))`` vs a hand-written softmax and numpy ``eigvalsh``;
+* bad inputs (complex, bool, integer, wrong width) refused in ``adapt``, naming the argument;
+* frozen and tied parameters; the causal-pattern note; ``python -m attncond``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from attncond.models import MultiHeadAttention, adapt, mha_extra_keys, parameter_aliases, select_params
+from attncond.spectral.diagnostics.foreign import jacobian_conditioning, support_attention
+
+ROOT = Path(__file__).resolve().parents[2]
+F64 = torch.float64
+
+
+def _dense_J(fn, params: dict[str, torch.Tensor]) -> np.ndarray:
+    """``∂ vec(fn(params)) / ∂ params`` by ``torch.func.jacrev``, columns in ``params`` order."""
+    out = fn(params)
+    jac = torch.func.jacrev(fn)(params)
+    m = out.numel()
+    return torch.cat([jac[k].reshape(m, -1) for k in params], 1).detach().numpy()
+
+
+def _adapter_J(a) -> np.ndarray:
+    return _dense_J(lambda p: a.functional(p, *a.inputs), a.params())
+
+
+def _module_J(module: nn.Module, names, call) -> np.ndarray:
+    """The truth: the module itself through ``functional_call`` (train mode, dropout 0 for nn.MHA)."""
+    ps = dict(module.named_parameters())
+    return _dense_J(lambda p: call(p), {k: ps[k].detach().clone() for k in names})
+
+
+# --------------------------------------------------------------------------- #1 cross-attention
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_bare_mha_query_key_value_is_cross_attention(batch_first):
+    torch.manual_seed(3)
+    mha = nn.MultiheadAttention(4, 2, batch_first=batch_first, dtype=F64)
+    q, k, v = (torch.randn(2, n, 4, dtype=F64) for n in (3, 5, 5))
+    mask = torch.ones(2, 5)
+    mask[1, 3:] = 0
+    a = adapt(mha, (q, k, v), params="in_proj_weight", attention_mask=mask)
+
+    def call(p):
+        x = (q, k, v) if batch_first else tuple(t.transpose(0, 1) for t in (q, k, v))
+        out = torch.func.functional_call(mha, p, x, {"key_padding_mask": mask == 0, "need_weights": False})[0]
+        return out if batch_first else out.transpose(0, 1)
+
+    J, Jt = _adapter_J(a), _module_J(mha, ["in_proj_weight"], call)
+    np.testing.assert_allclose(J, Jt, rtol=0, atol=1e-14)
+    s = np.linalg.svd(Jt, compute_uv=False)
+    jc = jacobian_conditioning(a)
+    assert jc.converged
+    np.testing.assert_allclose([jc.sigma_max, jc.sigma_min], [s[0], s[-1]], rtol=1e-10)
+    (amap,) = a.attention()
+    assert amap.probs.shape == (2, 2, 3, 5) and amap.masks == ("padding",)
+    # independent probabilities: softmax(q_h k_hᵀ/√d) from the packed projection, padding masked
+    W, b = mha.in_proj_weight.detach(), mha.in_proj_bias.detach()
+    qh = (q @ W[:4].T + b[:4]).reshape(2, 3, 2, 2).transpose(1, 2)
+    kh = (k @ W[4:8].T + b[4:8]).reshape(2, 5, 2, 2).transpose(1, 2)
+    logits = (qh @ kh.transpose(-1, -2) / 2**0.5).masked_fill((mask == 0)[:, None, None, :], -torch.inf)
+    torch.testing.assert_close(amap.probs, torch.softmax(logits, -1), rtol=1e-13, atol=1e-15)
+
+
+def test_bare_mha_kdim_vdim_cross_attention():
+    torch.manual_seed(4)
+    mha = nn.MultiheadAttention(4, 2, kdim=3, vdim=5, batch_first=True, dtype=F64)
+    q, k, v = torch.randn(2, 3, 4, dtype=F64), torch.randn(2, 6, 3, dtype=F64), torch.randn(2, 6, 5, dtype=F64)
+    a = adapt(mha, (q, k, v))
+    names = list(a.trainable)
+    Jt = _module_J(mha, names, lambda p: torch.func.functional_call(mha, p, (q, k, v))[0])
+    np.testing.assert_allclose(_adapter_J(a), Jt, rtol=0, atol=1e-14)
+    assert a.attention()[0].probs.shape == (2, 2, 3, 6)
+    with pytest.raises(ValueError, match=r"kdim=3, vdim=5 != embed_dim=4 needs inputs \(query, key, value\)"):
+        adapt(mha, q)
+
+
+def test_bare_mha_refuses_input_counts_and_shapes_it_cannot_use():
+    mha = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+    q, kv = torch.randn(2, 3, 4, dtype=F64), torch.randn(2, 5, 4, dtype=F64)
+    with pytest.raises(ValueError, match=r"X \(self-attention\) or \(query, key, value\).*got 2 inputs"):
+        adapt(mha, (q, kv))
+    with pytest.raises(ValueError, match=r"inputs\[1\] \(key\) and inputs\[2\] \(value\) must have the same"):
+        adapt(mha, (q, kv, kv[:, :4]))
+    with pytest.raises(ValueError, match=r"inputs\[2\] \(value\) must have shape \(N, n, vdim=4\)"):
+        adapt(mha, (q, kv, torch.randn(2, 5, 3, dtype=F64)))
+    with pytest.raises(ValueError, match="causal=True with cross-attention needs n_q = n_k"):
+        adapt(mha, (q, kv, kv), causal=True)
+    with pytest.raises(ValueError, match=r"attention_mask must have shape \(N, n\) = \(2, 5\) "
+                                         r"to fit inputs\[1\] \(key\)"):
+        adapt(mha, (q, kv, kv), attention_mask=torch.ones(2, 3))
+
+
+def test_hf_model_refuses_extra_inputs():
+    tr = pytest.importorskip("transformers")
+    cfg = tr.GPT2Config(n_embd=8, n_head=2, n_layer=1, vocab_size=11, n_positions=8)
+    torch.manual_seed(0)
+    gpt = tr.GPT2Model(cfg).double()
+    X = torch.randn(2, 4, 8, dtype=F64)
+    with pytest.raises(ValueError, match="a Hugging Face model takes one input here.*got 2 inputs"):
+        adapt(gpt, (X, X))
+    # integer token ids, numpy or torch, are input_ids: the same model output either way
+    ids = np.random.default_rng(0).integers(0, 11, (2, 4))
+    a_np, a_t = adapt(gpt, ids, params="h.0.attn.c_attn.weight"), adapt(gpt, torch.as_tensor(ids),
+                                                                         params="h.0.attn.c_attn.weight")
+    assert a_np.inputs[0].dtype == a_t.inputs[0].dtype == torch.long
+    with torch.no_grad():
+        ref = gpt.eval()(input_ids=torch.as_tensor(ids)).last_hidden_state
+    torch.testing.assert_close(a_np.output(), ref, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(a_t.output(), ref, rtol=1e-13, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- #5 positional need_weights
+class _Positional(nn.Module):
+    """A user module calling its inner MHA with need_weights (and average_attn_weights) positionally."""
+
+    def __init__(self, average: bool):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+        self.average = average
+
+    def forward(self, x):
+        if self.average:  # query, key, value, key_padding_mask, need_weights, attn_mask, average_attn_weights
+            return x + self.mha(x, x, x, None, False, None, True)[0]
+        return x + self.mha(x, x, x, None, False)[0]
+
+
+@pytest.mark.parametrize("average", [False, True])
+def test_inner_mha_with_positional_need_weights(average):
+    torch.manual_seed(5)
+    mod = _Positional(average)
+    X = torch.randn(2, 3, 4, dtype=F64)
+    a = adapt(mod, X)
+    (amap,) = a.attention()
+    assert amap.probs.shape == (2, 2, 3, 3)  # per head: the forced average_attn_weights=False took effect
+    torch.testing.assert_close(amap.probs.sum(-1), torch.ones(2, 2, 3, dtype=F64))
+    mod.train()
+    Jt = _module_J(mod, list(a.trainable), lambda p: torch.func.functional_call(mod, p, (X,)))
+    np.testing.assert_allclose(_adapter_J(a), Jt, rtol=0, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- #6 appended extra keys
+def _manual_mha_probs(m: nn.MultiheadAttention, X, mask, causal):
+    """Independent probabilities of a self-attention nn.MHA with add_bias_kv/add_zero_attn: the bias
+    key, then the zero key, appended after the n keys and attended by every row; returns the
+    probabilities and the support (True where unmasked)."""
+    D, H = m.embed_dim, m.num_heads
+    d = D // H
+    W, b = m.in_proj_weight.detach(), m.in_proj_bias.detach()
+    N, n, _ = X.shape
+    q = (X @ W[:D].T + b[:D]).reshape(N, n, H, d).transpose(1, 2)
+    k = X @ W[D:2 * D].T + b[D:2 * D]
+    if m.bias_k is not None:
+        k = torch.cat([k, m.bias_k.detach().reshape(1, 1, D).expand(N, 1, D)], 1)
+    k = k.reshape(N, -1, H, d).transpose(1, 2)
+    if m.add_zero_attn:
+        k = torch.cat([k, torch.zeros(N, H, 1, d, dtype=F64)], 2)
+    extra = k.shape[2] - n
+    real = torch.ones(N, 1, n, n, dtype=torch.bool)
+    if mask is not None:
+        real = real & (mask != 0)[:, None, None, :]
+    if causal:
+        real = real & torch.ones(n, n, dtype=torch.bool).tril()
+    sup = torch.cat([real, torch.ones(N, 1, n, extra, dtype=torch.bool)], -1)
+    P = torch.softmax((q @ k.transpose(-1, -2) / d**0.5).masked_fill(~sup, -torch.inf), -1)
+    return P, sup.expand_as(P)
+
+
+def _kappa_on_support(P: torch.Tensor, sup: torch.Tensor) -> np.ndarray:
+    """κ of ``diag(r) − r rᵀ`` on ``1⊥`` of each row's support (numpy eigvalsh); nan for 1-entry rows."""
+    N, H, nq, _ = P.shape
+    out = np.full((N, H, nq), np.nan)
+    for idx in np.ndindex(N, H, nq):
+        r = P[idx][sup[idx]].numpy()
+        if r.size >= 2:
+            ev = np.sort(np.linalg.eigvalsh(np.diag(r) - np.outer(r, r)))
+            out[idx] = ev[-1] / ev[1]
+    return out
+
+
+@pytest.mark.parametrize("bias_kv, zero_attn", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("masks", [("padding",), ("causal",), ("padding", "causal")])
+def test_appended_extra_keys_support_and_softmax_kappa(bias_kv, zero_attn, masks):
+    torch.manual_seed(15)
+    mha = nn.MultiheadAttention(4, 2, batch_first=False, add_bias_kv=bias_kv, add_zero_attn=zero_attn,
+                                dtype=F64)
+    X = torch.randn(3, 4, 4, dtype=F64)
+    mask = torch.ones(3, 4)
+    mask[2, 2:] = 0
+    pad = mask if "padding" in masks else None
+    kw = {"attention_mask": pad} if pad is not None else {}
+    a = adapt(mha, X, causal="causal" in masks, **kw)
+    assert mha_extra_keys(mha) == int(bias_kv) + int(zero_attn)
+    (amap,) = a.attention()
+    P, sup = _manual_mha_probs(mha, X, pad, "causal" in masks)
+    assert amap.masks == masks
+    torch.testing.assert_close(amap.probs, P, rtol=1e-13, atol=1e-15)
+    assert torch.equal(amap.support_full(), sup)
+    sa = support_attention(amap)
+    ref = _kappa_on_support(P, sup)
+    assert np.isfinite(ref).all()  # the extra keys are always attended: no 1-entry rows here
+    np.testing.assert_allclose(sa.kappa, ref, rtol=1e-10)
+
+
+def test_padding_goes_only_on_maps_over_the_masked_keys():
+    """Inside a decoder layer the (N, n) target mask is the padding of the self-attention keys; the
+    cross-attention onto a memory of another length gets no padding support, not a wrong one."""
+    torch.manual_seed(7)
+    dec = nn.TransformerDecoderLayer(4, 2, dim_feedforward=6, batch_first=True, dtype=F64)
+    tgt, mem = torch.randn(2, 3, 4, dtype=F64), torch.randn(2, 5, 4, dtype=F64)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    a = adapt(dec, (tgt, mem), attention_mask=mask, params="self_attn.in_proj_weight",
+              forward=lambda m, t, s, k: m(t, s, tgt_key_padding_mask=k == 0))
+    maps = {x.layer: x for x in a.attention()}
+    assert maps["self_attn"].masks == ("padding",) and maps["multihead_attn"].masks == ()
+    assert maps["multihead_attn"].probs.shape == (2, 2, 3, 5)
+    assert torch.equal(maps["self_attn"].support_full()[1, :, :, 2], torch.zeros(2, 3, dtype=torch.bool))
+    assert float(maps["self_attn"].probs[1, :, :, 2].abs().max()) == 0.0
+    for x in maps.values():
+        assert np.isfinite(support_attention(x).kappa).all()
+
+
+# --------------------------------------------------------------------------- #8 bad input
+class _Hooked(nn.Module):
+    def __init__(self, D=4, vocab=0):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, D, dtype=F64) if vocab else None
+        self.q = nn.Linear(D, D, bias=False, dtype=F64)
+        self.k = nn.Linear(D, D, bias=False, dtype=F64)
+        self.v = nn.Linear(D, D, bias=False, dtype=F64)
+        self.sm = nn.Softmax(-1)
+
+    def forward(self, x):
+        if self.emb is not None:
+            x = self.emb(x)
+        return self.sm(self.q(x) @ self.k(x).transpose(-1, -2) / 2.0) @ self.v(x)
+
+
+def test_bad_inputs_refused_in_adapt_naming_the_argument():
+    torch.manual_seed(12)
+    mod, X = _Hooked(), torch.randn(2, 3, 4, dtype=F64)
+    for bad in (X.to(torch.complex128), X.numpy().astype(np.complex128) + 1j):
+        with pytest.raises(TypeError, match=r"inputs\[0\] must be real, got complex"):
+            adapt(mod, bad, probs_module="sm")
+    for bad in (X > 0, X.numpy() > 0):
+        with pytest.raises(TypeError, match=r"inputs\[0\] is boolean"):
+            adapt(mod, bad, probs_module="sm")
+    with pytest.raises(TypeError, match=r"inputs\[1\] must be real"):
+        adapt(nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64), (X, X.to(torch.complex128), X))
+    # integers are token ids for numpy and torch alike; into a float model, the forward's failure names them
+    for ids in (torch.randint(0, 5, (2, 3, 4)), np.random.default_rng(0).integers(0, 5, (2, 3, 4))):
+        with pytest.raises(ValueError, match=r"inputs do not fit _Hooked \(inputs\[0\] int64 \(2, 3, 4\)\).*"
+                                             r"inputs\[0\] hold integers, kept as token ids"):
+            adapt(mod, ids, probs_module="sm")
+    with pytest.raises(ValueError, match=r"inputs do not fit _Hooked \(inputs\[0\] float64 \(2, 3, 5\)\).*"
+                                         "mat1 and mat2 shapes cannot be multiplied"):
+        adapt(mod, torch.randn(2, 3, 5, dtype=F64), probs_module="sm")
+    a = adapt(mod, X, probs_module="sm")
+    with pytest.raises(ValueError, match=r"inputs do not fit _Hooked \(inputs\[0\] float64 \(2, 3, 5\)\)"):
+        jacobian_conditioning(a, inputs=(torch.randn(2, 3, 5, dtype=F64),))
+    with pytest.raises(TypeError, match="attention_mask must be real 0/1"):
+        adapt(nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64), X,
+              attention_mask=torch.ones(2, 3, dtype=torch.complex64))
+
+
+def test_numpy_complex_refused_by_attncond_models_too():
+    m = MultiHeadAttention(4, 2, 2)
+    X = np.random.default_rng(0).standard_normal((2, 3, 4))
+    with pytest.raises(TypeError, match="X must be real, got a complex array"):
+        m.check_inputs(X + 1j)
+    with pytest.raises(TypeError, match="X must be numeric, got a torch.bool tensor"):
+        m.check_inputs(torch.as_tensor(X) > 0)
+
+
+def test_integer_token_ids_numpy_and_torch_agree_with_the_module():
+    torch.manual_seed(2)
+    mod = _Hooked(vocab=7)
+    ids = np.random.default_rng(1).integers(0, 7, (3, 5))
+    a_np = adapt(mod, ids, probs_module="sm", params="q.weight")
+    a_t = adapt(mod, torch.as_tensor(ids, dtype=torch.int32), probs_module="sm", params="q.weight")
+    assert a_np.inputs[0].dtype == a_t.inputs[0].dtype == torch.long
+    Jt = _module_J(mod, ["q.weight"], lambda p: torch.func.functional_call(mod, p, (torch.as_tensor(ids),)))
+    np.testing.assert_allclose(_adapter_J(a_np), Jt, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(_adapter_J(a_t), Jt, rtol=0, atol=1e-14)
+
+
+# --------------------------------------------------------------------------- frozen and tied parameters
+def test_frozen_parameters_left_out_by_default_with_a_note():
+    torch.manual_seed(6)
+    mod, X = _Hooked(), torch.randn(2, 3, 4, dtype=F64)
+    mod.v.weight.requires_grad_(False)
+    a = adapt(mod, X, probs_module="sm")
+    assert a.trainable == ("q.weight", "k.weight")
+    assert any("left out 1 frozen parameters (requires_grad=False): v.weight" in n for n in a.notes)
+    np.testing.assert_allclose(_adapter_J(a), _module_J(mod, ["q.weight", "k.weight"],
+                                                        lambda p: torch.func.functional_call(mod, p, (X,))),
+                               rtol=0, atol=1e-14)
+    every = adapt(mod, X, probs_module="sm", params="*")
+    assert every.trainable == ("q.weight", "k.weight", "v.weight")
+    assert any("includes 1 frozen parameters" in n for n in every.notes)
+    mod.requires_grad_(False)
+    frozen = adapt(mod, X, probs_module="sm")
+    assert frozen.trainable == ("q.weight", "k.weight", "v.weight")
+    assert any("every parameter is frozen" in n for n in frozen.describe()["notes"])
+
+
+class _Tied(_Hooked):
+    def __init__(self):
+        super().__init__()
+        self.k.weight = self.q.weight
+
+
+def test_tied_alias_selects_the_shared_tensor():
+    torch.manual_seed(9)
+    mod, X = _Tied(), torch.randn(3, 3, 4, dtype=F64)
+    assert parameter_aliases(mod) == {"k.weight": "q.weight"}
+    assert select_params(mod, "k.weight") == select_params(mod, "q.weight") == ("q.weight",)
+    a = adapt(mod, X, probs_module="sm", params="k.weight")
+    assert a.trainable == ("q.weight",)
+    assert any("k.weight is tied to q.weight" in n for n in a.notes)
+    Jt = _module_J(mod, ["q.weight"], lambda p: torch.func.functional_call(mod, p, (X,)))
+    np.testing.assert_allclose(_adapter_J(a), Jt, rtol=0, atol=1e-14)
+    with pytest.raises(ValueError, match=r"'k\.bias' matches no parameter.*tied.*k\.weight = q\.weight"):
+        select_params(mod, "k.bias")
+
+
+# --------------------------------------------------------------------------- causal pattern note, CLI
+class _Causal(_Hooked):
+    def forward(self, x):
+        n = x.shape[1]
+        L = (self.q(x) @ self.k(x).transpose(-1, -2)).masked_fill(
+            ~torch.ones(n, n, dtype=torch.bool).tril(), -torch.inf)
+        return self.sm(L) @ self.v(x)
+
+
+def test_causal_pattern_without_causal_true_gives_a_note():
+    torch.manual_seed(1)
+    X = torch.randn(2, 5, 4, dtype=F64)
+    hint = "exactly 0 everywhere above the diagonal"
+    assert any(hint in n for n in adapt(_Causal(), X, probs_module="sm").notes)
+    assert not any(hint in n for n in adapt(_Causal(), X, probs_module="sm", causal=False).notes)
+    assert not any(hint in n for n in adapt(_Causal(), X, probs_module="sm", causal=True).notes)
+    assert not any(hint in n for n in adapt(_Hooked(), X, probs_module="sm").notes)
+
+
+def test_python_dash_m_attncond_runs_the_cli():
+    """``python -m attncond`` is the console script: its parser, one-line errors and exit status."""
+    r = subprocess.run([sys.executable, "-m", "attncond", "diagnose", "--no-such-flag"], capture_output=True,
+                       text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "attncond: error: unrecognized arguments: --no-such-flag (see attncond --help)"
