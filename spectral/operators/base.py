@@ -9,7 +9,9 @@ the counter. Concrete operators implement ``_matmat`` and ``_rmatmat`` only.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,9 +47,80 @@ class ProductCounter:
     def __init__(self) -> None:
         self.n = 0
 
-#: products are scaled (see :class:`ScaleState`) when ``max|Ax|/max|x|`` leaves ``[2^-SAFE_EXP, 2^SAFE_EXP]``:
-#: inside it squares, sums of squares and ``eps``-multiples stay normal floating-point numbers
+#: float64's safe exponent (:func:`safe_exponent`): products are scaled (see :class:`ScaleState`) when
+#: ``max|Ax|/max|x|`` leaves ``[2^-SAFE_EXP, 2^SAFE_EXP]``; kept for callers that read the constant
 SAFE_EXP = 256
+
+
+def safe_exponent(dtype: torch.dtype) -> int:
+    """The exponent ``E`` of the safe range ``[2^-E, 2^E]`` of ``dtype``: ``E = max_exp // 4``.
+
+    ``max_exp`` is the exponent of ``torch.finfo(dtype).max`` (1024 for float64, 128 for float32), so
+    ``E = 256`` for float64 and ``E = 32`` for float32. Inside ``[2^-E, 2^E]`` an operator's norm,
+    its squares (``2^±2E``), its rounding allowance ``eps·σ_max`` and the squares of residuals of
+    that size stay normal numbers (float32's normal range is only ``2^±126``: squares of ``1e-20``
+    underflow).
+
+    >>> safe_exponent(torch.float64), safe_exponent(torch.float32)
+    (256, 32)
+    """
+    return math.frexp(torch.finfo(dtype).max)[1] // 4
+
+
+def norm_floor(count: int, dtype: torch.dtype) -> float:
+    """``sqrt(count·tiny/eps)``: a plain ``‖x‖₂`` of ``count`` entries at least this is accurate to ``eps``.
+
+    Squares below ``tiny`` (gradual underflow, or flushed to zero) lose at most ``tiny`` each, so the sum
+    of squares loses at most ``count·tiny``, which is ``≤ eps·‖x‖²`` exactly when ``‖x‖ ≥`` this floor.
+    A finite plain norm never overflowed (every partial sum is at most the total).
+    """
+    fi = torch.finfo(dtype)
+    return math.sqrt(max(int(count), 1) * fi.tiny / fi.eps)
+
+
+def norm_trusted(value: float, count: int, dtype: torch.dtype) -> bool:
+    """``True`` when a plain ``vector_norm`` value (read on the host) needs no recomputation: finite and
+    ``≥`` :func:`norm_floor`. The solvers' inner loops test the norms they read anyway with it, so the
+    robust :func:`safe_norm` runs only where squares could have under- or overflowed."""
+    return norm_floor(count, dtype) <= value < math.inf
+
+
+def robust_norm(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``‖x‖₂`` (along ``dim``) computed without under- or overflow of the squares.
+
+    float32 (and narrower): the squares are summed in float64, where every float32 square is a normal
+    number. float64: ``s·‖x/s‖`` with ``s = max|x|`` (``1`` for a zero vector), whose squares lie in
+    ``(0, 1]``. NaN/inf entries give NaN/inf, as a plain norm does; a norm above the dtype's range is
+    ``inf``.
+    """
+    if torch.finfo(x.dtype).bits < 64:
+        return torch.linalg.vector_norm(x, dim=dim, dtype=torch.float64).to(x.dtype)
+    if x.numel() == 0:
+        return torch.linalg.vector_norm(x, dim=dim)
+    s = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
+    s = torch.where((s > 0) & torch.isfinite(s), s, torch.ones_like(s))
+    n = torch.linalg.vector_norm(x / s, dim=dim)
+    return n * (s if dim is None else s.squeeze(dim))
+
+
+def safe_norm(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """``‖x‖₂`` (along ``dim``) accurate to rounding whatever the scale of ``x``.
+
+    The plain ``torch.linalg.vector_norm`` sums squares unscaled: below :func:`norm_floor` (about
+    ``1e-146`` in float64, ``3e-16`` in float32, times ``sqrt(len)``) gradual underflow corrupts it and
+    above ``sqrt(max)`` it overflows to ``inf`` for finite entries. Those norms (and only those) are
+    recomputed by :func:`robust_norm`; the plain norm is kept elsewhere (one extra comparison).
+
+    >>> x = torch.full((4,), 1e-30, dtype=torch.float32)
+    >>> float(torch.linalg.vector_norm(x)), float(safe_norm(x)) == float(torch.tensor(2e-30))
+    (0.0, True)
+    """
+    n = torch.linalg.vector_norm(x, dim=dim)
+    count = x.numel() if dim is None else x.shape[dim]
+    bad = ~((n >= norm_floor(count, x.dtype)) & torch.isfinite(n))
+    if not bool(bad.any()):
+        return n
+    return torch.where(bad, robust_norm(x, dim), n)
 
 class OperatorOutputError(ValueError):
     """A product of an operator returned something it may not (NaN/inf, wrong shape or dtype)."""
@@ -58,7 +131,8 @@ class ScaleState:
     ``exp`` is the exponent ``e`` of the scaling ``A ↦ 2^e A`` applied to every product output
     (exact in floating point while the outputs are normal numbers). ``pending=True`` means ``e``
     is decided by the first product with a non-zero output: ``e = 0`` when
-    ``2^-SAFE_EXP ≤ max|Ax|/max|x| ≤ 2^SAFE_EXP``, else ``e = −exponent(max|Ax|/max|x|)``
+    ``2^-E ≤ max|Ax|/max|x| ≤ 2^E`` (``E = safe_exponent(dtype)``: 256 for float64, 32 for float32),
+    else ``e = −exponent(max|Ax|/max|x|)``
     (the scaled operator then has norm of order 1). Ordinary operators have ``pending=False``
     and ``exp=0``; :func:`attncond.spectral.operators.explicit.autoscaled` makes scaled copies.
     """
@@ -69,12 +143,18 @@ class ScaleState:
         self.exp = int(exp)
         self.pending = bool(pending)
 
-def scale_exponent(ratio: float) -> int:
-    """``0`` inside the safe range ``[2^-SAFE_EXP, 2^SAFE_EXP]``, else ``−exponent(ratio)`` (``frexp``)."""
+def scale_exponent(ratio: float, dtype: torch.dtype = torch.float64) -> int:
+    """``0`` inside the safe range ``[2^-E, 2^E]`` of ``dtype`` (``E =`` :func:`safe_exponent`), else
+    ``−exponent(ratio)`` (``frexp``), which maps ``ratio`` into ``[1/2, 1)``.
+
+    >>> scale_exponent(1e-21, torch.float64), scale_exponent(1e-21, torch.float32)
+    (0, 69)
+    """
     if not math.isfinite(ratio) or ratio <= 0.0:
         return 0
     e = math.frexp(ratio)[1]
-    return 0 if -SAFE_EXP <= e <= SAFE_EXP else -e
+    lim = safe_exponent(dtype)
+    return 0 if -lim <= e <= lim else -e
 
 def ldexp(y: torch.Tensor, e: int) -> torch.Tensor:
     """``y·2^e``, exact unless the result leaves the normal range (multiplications by ``2^±≤1000``)."""
@@ -83,6 +163,20 @@ def ldexp(y: torch.Tensor, e: int) -> torch.Tensor:
         y = y * (2.0 ** step)
         e -= step
     return y
+
+def check_shape(shape: Any, name: str = "shape") -> tuple[int, int]:
+    """``shape`` as ``(m, n)``: two non-negative integers (``3.0`` is ``3``; ``3.5``, ``True`` and strings
+    are refused with a ``ValueError`` naming ``name``, never truncated)."""
+    try:
+        dims = tuple(shape)
+        ok = len(dims) == 2 and all(not isinstance(d, (bool, np.bool_, str, bytes)) and int(d) == d
+                                    and int(d) >= 0 for d in dims)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be two non-negative integers (m, n), got {shape!r}")
+    return int(dims[0]), int(dims[1])
+
 
 def check_device(device: Any, name: str = "device") -> torch.device | None:
     """``None`` or a usable :class:`torch.device`; a CUDA/MPS device on a build without it is a clear error."""
@@ -129,9 +223,7 @@ class LinearOp:
         counter: ProductCounter | None = None,
         name: str | None = None,
     ) -> None:
-        m, n = (int(s) for s in shape)
-        if m < 0 or n < 0:
-            raise ValueError(f"shape must be non-negative, got {shape}")
+        m, n = check_shape(shape)
         self.shape: tuple[int, int] = (m, n)
         self.dtype: torch.dtype = resolve_dtype(dtype)  # type: ignore[assignment]
         self.device: torch.device = torch.device(device)
@@ -148,6 +240,16 @@ class LinearOp:
     def reset_count(self) -> None:
         """Set :attr:`n_products` to zero (shared with the adjoint)."""
         self._counter.n = 0
+
+    @contextlib.contextmanager
+    def uncounted(self) -> Iterator[None]:
+        """A block whose products are not counted in :attr:`n_products` (the construction-time dot test
+        of :func:`attncond.spectral.operators.explicit.check_adjoint`); the count is restored on exit."""
+        n = self._counter.n
+        try:
+            yield
+        finally:
+            self._counter.n = n
 
     # ------------------------------------------------------------------ checks
     def _check(self, x: Any, dim: int, name: str) -> torch.Tensor:
@@ -270,7 +372,7 @@ class LinearOp:
         if st.pending and y.numel():
             ymax = float(y.abs().max())
             if ymax > 0.0 and xmax > 0.0:
-                st.exp, st.pending = scale_exponent(ymax / xmax), False
+                st.exp, st.pending = scale_exponent(ymax / xmax, self.dtype), False
         return ldexp(y, st.exp) if st.exp else y
 
     # --------------------------------------------------------- to be overridden

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.operators.base import LinearOp, safe_norm
 from attncond.spectral.results import SingularBlock, SVDResult
 
 #: the per-index Courant–Fischer bounds are computed for at most this many leading vectors
@@ -173,29 +173,29 @@ def certify_small_side(
     # issue 16: a zero or non-finite Ritz vector certifies nothing (PROPACK returned v = 0 for σ_min)
     invalid = invalid_ritz_columns(V) if U is None else invalid_ritz_columns(V) | invalid_ritz_columns(U)
     V = torch.where(torch.isfinite(V), V, torch.zeros_like(V))
-    nrm = torch.linalg.vector_norm(V, dim=0)
+    nrm = safe_norm(V, dim=0)
     nrm = torch.where(nrm > 0, nrm, torch.ones_like(nrm))
     V = V / nrm
     if U is not None:
         U = torch.where(torch.isfinite(U), U, torch.zeros_like(U))
     W = op_tall.matmat(V)
-    sig = torch.linalg.vector_norm(W, dim=0)
+    # every norm of the certificate by safe_norm: a plain vector_norm sums unscaled squares, which
+    # underflow (float32 below ~1e-19, float64 below ~1e-154) or overflow, and sigma = ||Av|| itself was wrong
+    sig = safe_norm(W, dim=0)
     if U is None:
         safe = torch.where(sig > 0, sig, torch.ones_like(sig))
         U = W / safe
         U = torch.where(sig > 0, U, torch.zeros_like(U))
     else:
         U = U.to(op_tall.dtype)
-        U = U / torch.linalg.vector_norm(U, dim=0).clamp_min(torch.finfo(U.dtype).tiny)
+        U = U / safe_norm(U, dim=0).clamp_min(torch.finfo(U.dtype).tiny)
         # orient u so that uᵀAv ≥ 0
         sgn = torch.sign((U * W).sum(0))
         U = U * torch.where(sgn == 0, torch.ones_like(sgn), sgn)
     rq = (U * W).sum(0)
     S = op_tall.rmatmat(U) - V * sig
     R = W - U * sig
-    eta_t = torch.sqrt(
-        torch.linalg.vector_norm(R, dim=0) ** 2 + torch.linalg.vector_norm(S, dim=0) ** 2
-    ) / math.sqrt(2.0)
+    eta_t = torch.hypot(safe_norm(R, dim=0), safe_norm(S, dim=0)) / math.sqrt(2.0)  # hypot: no squares
     theta = rq.detach().cpu().double().numpy()
     values = sig.detach().cpu().double().numpy()
     eta = eta_t.detach().cpu().double().numpy()
@@ -237,13 +237,17 @@ def certify_small_side(
                 g = min(g, values[i])
             if g > 0 and math.isnan(kt[i]):
                 kt[i] = eta[i] ** 2 / g
+    # a non-finite value or residual (an overflowing product) certifies nothing either
+    invalid = invalid | ~np.isfinite(values) | ~np.isfinite(eta)
     if invalid.any():  # never certified: value nan, interval [0, inf], not converged (meets_tol is False)
         values[invalid], lower[invalid], upper[invalid], eta[invalid] = np.nan, 0.0, np.inf, np.inf
     return Certified(values, lower, upper, eta, kt, gap_cert, U, V, delta, allowance)
 
 def invalid_ritz_columns(V: torch.Tensor) -> np.ndarray:
     """Columns of ``V`` that are zero or hold NaN/inf (issue 16: such Ritz vectors are never certified)."""
-    bad = ~torch.isfinite(V).all(0) | ~(torch.linalg.vector_norm(torch.nan_to_num(V), dim=0) > 0)
+    # max|v_i| > 0, not ||v|| > 0: the squares of a tiny (1e-200) vector underflow to a zero norm
+    bad = ~torch.isfinite(V).all(0) | ~(torch.nan_to_num(V).abs().amax(0) > 0) if V.shape[0] else \
+        torch.ones(V.shape[1], dtype=torch.bool)
     return bad.detach().cpu().numpy()
 
 def block_from(
@@ -409,12 +413,12 @@ def certify_eigvecs(S: LinearOp, Y: torch.Tensor, *, end: str, lam_max_hint: flo
     """Rayleigh quotients ``θ_i = y_iᵀ S y_i`` and Bauer–Fike intervals (``k`` products)."""
     invalid = invalid_ritz_columns(Y)  # issue 16: zero / non-finite vectors are never certified
     Y = torch.nan_to_num(Y, nan=0.0, posinf=0.0, neginf=0.0)
-    nrm = torch.linalg.vector_norm(Y, dim=0)
+    nrm = safe_norm(Y, dim=0)
     Y = Y / torch.where(nrm > 0, nrm, torch.ones_like(nrm))
     SY = S.matmat(Y)
     theta = (Y * SY).sum(0)
     R = SY - Y * theta
-    rho = torch.linalg.vector_norm(R, dim=0).detach().cpu().double().numpy()
+    rho = safe_norm(R, dim=0).detach().cpu().double().numpy()
     th = theta.detach().cpu().double().numpy()
     n = S.shape[0]
     scale = max(float(lam_max_hint), float(np.abs(th).max(initial=0.0)))
@@ -428,6 +432,7 @@ def certify_eigvecs(S: LinearOp, Y: torch.Tensor, *, end: str, lam_max_hint: flo
         elif end == "smallest":
             upper[0] = min(upper[0], th[0] + delta)
             upper = np.fmin(upper, np.fmax(minmax_eig(SY, Y, end, delta), th))
+    invalid = invalid | ~np.isfinite(th) | ~np.isfinite(rho)
     if invalid.any():
         th[invalid], lower[invalid], upper[invalid], rho[invalid] = np.nan, -np.inf, np.inf, np.inf
     return EigCertificate(th, lower, upper, rho, Y, float(delta))

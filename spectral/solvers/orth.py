@@ -27,6 +27,8 @@ from collections.abc import Sequence
 
 import torch
 
+from attncond.spectral.operators.base import safe_norm
+
 
 def basis_buffer(n: int, ell: int, *, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
     """A zero ``(n, ell)`` basis whose columns are contiguous (a transposed ``(ell, n)`` buffer).
@@ -117,7 +119,7 @@ def random_orthonormal(X: torch.Tensor | Sequence[torch.Tensor], gen: torch.Gene
     for _ in range(3):
         for B in blocks:
             w = torch.addmv(w, B, torch.mv(B.T, w), alpha=-1)
-    return w / torch.linalg.vector_norm(w)
+    return w / safe_norm(w)
 
 
 def host_scalars(*ts: torch.Tensor) -> list[float]:
