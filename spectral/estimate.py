@@ -40,13 +40,12 @@ import numpy as np
 import torch
 
 from attncond.spectral import policy
-from attncond.spectral.operators.base import LinearOp, ScaleState
+from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.operators.explicit import DenseOp, SparseOp, autoscaled
 from attncond.spectral.results import (
     EigenBlock,
     EigenEstimate,
     EigResult,
-    SingularBlock,
     SpectralEstimate,
     SVDResult,
 )
@@ -54,7 +53,8 @@ from attncond.spectral.solvers import SOLVERS
 from attncond.spectral.solvers.certify import certify_eigvecs
 from attncond.spectral.solvers.gram_route import dense_per_sample, gram_route, is_per_sample
 from attncond.spectral.solvers.lanczos import solve_lanczos
-from attncond.spectral.solvers.validate import check_choice, prepare
+from attncond.spectral.solvers.scaling import unscale_result
+from attncond.spectral.solvers.validate import check_choice, check_symmetric, prepare
 
 #: ``method=`` names of :func:`extreme_singular_values`: ``"auto"`` and the :data:`SOLVERS` registry.
 METHODS = ("auto", *SOLVERS)
@@ -127,7 +127,9 @@ def extreme_singular_values(
     returns ``converged=False`` and a ``reason``.
 
     Scale: ``A`` is solved as ``2^e A`` (:func:`attncond.spectral.operators.explicit.autoscaled`;
-    ``e = 0`` while the norm stays in ``[2^-256, 2^256]``) and every value, bound and residual is
+    ``e = 0`` while the norm stays in the dtype's safe range, ``[2^-256, 2^256]`` for float64 and
+    ``[2^-32, 2^32]`` for float32, :func:`attncond.spectral.operators.base.safe_exponent`) and every
+    value, bound and residual is
     divided back exactly (:func:`unscale_svd`, ``details.info["scale_exponent"]``), so ``A·2^k``
     gives exactly ``2^k`` times the result for ``A`` while the numbers stay normal. A singular value
     above the float range raises ``OverflowError``; a product that returns NaN/inf, the wrong shape
@@ -181,6 +183,7 @@ def extreme_singular_values(
         methods=METHODS,
         device=device,
         dtype=dtype,
+        seed=seed,
     )
     need = {"largest", "smallest"} if ends == "both" else {ends}
     if method != "auto" and not need <= set(SOLVERS[method].ends):
@@ -188,6 +191,8 @@ def extreme_singular_values(
             f"method={method!r} computes {'/'.join(SOLVERS[method].ends)} only "
             f"({SOLVERS[method].summary}); use which='max', or method='gkl'/'dense'/'auto' for sigma_min"
         )
+    if method != "auto" and SOLVERS[method].check is not None:
+        SOLVERS[method].check(op.shape, 1)
     sop, scale = autoscaled(op)
     res = _auto(sop, ends, tol, maxiter, seed) if method == "auto" else SOLVERS[method].run(
         sop, ends, tol, maxiter, seed)
@@ -203,55 +208,9 @@ def product_source(op: LinearOp) -> str:
             "the intervals are about the matrix they compute")
 
 # --------------------------------------------------------------------------- power-of-two scaling
-_GRAM_INFO = ("gram_eig_min", "gram_eig_max", "gram_rounding_margin")
-
-def _unscale(x: Any, e: int, direction: float = 0.0) -> np.ndarray:
-    """``x·2^-e`` (exact for normal results); a subnormal bound is rounded outwards (``direction``)."""
-    a = np.ldexp(np.asarray(x, dtype=np.float64), -e)
-    if direction:
-        tiny = np.finfo(np.float64).tiny
-        sub = (a != 0) & (np.abs(a) < tiny)
-        a = np.where(sub, np.nextafter(a, direction * np.inf), a)
-        if direction < 0:
-            a = np.where((np.asarray(x) >= 0) & (a < 0), 0.0, a)
-    fin = np.isfinite(np.asarray(x, dtype=np.float64))
-    if bool((fin & ~np.isfinite(a)).any()):
-        big = float(np.max(np.abs(np.asarray(x, dtype=np.float64)[fin])))
-        raise OverflowError(
-            f"a computed value {big:.6g}·2^{-e} exceeds the float64 range; the operator's singular values "
-            "or eigenvalues cannot be represented")
-    return a
-
-def _unscale_block(b: Any, e: int) -> Any:
-    if b is None:
-        return None
-    kw = {"values": _unscale(b.values, e), "lower": _unscale(b.lower, e, -1.0),
-          "upper": _unscale(b.upper, e, 1.0), "residual_norms": _unscale(b.residual_norms, e, 1.0)}
-    if isinstance(b, SingularBlock):
-        kw["kato_temple"] = _unscale(b.kato_temple, e, 1.0)
-    return dataclasses.replace(b, **kw)
-
-def unscale_svd(res: SVDResult | EigResult, scale: ScaleState) -> Any:
-    """Map a result computed on ``2^e·A`` back to ``A`` (values, bounds, residuals divided by ``2^e``).
-
-    Exact while the results are normal floating-point numbers (``≥ 2^-1022``); subnormal bounds are
-    rounded outwards; a value above the float range raises ``OverflowError``. ``info["scale_exponent"]``
-    records ``e`` (the Gram entries of ``info`` stay those of the scaled operator).
-    """
-    e = int(scale.exp)
-    if e == 0:
-        return res
-    info = dict(res.info)
-    info["scale_exponent"] = e
-    if any(k in info for k in _GRAM_INFO):
-        info["scale_note"] = "gram_* entries are of the scaled operator 2^scale_exponent * A"
-    kw: dict[str, Any] = {"largest": _unscale_block(res.largest, e),
-                          "smallest": _unscale_block(res.smallest, e), "info": info}
-    if res.reason:
-        kw["reason"] = f"{res.reason} (numbers above are of the operator scaled by 2^{e})"
-    if isinstance(res, SVDResult) and res.spectrum is not None:
-        kw["spectrum"] = _unscale(res.spectrum, e)
-    return dataclasses.replace(res, **kw)
+#: the exact power-of-two unscaling of every route (moved to :mod:`attncond.spectral.solvers.scaling`,
+#: which the direct solver functions share; this name stays for callers of the estimator's API)
+unscale_svd = unscale_result
 
 def _to_estimate(res: SVDResult, dtype: torch.dtype, tol: float, seconds: float,
                  products: str = "stored") -> SpectralEstimate:
@@ -336,6 +295,7 @@ def eigen_extremes(
         methods=EIGEN_METHODS,
         device=device,
         dtype=dtype,
+        seed=seed,
     )
     if op.shape[0] != op.shape[1]:
         raise ValueError(f"S must be square, got shape {op.shape}")
@@ -376,30 +336,6 @@ def eigen_extremes(
         details=details,
     )
 
-
-def check_symmetric(op: LinearOp, seed: int = 0) -> None:
-    """Refuse a non-symmetric ``S`` by the probe ``|⟨Sx, y⟩ − ⟨x, Sy⟩|`` (two products for an implicit ``S``).
-
-    For random unit ``x, y`` a symmetric ``S`` gives a difference of rounding size only; the test
-    refuses when it exceeds ``64·n·eps·(‖Sx‖ + ‖Sy‖)`` (rounding of the two products and the two inner
-    products). A non-symmetric part ``K = (S − Sᵀ)/2`` shows up as ``2⟨Kx, y⟩``, of size ``‖K‖_F/n``.
-    """
-    n = op.shape[0]
-    if n < 2:
-        return
-    g = torch.Generator().manual_seed(int(seed) + 7919)
-    X = torch.randn(n, 2, generator=g, dtype=torch.float64).to(op.dtype).to(op.device)
-    X = X / torch.linalg.vector_norm(X, dim=0)
-    SX = op.matmat(X)
-    x, y, sx, sy = X[:, 0], X[:, 1], SX[:, 0], SX[:, 1]
-    diff = float(torch.dot(sx, y) - torch.dot(x, sy))
-    scale = float(torch.linalg.vector_norm(sx) + torch.linalg.vector_norm(sy))
-    tol = 64.0 * n * torch.finfo(op.dtype).eps * scale
-    if abs(diff) > tol:
-        raise ValueError(
-            f"S is not symmetric: the probe |<Sx, y> - <x, Sy>| = {abs(diff):.3g} exceeds the rounding level "
-            f"{tol:.3g} (random unit x, y); eigen_extremes needs a symmetric operator "
-            "(use extreme_singular_values for a general one)")
 
 def _dense_eig(Sd: torch.Tensor, ends: str, tol: float, t0: float) -> EigResult:
     """Dense ``eigh`` of the (rounding-level symmetrised) ``S`` with Bauer–Fike intervals on it."""

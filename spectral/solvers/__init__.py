@@ -24,7 +24,13 @@ from attncond.spectral.solvers.gram_route import gram_route
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
 from attncond.spectral.solvers.psd import GramExtremes, PSDExtremes, gram_extremes, psd_extremes
 from attncond.spectral.solvers.randomized import randomized_svd, solve_randomized
-from attncond.spectral.solvers.scipy_peers import arpack_svds, lobpcg_svds, propack_svds, solve_svds
+from attncond.spectral.solvers.scipy_peers import (
+    arpack_svds,
+    check_svds_k,
+    lobpcg_svds,
+    propack_svds,
+    solve_svds,
+)
 
 __all__ = [
     "Solver", "SOLVERS", "register_solver", "dense_svd", "golub_kahan_lanczos", "golub_kahan_davidson",
@@ -43,12 +49,15 @@ class Solver:
 
     ``run(op, ends, tol, maxiter, seed)`` returns a certified :class:`SVDResult` for the one
     extreme singular triplet at each requested end; ``ends`` lists the ends it can compute.
+    ``check(shape, k)``, when given, refuses a shape the solver cannot handle (a ``ValueError``
+    raised by :func:`attncond.spectral.extreme_singular_values` before any work).
     """
 
     name: str
     run: Run
     ends: tuple[str, ...] = ENDS
     summary: str = ""
+    check: Callable[[tuple[int, int], int], None] | None = None
 
 
 _SOLVERS: dict[str, Solver] = {}
@@ -100,13 +109,15 @@ for _s in (
     Solver("randomized", _randomized, ends=("largest",), summary="randomized range finder, sigma_max only"),
     Solver("arpack", lambda op, ends, tol, maxiter, seed, _s="arpack": solve_svds(op, 1, ends, tol, maxiter,
                                                                                  seed, _s),
-           summary="scipy svds(solver='arpack'), certified by our residual bounds"),
+           summary="scipy svds(solver='arpack'), certified by our residual bounds",
+           check=lambda shape, k: check_svds_k("arpack", shape, k)),
     Solver("propack", lambda op, ends, tol, maxiter, seed, _s="propack": solve_svds(op, 1, ends, tol, maxiter,
                                                                                  seed, _s),
            summary="scipy svds(solver='propack'), certified by our residual bounds"),
     Solver("lobpcg", lambda op, ends, tol, maxiter, seed, _s="lobpcg": solve_svds(op, 1, ends, tol, maxiter,
                                                                                  seed, _s),
-           summary="scipy svds(solver='lobpcg'), certified by our residual bounds"),
+           summary="scipy svds(solver='lobpcg'), certified by our residual bounds",
+           check=lambda shape, k: check_svds_k("lobpcg", shape, k)),
 ):
     register_solver(_s)
 del _s

@@ -26,6 +26,7 @@ from attncond.spectral.solvers.certify import (
     certify_small_side,
     rounding_allowance,
 )
+from attncond.spectral.solvers.scaling import solve_scaled
 from attncond.spectral.solvers.validate import prepare
 
 WHICH = ("both", "largest", "smallest")
@@ -112,10 +113,12 @@ def dense_svd(
     ``result.spectrum`` holds all ``min(m, n)`` values. Implicit operators are materialised
     with ``min(m, n)`` products (counted in ``matvecs``). Stopping rule: none (direct
     method); ``converged`` is ``True`` when the certified error is ``≤ max(tol·σ, δ)``.
+    ``A`` is solved as ``2^e·A`` and the result divided back exactly
+    (:func:`attncond.spectral.solvers.scaling.solve_scaled`), so it holds at any scale.
     """
     t0 = time.perf_counter()
     op, k, tol, _ = prepare(A, k=k, which=which, which_choices=WHICH, tol=tol, device=device, dtype=dtype)
-    return solve_dense(op, k, which, tol, t0=t0)
+    return solve_scaled(op, lambda s: solve_dense(s, k, which, tol, t0=t0))
 
 
 def solve_dense(op: LinearOp, k: int, which: str, tol: float, *, t0: float | None = None) -> SVDResult:

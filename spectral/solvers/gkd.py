@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from attncond.spectral import policy
-from attncond.spectral.operators.base import LinearOp, same_device
+from attncond.spectral.operators.base import LinearOp, norm_trusted, safe_norm, same_device
 from attncond.spectral.operators.explicit import as_operator
 from attncond.spectral.results import SingularBlock, SVDResult
 from attncond.spectral.solvers.certify import (
@@ -79,6 +79,7 @@ from attncond.spectral.solvers.orth import (
     orthogonalize_blocks,
     random_orthonormal,
 )
+from attncond.spectral.solvers.scaling import solve_scaled
 from attncond.spectral.solvers.validate import check_k, make_generator, prepare
 
 __all__ = ["golub_kahan_davidson", "NullSpaceInfo", "gkd_run"]
@@ -149,12 +150,17 @@ class _Space:
         ``Z`` again one after the other) and ``T p`` against ``Q``. Two host reads per step, each
         of two scalars the breakdown tests need (:func:`~attncond.spectral.solvers.orth.host_scalars`).
         """
-        j, eps = self.j, torch.finfo(self.T.dtype).eps
+        j, dt = self.j, self.T.dtype
+        eps = torch.finfo(dt).eps
+        M, N = self.T.shape
         blocks = (self.Z, self.P[:, :j])
+        p_in = p
         n0 = torch.linalg.vector_norm(p)
         p, _ = orthogonalize_blocks(blocks, p)
         nrm_t = torch.linalg.vector_norm(p)
         n0, nrm = host_scalars(n0, nrm_t)
+        if not (norm_trusted(n0, N, dt) and norm_trusted(nrm, N, dt)):  # squares under/overflowed
+            n0, nrm = float(safe_norm(p_in)), float(safe_norm(p))
         if not nrm > 1e3 * eps * n0:
             p = random_orthonormal(blocks, self.gen)
         else:
@@ -163,6 +169,8 @@ class _Space:
         t = self.T.krylov_matvec(p)
         q, c = orthogonalize(self.Q[:, :j], t, True)
         alpha, tn = host_scalars(torch.linalg.vector_norm(q), torch.linalg.vector_norm(t))
+        if not (norm_trusted(alpha, M, dt) and norm_trusted(tn, M, dt)):
+            alpha, tn = float(safe_norm(q)), float(safe_norm(t))
         self.T.refuse_nonfinite(tn, "matvec")
         self.smax = max(self.smax, tn)
         if alpha <= 100 * eps * max(tn, self.smax):
@@ -172,7 +180,10 @@ class _Space:
         self.Q[:, j] = q
         self.B[:j, j], self.B[j, j] = c, alpha
         w = self.T.krylov_matvec(q, adjoint=True)
-        self.T.refuse_nonfinite(float(torch.linalg.vector_norm(w)), "rmatvec")
+        wn = float(torch.linalg.vector_norm(w))
+        if not norm_trusted(wn, N, dt):
+            wn = float(safe_norm(w))
+        self.T.refuse_nonfinite(wn, "rmatvec")
         self.W[:, j] = w
         self.j += 1
         self.steps += 1
@@ -226,7 +237,7 @@ def _ritz(S: _Space, k: int) -> _Ritz:
 
     def fill(idx: list[int]) -> None:
         R = _residuals(S, Ub[:, idx], Vb[:, idx], Sb[idx])
-        eta[idx] = torch.linalg.vector_norm(R, dim=0) / math.sqrt(2.0)
+        eta[idx] = safe_norm(R, dim=0) / math.sqrt(2.0)
 
     fill(list(range(min(k, j))))
     thr = max(S.T.shape) * torch.finfo(S.T.dtype).eps * S.smax
@@ -522,11 +533,13 @@ def golub_kahan_davidson(
     """
     t0 = time.perf_counter()
     op, k, tol, maxiter = prepare(A, k=k, which=which, which_choices=WHICH, tol=tol, maxiter=maxiter,
-                                  device=device, dtype=dtype)
+                                  device=device, dtype=dtype, seed=seed)
     if basis is not None and (isinstance(basis, bool) or int(basis) != basis or int(basis) < 2):
         raise ValueError(f"basis must be an integer >= 2 or None, got {basis!r}")
     prec = check_preconditioner(preconditioner, op, which)
-    return gkd_run(op, k, which, tol, maxiter, seed, basis=basis, t0=t0, preconditioner=prec)
+    # the preconditioner only steers the search (its output is normalised), so it is not rescaled
+    return solve_scaled(op, lambda s: gkd_run(s, k, which, tol, maxiter, seed, basis=basis, t0=t0,
+                                              preconditioner=prec))
 
 
 def check_preconditioner(M: Any, op: LinearOp, which: str) -> LinearOp | None:

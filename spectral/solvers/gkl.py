@@ -26,9 +26,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
-from attncond.spectral.operators.base import LinearOp
+from attncond.spectral.operators.base import LinearOp, norm_trusted, safe_norm
 from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.certify import (
     Certified,
@@ -47,6 +48,7 @@ from attncond.spectral.solvers.orth import (
     project_out,
     random_orthonormal,
 )
+from attncond.spectral.solvers.scaling import solve_scaled
 from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
 
 WHICH = ("both", "largest", "smallest")
@@ -117,21 +119,33 @@ class _Bidiag:
         self.P = basis_buffer(N, ell, dtype=dt, device=dev)
         self.Q = basis_buffer(M, ell, dtype=dt, device=dev)
         self.B = torch.zeros(ell, ell, dtype=dt, device=dev)
-        self.p = p0 / torch.linalg.vector_norm(p0)
+        self.p = p0 / safe_norm(p0)
         self.r = torch.zeros(N, dtype=dt, device=dev)
         self.j0, self.steps, self.cycles, self.smax, self.fnorm = 0, 0, 0, 0.0, 0.0
         self.eps = torch.finfo(dt).eps
 
-    def extend(self, check: Any, min_check: int) -> tuple[int, _Ritz | None]:
+    def extend(self, check: Any, min_check: int, max_steps: int) -> tuple[int, _Ritz | None]:
         """Bidiagonalisation steps ``j0 … ℓ−1`` with reorthogonalisation of both bases; stops
-        early when ``check`` (the cheap Ritz test, every ``CHECK_EVERY`` steps) passes."""
+        early when ``check`` (the cheap Ritz test, every ``CHECK_EVERY`` steps) passes or when
+        ``max_steps`` steps have been taken in all (``maxiter``, also inside a cycle).
+
+        The norms are plain ``vector_norm``s, recomputed by :func:`safe_norm` only when
+        :func:`norm_trusted` says their squares could have under- or overflowed (two host
+        comparisons per step), so a finite product is never called broken for an overflowing
+        sum of squares."""
         P, Q, B, T, eps = self.P, self.Q, self.B, self.T, self.eps
+        M, N = T.shape
+        dt = T.dtype
         for j in range(self.j0, self.ell):
+            if self.steps >= max_steps:
+                return j, None
             P[:, j] = self.p
             q_raw = T.krylov_matvec(self.p)
             q, c = orthogonalize(Q[:, :j], q_raw, self.full)
             B[:j, j] = c
             alpha, qn = host_scalars(torch.linalg.vector_norm(q), torch.linalg.vector_norm(q_raw))
+            if not (norm_trusted(alpha, M, dt) and norm_trusted(qn, M, dt)):
+                alpha, qn = float(safe_norm(q)), float(safe_norm(q_raw))
             T.refuse_nonfinite(qn, "matvec")
             if alpha <= 100 * eps * max(qn, self.smax):
                 q = random_orthonormal(Q[:, :j], self.gen)  # breakdown: continue in a fresh direction
@@ -142,6 +156,8 @@ class _Bidiag:
             r_raw = T.krylov_matvec(q, adjoint=True)
             self.r, _ = orthogonalize(P[:, : j + 1], r_raw, self.full)
             beta, rn = host_scalars(torch.linalg.vector_norm(self.r), torch.linalg.vector_norm(r_raw))
+            if not (norm_trusted(beta, N, dt) and norm_trusted(rn, N, dt)):
+                beta, rn = float(safe_norm(self.r)), float(safe_norm(r_raw))
             T.refuse_nonfinite(rn, "rmatvec")
             self.fnorm = beta
             self.steps += 1
@@ -182,7 +198,7 @@ class _Bidiag:
         self.B[range(kk), range(kk)] = ritz.Sb[keep]
         if self.fnorm > 0:
             p, _ = orthogonalize(self.P[:, :kk], self.r / self.fnorm, True)
-            self.p = p / torch.linalg.vector_norm(p)
+            self.p = p / safe_norm(p)
         else:
             self.p = random_orthonormal(self.P[:, :kk], self.gen)
         self.j0 = kk
@@ -234,7 +250,7 @@ def _gkl_core(
         return _ritz(Bj, fnorm, k, want_l, want_s, tol, (M, N), smax, settle)
 
     while True:
-        cur, ritz = bd.extend(check, min(ell, nwant + CHECK_MIN_EXTRA))
+        cur, ritz = bd.extend(check, min(ell, nwant + CHECK_MIN_EXTRA), max_steps)
         bd.cycles += 1
         if ritz is None:
             ritz = check(bd.B[:cur, :cur], bd.fnorm, bd.smax)
@@ -334,11 +350,14 @@ def golub_kahan_lanczos(
         device=device,
         dtype=dtype,
         v0=v0,
+        seed=seed,
     )
     check_choice("reorth", reorth, ("full", "selective"))
     check_choice("restart", restart, RESTARTS)
-    return solve_gkl(op, k, which, tol, maxiter, reorth=reorth, restart=restart, v0=v0, seed=seed, ncv=ncv,
-                     t0=t0)
+    if ncv is not None and (isinstance(ncv, bool) or not isinstance(ncv, (int, np.integer)) or ncv < 2):
+        raise ValueError(f"ncv must be an integer >= 2 or None, got {ncv!r}")
+    return solve_scaled(op, lambda s: solve_gkl(s, k, which, tol, maxiter, reorth=reorth, restart=restart,
+                                                v0=v0, seed=seed, ncv=ncv, t0=t0))
 
 
 def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, *, reorth: str = "full",
@@ -362,7 +381,7 @@ def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None,
             p0 = T.rmatvec(v0)
         else:
             raise ValueError(f"v0 must have length {N} or {M}, got {v0.numel()}")
-        if float(torch.linalg.vector_norm(p0)) == 0.0:
+        if not bool((p0 != 0).any()):
             raise ValueError("v0 must be non-zero")
     max_steps = maxiter if maxiter is not None else 2000
     full = reorth == "full"

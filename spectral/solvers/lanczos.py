@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attncond.spectral.operators.base import LinearOp, SymmetricOp
+from attncond.spectral.operators.base import LinearOp, SymmetricOp, norm_trusted, safe_norm
 from attncond.spectral.results import EigenBlock, EigResult
 from attncond.spectral.solvers.certify import EigCertificate, certify_eigvecs
 from attncond.spectral.solvers.orth import (
@@ -34,7 +34,14 @@ from attncond.spectral.solvers.orth import (
     project_out,
     random_orthonormal,
 )
-from attncond.spectral.solvers.validate import check_choice, make_generator, prepare
+from attncond.spectral.solvers.scaling import solve_scaled
+from attncond.spectral.solvers.validate import (
+    check_choice,
+    check_symmetric,
+    make_generator,
+    needs_symmetry_probe,
+    prepare,
+)
 
 WHICH = ("both", "largest", "smallest", "both_magnitude")
 
@@ -116,8 +123,12 @@ def symmetric_lanczos(
 
     ``which``: ``"both"`` (algebraically largest and smallest), ``"largest"``,
     ``"smallest"``, or ``"both_magnitude"`` (the ``k`` of largest ``|λ|``, returned as
-    the ``largest`` block ordered by magnitude). Symmetry of ``S`` is assumed, not checked
-    (use a dot test, see the tests).
+    the ``largest`` block ordered by magnitude). A stored ``S`` or one made of user callables is
+    refused (``ValueError``) when the symmetry probe of
+    :func:`attncond.spectral.solvers.validate.check_symmetric` fails (two products, not counted in
+    ``matvecs``); the model operators (``HessianOperator``, ``GramOperator``, …) are symmetric by
+    construction and are not probed. ``S`` is solved as ``2^e·S`` and the result divided back exactly
+    (:func:`attncond.spectral.solvers.scaling.solve_scaled`).
     """
     t0 = time.perf_counter()
     op, k, tol, maxiter = prepare(
@@ -130,11 +141,20 @@ def symmetric_lanczos(
         device=device,
         dtype=dtype,
         v0=v0,
+        seed=seed,
     )
     check_choice("reorth", reorth, ("full", "selective"))
     if op.shape[0] != op.shape[1]:
         raise ValueError(f"S must be square, got shape {op.shape}")
-    return solve_lanczos(op, k, which, tol, maxiter, full=reorth == "full", seed=seed, v0=v0, ncv=ncv, t0=t0)
+    if ncv is not None and (isinstance(ncv, bool) or not isinstance(ncv, (int, np.integer)) or ncv < 2):
+        raise ValueError(f"ncv must be an integer >= 2 or None, got {ncv!r}")
+
+    def run(s: LinearOp) -> EigResult:
+        if needs_symmetry_probe(op):
+            check_symmetric(s, seed)
+        return solve_lanczos(s, k, which, tol, maxiter, full=reorth == "full", seed=seed, v0=v0, ncv=ncv, t0=t0)
+
+    return solve_scaled(op, run)
 
 
 class _Krylov:
@@ -146,7 +166,7 @@ class _Krylov:
         # column-contiguous basis (orth.basis_buffer): the reorthogonalisation GEMVs read one block
         self.Qb = basis_buffer(n, ell, dtype=op.dtype, device=op.device)
         self.Tm = torch.zeros(ell, ell, dtype=op.dtype, device=op.device)
-        self.q = q / torch.linalg.vector_norm(q)
+        self.q = q / safe_norm(q)
         self.f = torch.zeros(n, dtype=op.dtype, device=op.device)
         self.j0, self.steps, self.cycles, self.lmax, self.fnorm = 0, 0, 0, 0.0, 0.0
         self.eps = torch.finfo(op.dtype).eps
@@ -156,6 +176,7 @@ class _Krylov:
         (the cheap Ritz test on the current projection) passes or ``max_steps`` steps have been taken
         in all. Returns ``(columns used, ritz)``."""
         Qb, Tm = self.Qb, self.Tm
+        n, dt = self.op.shape[0], self.op.dtype
         for j in range(self.j0, self.ell):
             if self.steps >= max_steps:
                 return j, None
@@ -166,6 +187,8 @@ class _Krylov:
             Tm[j, : j + 1] = c
             beta, wn, cmax = host_scalars(torch.linalg.vector_norm(w), torch.linalg.vector_norm(w_raw),
                                           c.abs().max())
+            if not (norm_trusted(beta, n, dt) and norm_trusted(wn, n, dt)):  # squares under/overflowed
+                beta, wn = float(safe_norm(w)), float(safe_norm(w_raw))
             self.op.refuse_nonfinite(wn, "matvec")
             self.fnorm = beta
             self.steps += 1
@@ -193,7 +216,7 @@ class _Krylov:
         self.Tm[range(kk), range(kk)] = ritz.theta[keep]
         if self.fnorm > 0:
             q, _ = orthogonalize(self.Qb[:, :kk], self.f / self.fnorm, True)
-            self.q = q / torch.linalg.vector_norm(q)
+            self.q = q / safe_norm(q)
         else:
             self.q = random_orthonormal(self.Qb[:, :kk], self.gen)
         self.j0 = kk

@@ -24,6 +24,7 @@ import torch
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SingularBlock, SVDResult
 from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol, nan_unconverged
+from attncond.spectral.solvers.scaling import solve_scaled
 from attncond.spectral.solvers.validate import make_generator, prepare
 
 
@@ -57,10 +58,12 @@ def randomized_svd(
             "dense_svd, or pass smallest_upper_bound=True to get a Courant-Fischer upper "
             "bound labelled as such."
         )
-    if int(oversample) < 0 or int(n_power) < 0:
-        raise ValueError("oversample and n_power must be >= 0")
-    op, k, tol, _ = prepare(A, k=k, tol=tol, device=device, dtype=dtype)
-    return solve_randomized(op, k, tol, oversample=oversample, n_power=n_power, seed=seed, which=which, t0=t0)
+    for name, v in (("oversample", oversample), ("n_power", n_power)):
+        if isinstance(v, (bool, str)) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+    op, k, tol, _ = prepare(A, k=k, tol=tol, device=device, dtype=dtype, seed=seed)
+    return solve_scaled(op, lambda s: solve_randomized(s, k, tol, oversample=oversample, n_power=n_power,
+                                                       seed=seed, which=which, t0=t0))
 
 
 def solve_randomized(op: LinearOp, k: int, tol: float, *, oversample: int = 10, n_power: int = 2, seed: int = 0,

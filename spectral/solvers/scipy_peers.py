@@ -32,6 +32,7 @@ from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.results import SVDResult
 from attncond.spectral.solvers.certify import block_from, certify_small_side, meets_tol, nan_unconverged
 from attncond.spectral.solvers.gkl import probe_end
+from attncond.spectral.solvers.scaling import solve_scaled
 from attncond.spectral.solvers.validate import make_generator, prepare
 
 WHICH = ("both", "largest", "smallest")
@@ -59,8 +60,31 @@ def _svds(
         maxiter=maxiter,
         device=device,
         dtype=dtype,
+        seed=seed,
     )
-    return solve_svds(op, k, which, tol, maxiter, seed, solver, peer_tol, probe=probe, t0=t0)
+    check_svds_k(solver, op.shape, k)
+    return solve_scaled(op, lambda s: solve_svds(s, k, which, tol, maxiter, seed, solver, peer_tol, probe=probe,
+                                                 t0=t0))
+
+
+#: ``svds`` solvers that compute at most ``min(m, n) − 1`` values (scipy's ``kmax``; PROPACK allows
+#: ``min(m, n)``)
+SVDS_STRICT = ("arpack", "lobpcg")
+
+
+def check_svds_k(solver: str, shape: tuple[int, int], k: int) -> None:
+    """Refuse ``k ≥ min(m, n)`` for ARPACK and LOBPCG (``svds`` needs ``k < min(m, n)`` there) before any work.
+
+    Raises
+    ------
+    ValueError
+        naming ``k``, ``min(m, n)`` and the solver.
+    """
+    if solver in SVDS_STRICT and k >= min(shape):
+        raise ValueError(
+            f"k={k}: svds(solver={solver!r}) computes k < min(m, n) = {min(shape)} values only "
+            f"(shape {shape}); use k < min(m, n), or dense_svd / golub_kahan_lanczos / method='dense' "
+            "for k = min(m, n)")
 
 
 def solve_svds(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, seed: int, solver: str,

@@ -6,14 +6,17 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import torch
 
-from attncond.spectral.operators.base import LinearOp, same_device
-from attncond.spectral.operators.explicit import as_operator
+from attncond.spectral.operators.base import LinearOp, ldexp, safe_norm, same_device
+from attncond.spectral.operators.explicit import CallableOp, as_operator
 
 
 def check_tol(tol: Any) -> float:
-    """``tol`` must be a finite float ``> 0``."""
+    """``tol`` must be a real number (not a string or a bool), finite and ``> 0``."""
+    if isinstance(tol, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"tol must be a positive float, got {type(tol).__name__} {tol!r}")
     try:
         t = float(tol)
     except (TypeError, ValueError):
@@ -28,12 +31,35 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
         raise ValueError(f"unknown {name} {value!r}; known: {', '.join(map(repr, choices))}")
     return value
 
+def _is_integer(x: Any) -> bool:
+    """``x`` is an integer value (``3``, ``np.int64(3)``, ``3.0``), not a bool, a string or ``3.5``."""
+    if isinstance(x, (bool, np.bool_, str, bytes)):
+        return False
+    try:
+        return int(x) == x
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def check_maxiter(maxiter: Any) -> int | None:
+    """``None`` or a positive integer (``2.5``, ``"x"``, ``inf`` and bools are refused, naming ``maxiter``)."""
     if maxiter is None:
         return None
-    if isinstance(maxiter, bool) or int(maxiter) != maxiter or int(maxiter) < 1:
+    if not _is_integer(maxiter) or int(maxiter) < 1:
         raise ValueError(f"maxiter must be a positive integer or None, got {maxiter!r}")
     return int(maxiter)
+
+
+#: seeds are offset internally (``seed + 7919``, ``seed + 1 + probe``): they stay below this
+MAX_SEED = 2**62
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` must be an integer in ``[0, 2^62)``; ``1.5``, ``True``, ``"a"`` and ``2**70`` are refused with
+    an error naming ``seed`` (before, ``1.5`` was truncated and ``"a"`` failed inside ``int()``)."""
+    if not _is_integer(seed) or not 0 <= int(seed) < MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**62), got {seed!r}")
+    return int(seed)
 
 def check_k(k: Any, shape: tuple[int, int]) -> int:
     """``1 ≤ k ≤ min(m, n)``."""
@@ -50,6 +76,7 @@ def check_k(k: Any, shape: tuple[int, int]) -> int:
     return k
 
 def make_generator(seed: int | None) -> torch.Generator:
+    """A CPU generator seeded with ``seed`` (``0`` for ``None``)."""
     g = torch.Generator(device="cpu")
     g.manual_seed(0 if seed is None else int(seed))
     return g
@@ -67,15 +94,19 @@ def prepare(
     device: Any = None,
     dtype: Any = None,
     v0: Any = None,
+    seed: Any = 0,
 ) -> tuple[LinearOp, int, float, int | None]:
     """Validate every argument, cheapest first, then wrap ``A``.
 
     Returns ``(op, k, tol, maxiter)``. Raises ``ValueError`` for ``tol <= 0``, an unknown
-    ``method`` or ``which`` (listing the known ones), ``k`` outside ``[1, min(m, n)]``,
-    NaN/inf in an explicit ``A``, and device mismatches (``A`` vs ``device``, ``v0`` vs
-    ``A``).
+    ``method`` or ``which`` (listing the known ones), ``k`` outside ``[1, min(m, n)]``, a ``seed``
+    or ``maxiter`` that is not an integer in range, NaN/inf in an explicit ``A``, an ``rmatvec``
+    that is not the adjoint of ``matvec`` (:func:`attncond.spectral.operators.explicit.check_adjoint`),
+    and device mismatches (``A`` vs ``device``, ``v0`` vs ``A``); ``TypeError`` for a ``tol`` that is
+    not a number.
     """
     tol = check_tol(tol)
+    check_seed(seed)
     if method is not None:
         check_choice("method", method, methods)
     if which is not None:
@@ -91,3 +122,52 @@ def prepare(
         if not bool(torch.isfinite(v0).all()):
             raise ValueError("v0 contains NaN or inf")
     return op, k, tol, maxiter
+
+
+#: :func:`check_symmetric` refuses a probe difference above this multiple of ``n·eps·(‖Sx‖ + ‖Sy‖)``
+SYMMETRY_TEST_FACTOR = 64.0
+
+
+def check_symmetric(op: LinearOp, seed: int = 0, name: str = "S") -> None:
+    """Refuse a non-symmetric ``S`` by the probe ``|⟨Sx, y⟩ − ⟨x, Sy⟩|`` (two products for an implicit ``S``).
+
+    For random unit ``x, y`` a symmetric ``S`` gives a difference of rounding size only; the test
+    refuses when it exceeds ``64·n·eps·(‖Sx‖ + ‖Sy‖)`` (rounding of the two products and the two inner
+    products; the norms by :func:`attncond.spectral.operators.base.safe_norm`, the inner products in
+    float64 on the outputs scaled by a common power of two, so neither under- nor overflows at any
+    scale). A non-symmetric part ``K = (S − Sᵀ)/2`` shows up as ``2⟨Kx, y⟩``, of size ``‖K‖_F/n``.
+
+    Raises
+    ------
+    ValueError
+        naming ``name``, when the probe exceeds the rounding level.
+    """
+    n = op.shape[0]
+    if n < 2:
+        return
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    X = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    X = (X / torch.linalg.vector_norm(X, dim=0)).to(op.dtype)
+    SX = op.matmat(X.to(op.device)).detach().to("cpu", torch.float64)
+    X = X.double()
+    big = float(SX.abs().max())
+    if big == 0.0:
+        return
+    e = math.frexp(big)[1]
+    SX = ldexp(SX, -e)
+    x, y, sx, sy = X[:, 0], X[:, 1], SX[:, 0], SX[:, 1]
+    diff = float(torch.dot(sx, y) - torch.dot(x, sy))
+    scale = float(safe_norm(sx) + safe_norm(sy))
+    tol = SYMMETRY_TEST_FACTOR * n * torch.finfo(op.dtype).eps * scale
+    if abs(diff) > tol:
+        raise ValueError(
+            f"{name} is not symmetric: the probe |<Sx, y> - <x, Sy>| = {math.ldexp(abs(diff), e):.3g} exceeds "
+            f"the rounding level {math.ldexp(tol, e):.3g} (random unit x, y); a symmetric operator is needed "
+            "(use extreme_singular_values for a general one)")
+
+
+def needs_symmetry_probe(op: LinearOp) -> bool:
+    """``True`` for operators whose symmetry is not guaranteed by construction: stored matrices and user
+    callables (the model operators ``HessianOperator``, ``GramOperator``, … are symmetric by construction
+    and their products are not cheap, so they are not probed)."""
+    return op.is_explicit or isinstance(op, CallableOp)

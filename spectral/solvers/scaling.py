@@ -1,0 +1,116 @@
+"""Exact power-of-two scaling around every solver entry (issue 16; the audit's findings 1–2).
+
+Every public solver (``dense_svd``, ``golub_kahan_lanczos``, ``golub_kahan_davidson``,
+``symmetric_lanczos``, ``randomized_svd``, the scipy peers) and the two estimators solve
+``2^e·A`` instead of ``A`` and map the result back: :func:`solve_scaled` wraps the operator with
+:func:`attncond.spectral.operators.explicit.autoscaled` (``e`` from ``max|a_ij|`` of a stored matrix,
+from the first non-zero product of a matrix-free one; ``e = 0`` while the scale is inside the dtype's
+safe range ``2^±safe_exponent(dtype)``: ``2^±256`` for float64, ``2^±32`` for float32) and
+:func:`unscale_result` divides every value, bound and residual by ``2^e`` (``np.ldexp``: exact for
+normal numbers; a subnormal bound is rounded outwards). So ``A·2^k`` gives exactly ``2^k`` times the
+result for ``A`` on every route while the numbers stay normal, and the solvers' squares, sums of
+squares and ``eps``-multiples never leave the floating-point range.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+
+from attncond.spectral.operators.base import LinearOp, ScaleState
+from attncond.spectral.operators.explicit import autoscaled
+from attncond.spectral.results import EigResult, SingularBlock, SVDResult
+
+__all__ = ["solve_scaled", "unscale_result"]
+
+R = TypeVar("R", SVDResult, EigResult)
+
+#: ``info`` entries that hold squares of singular values (left as they are, with a note)
+_GRAM_INFO = ("gram_eig_min", "gram_eig_max", "gram_rounding_margin")
+
+
+def _unscale(x: Any, e: int, direction: float = 0.0) -> np.ndarray:
+    """``x·2^-e`` (exact for normal results); a subnormal bound is rounded outwards (``direction``)."""
+    a = np.ldexp(np.asarray(x, dtype=np.float64), -e)
+    if direction:
+        tiny = np.finfo(np.float64).tiny
+        sub = (a != 0) & (np.abs(a) < tiny)
+        a = np.where(sub, np.nextafter(a, direction * np.inf), a)
+        if direction < 0:
+            a = np.where((np.asarray(x) >= 0) & (a < 0), 0.0, a)
+    fin = np.isfinite(np.asarray(x, dtype=np.float64))
+    if bool((fin & ~np.isfinite(a)).any()):
+        big = float(np.max(np.abs(np.asarray(x, dtype=np.float64)[fin])))
+        raise OverflowError(
+            f"a computed value {big:.6g}·2^{-e} exceeds the float64 range; the operator's singular values "
+            "or eigenvalues cannot be represented")
+    return a
+
+
+def _unscale_block(b: Any, e: int) -> Any:
+    if b is None:
+        return None
+    kw = {"values": _unscale(b.values, e), "lower": _unscale(b.lower, e, -1.0),
+          "upper": _unscale(b.upper, e, 1.0), "residual_norms": _unscale(b.residual_norms, e, 1.0)}
+    if isinstance(b, SingularBlock):
+        kw["kato_temple"] = _unscale(b.kato_temple, e, 1.0)
+    return dataclasses.replace(b, **kw)
+
+
+def _unscale_info(info: dict[str, Any], e: int) -> dict[str, Any]:
+    """GKD's singular-value entries of ``info`` divided back (the rest is unit-free)."""
+    out = dict(info)
+    nz = out.get("smallest_nonzero")
+    if isinstance(nz, dict):
+        out["smallest_nonzero"] = {**nz, **{k: float(_unscale(nz[k], e, d)) for k, d in
+                                            (("value", 0.0), ("lower", -1.0), ("upper", 1.0)) if k in nz}}
+    ns = out.get("null_space")
+    if isinstance(ns, dict):
+        out["null_space"] = {**ns, **{k: float(_unscale(ns[k], e, 1.0)) for k in ("threshold", "max_residual")
+                                      if k in ns}}
+    if isinstance(out.get("basis_floor"), float):
+        out["basis_floor"] = float(_unscale(out["basis_floor"], e, 1.0))
+    return out
+
+
+def unscale_result(res: R, scale: ScaleState) -> R:
+    """Map a result computed on ``2^e·A`` back to ``A`` (values, bounds, residuals divided by ``2^e``).
+
+    Exact while the results are normal floating-point numbers (``≥ 2^-1022``); subnormal bounds are
+    rounded outwards; a value above the float range raises ``OverflowError``. ``info["scale_exponent"]``
+    records ``e``; GKD's ``smallest_nonzero``, ``null_space`` and ``basis_floor`` are divided back too
+    (the Gram entries of ``info`` stay those of the scaled operator, as ``info["scale_note"]`` says).
+    """
+    e = int(scale.exp)
+    if e == 0:
+        return res
+    info = _unscale_info(dict(res.info), e)
+    info["scale_exponent"] = e
+    if any(k in info for k in _GRAM_INFO):
+        info["scale_note"] = "gram_* entries are of the scaled operator 2^scale_exponent * A"
+    kw: dict[str, Any] = {"largest": _unscale_block(res.largest, e),
+                          "smallest": _unscale_block(res.smallest, e), "info": info}
+    if res.reason:
+        kw["reason"] = f"{res.reason} (numbers above are of the operator scaled by 2^{e})"
+    if isinstance(res, SVDResult) and res.spectrum is not None:
+        kw["spectrum"] = _unscale(res.spectrum, e)
+    return dataclasses.replace(res, **kw)
+
+
+def solve_scaled(op: LinearOp, solve: Callable[[LinearOp], R]) -> R:
+    """``solve`` on the power-of-two scaled copy ``2^e·op`` (:func:`autoscaled`), its result mapped back
+    exactly by :func:`unscale_result`. The copy shares ``op``'s product counter.
+
+    >>> import torch
+    >>> from attncond.spectral.operators import as_operator
+    >>> from attncond.spectral.solvers.dense import solve_dense
+    >>> op = as_operator(torch.diag(torch.tensor([2e-200, 1e-200], dtype=torch.float64)))
+    >>> r = solve_scaled(op, lambda s: solve_dense(s, 1, "both", 1e-10))
+    >>> r.sigma_max == 2e-200, r.info["scale_exponent"]
+    (True, 663)
+    """
+    sop, scale = autoscaled(op)
+    return unscale_result(solve(sop), scale)
