@@ -31,8 +31,10 @@ from attncond.spectral.operators.base import (
     OperatorOutputError,
     ScaleState,
     check_device,
+    check_shape,
     ldexp,
     resolve_dtype,
+    safe_norm,
     same_device,
     scale_exponent,
 )
@@ -123,6 +125,9 @@ class CallableOp(LinearOp):
         name: str | None = None,
     ) -> None:
         super().__init__(shape, dtype, device, name=name or "CallableOp")
+        #: ``True`` once :func:`check_adjoint` passed (or for the toolkit's own wrappers); :func:`as_operator`
+        #: runs the dot test on a user's ``CallableOp`` that has not had it
+        self.adjoint_checked = False
         self._mv, self._rmv, self._mm, self._rmm = matvec, rmatvec, matmat, rmatmat
         self._host = host
         self._np_dtype = np.float64 if self.dtype == torch.float64 else np.float32
@@ -178,23 +183,125 @@ def _check_finite_np(a: np.ndarray) -> None:
     if not np.all(np.isfinite(a)):
         raise ValueError("A contains NaN or inf entries")
 
+
+def _refuse_wide_float(dt: Any, what: str) -> None:
+    """A floating dtype wider than float64 (``np.longdouble``) is refused: converting it would certify the
+    rounded float64 matrix, not the one given."""
+    dt = np.dtype(dt)
+    if dt.kind == "f" and dt.itemsize > 8:
+        raise ValueError(
+            f"A: {what} has dtype {dt} (extended precision); only float32 and float64 are supported, and "
+            "rounding it here would certify a different matrix: convert it yourself (A.astype(np.float64))")
+
+
+#: the dot test of :func:`check_adjoint` refuses a difference above this multiple of
+#: ``eps·sqrt(max(m, n))·(‖y‖‖Ax‖ + ‖Aᵀy‖‖x‖)``
+ADJOINT_TEST_FACTOR = 16.0
+
+
+def check_adjoint(op: LinearOp, name: str = "A") -> None:
+    """Refuse an operator whose ``rmatvec`` is not the adjoint of its ``matvec`` (the dot test; two products).
+
+    For seeded random unit ``x ∈ R^n`` and ``y ∈ R^m`` the test is
+
+    ``|yᵀ(Ax) − (Aᵀy)ᵀx| ≤ 16·eps·sqrt(max(m, n))·(‖y‖‖Ax‖ + ‖Aᵀy‖‖x‖)``
+
+    (``eps`` of the operator's dtype). The inner products are taken in float64 on the two outputs scaled
+    by one common power of two, so they neither under- nor overflow. For ``rmatvec = Bᵀ`` the left side is
+    ``|yᵀ(A − B)x| ≈ ‖A − B‖_F/sqrt(mn)``, and ``‖Ax‖ ≈ ‖A‖_F/sqrt(n)``; rounding of the products is of
+    order ``eps·sqrt(n)·‖Ax‖`` (``eps·‖A‖`` for a product that is not a dot product), far below the bound.
+    Without the test a dense or Gram route would certify the singular values of whichever side it
+    materialises (``matvec`` of a tall, ``rmatvec`` of a wide operator). The two products are not counted
+    (:meth:`LinearOp.uncounted`).
+
+    Raises
+    ------
+    ValueError
+        naming ``name``, when the difference exceeds the bound.
+    OperatorOutputError
+        when a probe product returns NaN/inf, the wrong length or dtype.
+    """
+    m, n = op.shape
+    if m == 0 or n == 0:
+        return
+    g = torch.Generator().manual_seed(0x5EED)
+    x = torch.randn(n, generator=g, dtype=torch.float64)
+    y = torch.randn(m, generator=g, dtype=torch.float64)
+    x, y = (v / torch.linalg.vector_norm(v) for v in (x, y))
+    with op.uncounted():
+        ax = op.matvec(x.to(dtype=op.dtype, device=op.device)).detach().to("cpu", torch.float64)
+        aty = op.rmatvec(y.to(dtype=op.dtype, device=op.device)).detach().to("cpu", torch.float64)
+    xd, yd = x.to(op.dtype).double(), y.to(op.dtype).double()  # the vectors the products saw
+    big = max(float(ax.abs().max()), float(aty.abs().max()))
+    if big == 0.0:
+        return
+    e = math.frexp(big)[1]
+    ax, aty = ldexp(ax, -e), ldexp(aty, -e)
+    diff = abs(float(torch.dot(yd, ax)) - float(torch.dot(aty, xd)))
+    scale = float(safe_norm(yd) * safe_norm(ax) + safe_norm(aty) * safe_norm(xd))
+    bound = ADJOINT_TEST_FACTOR * torch.finfo(op.dtype).eps * math.sqrt(max(m, n)) * scale
+    if not diff <= bound:
+        raise ValueError(
+            f"{name}: rmatvec is not the adjoint of matvec: the dot test |<y, A x> - <A^T y, x>| = "
+            f"{math.ldexp(diff, e):.3g} exceeds the rounding level {math.ldexp(bound, e):.3g} (random unit "
+            f"x, y; {diff / scale:.3g} relative to ||y|| ||Ax|| + ||A^T y|| ||x||); the singular values of "
+            "such an operator are those of neither product. rmatvec(y) must compute A^T y for the matrix A "
+            "of matvec")
+
+
+def _scipy_product(fn: Callable[[Any], Any], kind: str, shape: tuple[int, int]) -> Callable[[Any], Any]:
+    """``fn`` (a scipy ``LinearOperator`` product) with scipy's reshape failure on an output of the wrong
+    length turned into an :class:`OperatorOutputError` naming ``A``."""
+    def call(x: Any) -> Any:
+        try:
+            return fn(x)
+        except ValueError as exc:
+            if "reshape" not in str(exc):
+                raise
+            raise OperatorOutputError(
+                f"A (scipy LinearOperator, shape {shape}): its {kind} returned an output of the wrong length "
+                f"({exc})") from exc
+    return call
+
+
+def _torch_sparse_to_scipy(t: torch.Tensor) -> sp.coo_matrix:
+    """A 2-D torch sparse tensor (COO, CSR, CSC, BSR, BSC) as a scipy COO matrix (values copied to the CPU)."""
+    if t.ndim != 2:
+        raise ValueError(f"A must be 2-D, got a sparse tensor of shape {tuple(t.shape)}")
+    if t.is_complex():
+        raise ValueError("A must be real: complex matrices are not supported (use [[Re, -Im], [Im, Re]])")
+    if t.is_floating_point() and t.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"A: dtype must be float32 or float64, got {t.dtype}")
+    try:
+        coo = t.detach().to_sparse_coo().coalesce().cpu()
+    except (RuntimeError, NotImplementedError) as exc:
+        raise TypeError(f"A: torch sparse layout {t.layout} cannot be converted ({exc})") from None
+    idx = coo.indices().numpy()
+    vals = coo.values().numpy()
+    return sp.coo_matrix((vals, (idx[0], idx[1])), shape=tuple(t.shape))
+
+
 def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any = None) -> LinearOp:
     """Wrap ``A`` as a :class:`LinearOp`.
 
     Parameters
     ----------
-    A : numpy array, scipy sparse matrix, torch tensor (any device),
-        ``scipy.sparse.linalg.LinearOperator``, :class:`LinearOp`, or a tuple
+    A : numpy array, scipy sparse matrix, torch tensor (any device; a sparse COO/CSR/CSC tensor becomes a
+        :class:`SparseOp`), ``scipy.sparse.linalg.LinearOperator``, :class:`LinearOp`, or a tuple
         ``(matvec, rmatvec, shape)`` of callables taking and returning torch tensors.
     device : target device. Explicit matrices are moved there; implicit operators
         (callables, LinearOp) cannot be moved and a different device raises ``ValueError``.
     dtype : ``float32`` or ``float64``. Default: the input's floating dtype, float64 for
         integer/boolean input and for callables.
 
+    Operators made of user callables (the tuple, a scipy ``LinearOperator``, a user's
+    :class:`CallableOp`) pass the dot test of :func:`check_adjoint` first (two uncounted products).
+
     Raises
     ------
-    ValueError : ``A`` not 2-D, NaN/inf entries in an explicit ``A``, unsupported dtype,
-        or device mismatch.
+    ValueError : ``A`` not 2-D, NaN/inf entries in an explicit ``A``, unsupported dtype (also
+        ``np.longdouble``), a shape that is not two integers, an ``rmatvec`` that is not the adjoint of
+        ``matvec``, or device mismatch.
     TypeError : unsupported type.
     """
     req_dtype = resolve_dtype(dtype)
@@ -202,11 +309,15 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
     if isinstance(A, LinearOp):
         if device is not None and not same_device(device, A.device):
             raise ValueError(f"device mismatch: A lives on {A.device}, requested device={device}")
+        user = A.base if isinstance(A, AdjointOp) else A
+        if isinstance(user, CallableOp) and not user.adjoint_checked:
+            check_adjoint(user)
+            user.adjoint_checked = True
         if req_dtype is not None and req_dtype != A.dtype:
             if isinstance(A, DenseOp):
                 return DenseOp(A.A.to(req_dtype))
             base = A
-            return CallableOp(
+            wrapped = CallableOp(
                 lambda x: base.matvec(x.to(base.dtype)),
                 lambda y: base.rmatvec(y.to(base.dtype)),
                 base.shape,
@@ -216,12 +327,16 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
                 rmatmat=lambda Y: base.rmatmat(Y.to(base.dtype)),
                 name=f"{base.name}[{req_dtype}]",
             )
+            wrapped.adjoint_checked = True  # the toolkit's own wrapper of an operator
+            return wrapped
         return A
     if isinstance(A, tuple) and len(A) == 3 and callable(A[0]) and callable(A[1]):
         mv, rmv, shape = A
-        if len(tuple(shape)) != 2:
-            raise ValueError(f"A: shape must have 2 entries, got {shape}")
-        return CallableOp(mv, rmv, tuple(shape), req_dtype or torch.float64, device or "cpu", name="CallableOp")
+        op = CallableOp(mv, rmv, check_shape(shape, "A: the shape of (matvec, rmatvec, shape)"),
+                        req_dtype or torch.float64, device or "cpu", name="CallableOp")
+        check_adjoint(op)
+        op.adjoint_checked = True
+        return op
     if isinstance(A, spla.LinearOperator):
         if len(A.shape) != 2:
             raise ValueError("A must be 2-D")
@@ -230,26 +345,36 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
                 f"A is a complex scipy LinearOperator (dtype {np.dtype(A.dtype)}); complex operators are "
                 "not supported: pass the real form [[Re, -Im], [Im, Re]] (its singular values are those of A, "
                 "each twice)")
+        _refuse_wide_float(A.dtype, "the scipy LinearOperator")
         dt = req_dtype
         if dt is None:
             dt = torch.float32 if np.dtype(A.dtype) == np.float32 else torch.float64
-        return CallableOp(
-            A.matvec,
-            A.rmatvec,
-            A.shape,
+        shape = check_shape(A.shape, "A.shape")
+        op = CallableOp(
+            _scipy_product(A.matvec, "matvec", shape),
+            _scipy_product(A.rmatvec, "rmatvec", shape),
+            shape,
             dt,
             device or "cpu",
-            matmat=A.matmat,
-            rmatmat=A.rmatmat,
+            matmat=_scipy_product(A.matmat, "matmat", shape),
+            rmatmat=_scipy_product(A.rmatmat, "rmatmat", shape),
             host=True,
             name="ScipyLinearOperator",
         )
+        check_adjoint(op)
+        op.adjoint_checked = True
+        return op
+    if isinstance(A, torch.Tensor) and A.layout != torch.strided:
+        if device is None:
+            device = A.device
+        A = _torch_sparse_to_scipy(A)
     if sp.issparse(A):
         if A.ndim != 2:
             raise ValueError("A must be 2-D")
         data = np.asarray(sp.csr_matrix(A).data)
         if np.iscomplexobj(data):
             raise ValueError("A must be real: complex matrices are not supported (use [[Re, -Im], [Im, Re]])")
+        _refuse_wide_float(data.dtype, "the sparse matrix")
         _check_finite_np(data)
         dt = req_dtype or (torch.float32 if data.dtype == np.float32 else torch.float64)
         return SparseOp(A, dt, device or "cpu")
@@ -259,7 +384,13 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
         arr = np.asarray(A)
         if arr.dtype == object:
             raise TypeError("A: object arrays are not supported")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        _refuse_wide_float(arr.dtype, "the array")
+        if arr.dtype.kind == "c" and arr.dtype.itemsize > 16:
+            raise ValueError("A must be real: complex matrices are not supported (use [[Re, -Im], [Im, Re]])")
+        try:
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+        except TypeError as exc:
+            raise TypeError(f"A: numpy dtype {arr.dtype} is not supported ({exc})") from None
     else:
         raise TypeError(
             "A must be a numpy array, scipy sparse matrix, torch tensor, scipy LinearOperator, "
@@ -320,7 +451,7 @@ def autoscaled(op: LinearOp) -> tuple[LinearOp, ScaleState]:
     """
     stored = (DenseOp, SparseOp)
     if isinstance(op, stored) or (isinstance(op, AdjointOp) and isinstance(op.base, stored)):
-        e = scale_exponent(max_abs_entry(op))
+        e = scale_exponent(max_abs_entry(op), op.dtype)
         if e == 0:
             return op, ScaleState()
         return _scaled_explicit(op, e), ScaleState(e)
