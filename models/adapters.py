@@ -282,10 +282,10 @@ class AdaptedModel:
         self._wrapper = _Call(module, self._forward)
         self._attn_modules = self._find_attention()
         raw = inputs if isinstance(inputs, tuple) else (inputs,)
-        probs = self._probe_forward(self._convert_inputs(raw + ((attention_mask,) if self._has_mask else ())))
-        self.inputs = probs[0]
+        self.inputs, captured = self._probe_forward(
+            self._convert_inputs(raw + ((attention_mask,) if self._has_mask else ())))
         if causal is None and not self.causal:
-            self._hint_causal(probs[1])
+            self._hint_causal(captured)
 
     # ------------------------------------------------------------------ set-up
     def _select_params(self, params: str | Sequence[str] | None) -> tuple[str, ...]:
