@@ -195,23 +195,24 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
     smin = float(s[-1]) if lam[-1] > zt2 else 0.0
     rel = (smin_iv[1] - smin_iv[0]) / max(smin, 1e-300) if smin > 0 else 0.0
     smin_ok = rel <= tol or smin == 0.0
-    reason = None if smin_ok else (f"σ_min from the Gram eigenvalue: interval width {rel:.2g} relative > tol "
-                                   f"(squaring loses eps·κ²); use method='certified'")
-    nz_ok, nz_iv = True, None
+    smin_reason = None if smin_ok else (f"σ_min from the Gram eigenvalue: interval width {rel:.2g} relative > "
+                                        f"tol (squaring loses eps·κ²); use method='certified'")
+    nz_iv, nz_reason = None, None
     info["smin_nz"] = None
     if info["null_dim"] and nzl.size:
         # the first eigenvalue above the resolution is a non-zero σ, but a smaller non-zero one may
         # hide below it among those counted as zero: only the upper bound is certified
-        nz_ok, nz_iv = False, (0.0, iv(float(nzl[-1]))[1])
+        nz_iv = (0.0, iv(float(nzl[-1]))[1])
         info["smin_nz"] = math.nan
-        reason = (reason + "; " if reason else "") + (
+        nz_reason = (
             f"the Gram route resolves σ only down to sqrt(eps_g) = {info['zero_tol']:.3g}: null_dim = "
             f"{info['null_dim']} counts every σ below it (an upper bound on the null-space dimension), and "
             f"the smallest non-zero σ is only bounded above (<= {nz_iv[1]:.6g}); method='dense' (where J fits) "
             "or method='certified' (GKD with null-space locking on J) resolves both")
-    nz_reason = None if nz_ok else reason.split("; ")[-1]
+    nz_ok = nz_reason is None
+    reason = "; ".join(x for x in (smin_reason, nz_reason) if x) or None
     return {"est": None, "s": s, "route": f"gram[{how}, {side}, eigvalsh]", "converged": smin_ok and nz_ok,
-            "smin_ok": smin_ok, "nz_ok": nz_ok, "reason": reason, "nz_reason": nz_reason,
+            "nz_ok": nz_ok, "reason": reason, "nz_reason": nz_reason,
             "smax": float(s[0]), "smax_iv": smax_iv, "smin": smin, "smin_iv": smin_iv, "smin_nz_iv": nz_iv,
             "mu_lam": float(lam[-1]), "mu_iv": (max(float(lam[-1]) - eg, 0.0), float(lam[-1]) + eg), **info}
 
@@ -236,7 +237,8 @@ def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> 
                    smin_nz_iv=(float(nz["lower"]), float(nz["upper"])), nz_ok=True, nz_reason=None,
                    zero_tol=float(info["null_space"]["threshold"]))
     else:
-        out["nz_reason"] = ((r.get("reason") or "") + f"; GKD on J did not resolve the null space: {g.reason}")
+        out["nz_reason"] = "; ".join(x for x in (r["nz_reason"], f"GKD on J did not resolve the null space: "
+                                                 f"{g.reason}") if x)
     return out
 
 
@@ -321,7 +323,7 @@ def jacobian_conditioning(
             conv, reason = est.converged and r["converged"], est.reason or r["reason"]
         else:  # σ_min is certified by the solver: the Gram's own σ_min width no longer matters
             conv = est.converged and r["nz_ok"]
-            reason = "; ".join(x for x in (est.reason, r.get("nz_reason")) if x) or None
+            reason = "; ".join(x for x in (est.reason, r["nz_reason"]) if x) or None
         route = r["route"] if dense else f"{r['route']} + {est.method}"
     else:
         smax, smax_iv, smin, smin_iv = r["smax"], r["smax_iv"], r["smin"], r["smin_iv"]
