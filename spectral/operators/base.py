@@ -164,14 +164,36 @@ def ldexp(y: torch.Tensor, e: int) -> torch.Tensor:
         e -= step
     return y
 
+def to_common_scale(*ys: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], int] | None:
+    """Probe outputs as float64 on the CPU, all divided by one power of two ``2^e`` (``e`` the exponent of
+    their largest entry), so that inner products and norms of them neither under- nor overflow; ``e`` is
+    returned to map results back (``math.ldexp``). ``None`` when every entry is 0. Shared by the dot
+    tests (:func:`~attncond.spectral.operators.explicit.check_adjoint`, the symmetry probe)."""
+    ys = tuple(y.detach().to("cpu", torch.float64) for y in ys)
+    big = max(float(y.abs().max()) if y.numel() else 0.0 for y in ys)
+    if big == 0.0:
+        return None
+    e = math.frexp(big)[1]
+    return tuple(ldexp(y, -e) for y in ys), e
+
+
+def is_integer(x: Any) -> bool:
+    """``x`` is an integer value (``3``, ``np.int64(3)``, ``3.0``), not a bool, a string or ``3.5``."""
+    if isinstance(x, (bool, np.bool_, str, bytes)):
+        return False
+    try:
+        return int(x) == x
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def check_shape(shape: Any, name: str = "shape") -> tuple[int, int]:
     """``shape`` as ``(m, n)``: two non-negative integers (``3.0`` is ``3``; ``3.5``, ``True`` and strings
     are refused with a ``ValueError`` naming ``name``, never truncated)."""
     try:
         dims = tuple(shape)
-        ok = len(dims) == 2 and all(not isinstance(d, (bool, np.bool_, str, bytes)) and int(d) == d
-                                    and int(d) >= 0 for d in dims)
-    except (TypeError, ValueError, OverflowError):
+        ok = len(dims) == 2 and all(is_integer(d) and int(d) >= 0 for d in dims)
+    except TypeError:
         ok = False
     if not ok:
         raise ValueError(f"{name} must be two non-negative integers (m, n), got {shape!r}")

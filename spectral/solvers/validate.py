@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attncond.spectral.operators.base import LinearOp, ldexp, safe_norm, same_device
+from attncond.spectral.operators.base import LinearOp, is_integer, safe_norm, same_device, to_common_scale
 from attncond.spectral.operators.explicit import CallableOp, as_operator
 
 
@@ -31,21 +31,11 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
         raise ValueError(f"unknown {name} {value!r}; known: {', '.join(map(repr, choices))}")
     return value
 
-def _is_integer(x: Any) -> bool:
-    """``x`` is an integer value (``3``, ``np.int64(3)``, ``3.0``), not a bool, a string or ``3.5``."""
-    if isinstance(x, (bool, np.bool_, str, bytes)):
-        return False
-    try:
-        return int(x) == x
-    except (TypeError, ValueError, OverflowError):
-        return False
-
-
 def check_maxiter(maxiter: Any) -> int | None:
     """``None`` or a positive integer (``2.5``, ``"x"``, ``inf`` and bools are refused, naming ``maxiter``)."""
     if maxiter is None:
         return None
-    if not _is_integer(maxiter) or int(maxiter) < 1:
+    if not is_integer(maxiter) or int(maxiter) < 1:
         raise ValueError(f"maxiter must be a positive integer or None, got {maxiter!r}")
     return int(maxiter)
 
@@ -57,7 +47,7 @@ MAX_SEED = 2**62
 def check_seed(seed: Any) -> int:
     """``seed`` must be an integer in ``[0, 2^62)``; ``1.5``, ``True``, ``"a"`` and ``2**70`` are refused with
     an error naming ``seed`` (before, ``1.5`` was truncated and ``"a"`` failed inside ``int()``)."""
-    if not _is_integer(seed) or not 0 <= int(seed) < MAX_SEED:
+    if not is_integer(seed) or not 0 <= int(seed) < MAX_SEED:
         raise ValueError(f"seed must be an integer in [0, 2**62), got {seed!r}")
     return int(seed)
 
@@ -148,13 +138,11 @@ def check_symmetric(op: LinearOp, seed: int = 0, name: str = "S") -> None:
     g = torch.Generator().manual_seed(int(seed) + 7919)
     X = torch.randn(n, 2, generator=g, dtype=torch.float64)
     X = (X / torch.linalg.vector_norm(X, dim=0)).to(op.dtype)
-    SX = op.matmat(X.to(op.device)).detach().to("cpu", torch.float64)
+    scaled = to_common_scale(op.matmat(X.to(op.device)))
     X = X.double()
-    big = float(SX.abs().max())
-    if big == 0.0:
+    if scaled is None:
         return
-    e = math.frexp(big)[1]
-    SX = ldexp(SX, -e)
+    (SX,), e = scaled
     x, y, sx, sy = X[:, 0], X[:, 1], SX[:, 0], SX[:, 1]
     diff = float(torch.dot(sx, y) - torch.dot(x, sy))
     scale = float(safe_norm(sx) + safe_norm(sy))
