@@ -107,7 +107,7 @@ def load_hf(config: str, weights: str | None, params: list[str] | None, N: int, 
     else:
         hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0))
         X = torch.randn(N, n, hidden, generator=g, dtype=torch.float64)
-    return adapt(model, X, params=params or "*")
+    return adapt(model, X, params=params)
 
 
 def head_rows(d: Diagnostics) -> list[dict[str, Any]]:

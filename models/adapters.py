@@ -664,6 +664,9 @@ class AdaptedModel:
         if mask is not None and mask.shape[-1] == nr:
             sup = (mask != 0).reshape(N, 1, 1, nr)
             masks.append("padding")
+        elif mask is not None:
+            self.notes.append(f"{name} attends over {nr} keys but attention_mask has {mask.shape[-1]}: the "
+                              "padding mask is not applied to this layer (its support is every key)")
         if self.causal:
             c = torch.ones(nq, nr, dtype=torch.bool, device=P.device).tril(nr - nq).reshape(1, 1, nq, nr)
             sup = c if sup is None else sup & c

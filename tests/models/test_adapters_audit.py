@@ -363,3 +363,32 @@ def test_python_dash_m_attncond_runs_the_cli():
                        text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip() == "attncond: error: unrecognized arguments: --no-such-flag (see attncond --help)"
+
+
+# --------------------------------------------------------------------------- padding of another length
+class _PoolThenAttend(nn.Module):
+    """Self-attention over ``n`` tokens under the padding mask, then over every second token (no mask)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+        self.b = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        y = self.a(x, x, x, key_padding_mask=mask == 0)[0]
+        z = y[:, ::2]
+        return self.b(z, z, z)[0]
+
+
+def test_padding_mask_of_another_length_is_named_in_the_notes():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 4, dtype=F64)
+    mask = torch.ones(2, 6)
+    mask[1, 4:] = 0
+    a = adapt(_PoolThenAttend(), x, attention_mask=mask, forward=lambda m, x, k: m(x, k))
+    maps = {m.layer: m for m in a.attention()}
+    assert maps["a"].masks == ("padding",) and maps["b"].masks == ()
+    assert tuple(maps["b"].probs.shape) == (2, 2, 3, 3)
+    notes = a.describe()["notes"]
+    assert any(n.startswith("b attends over 3 keys but attention_mask has 6") for n in notes), notes
+    assert not any(n.startswith("a attends") for n in notes), notes
