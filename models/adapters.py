@@ -668,13 +668,34 @@ class AdaptedModel:
             self.notes.append(f"{name} attends over {nr} keys but attention_mask has {mask.shape[-1]}: the "
                               "padding mask is not applied to this layer (its support is every key)")
         if self.causal:
-            c = torch.ones(nq, nr, dtype=torch.bool, device=P.device).tril(nr - nq).reshape(1, 1, nq, nr)
+            c = self._causal_support(name, P[..., :nr], nq, nr, sup)
             sup = c if sup is None else sup & c
             masks.append("causal")
         if sup is not None and extra:
             sup = sup.expand(sup.shape[0], 1, nq, nr)
             sup = torch.cat([sup, sup.new_ones(sup.shape[0], 1, nq, extra)], dim=-1)
         return AttentionMap(name, P, sup, tuple(masks))
+
+    def _causal_support(self, name: str, P: torch.Tensor, nq: int, nr: int,
+                        padding: torch.Tensor | None) -> torch.Tensor:
+        """``(1, 1, n_q, n_r)`` causal support. With ``n_q = n_r`` it is ``tril(0)``. Otherwise two
+        alignments are in use: bottom-right, ``tril(n_r − n_q)`` (the last query sees every key, as
+        with a key cache), and top-left, ``tril(0)`` (torch SDPA's ``is_causal``). One contains the
+        other; the smaller is taken when the model's attention is exactly 0 on their difference
+        (where ``padding`` leaves keys attended), the larger otherwise, and a note names the choice.
+        (Mass outside the chosen support is then refused by the support check.)"""
+        ones = torch.ones(nq, nr, dtype=torch.bool, device=P.device)
+        if nq == nr:
+            return ones.tril(0).reshape(1, 1, nq, nr)
+        cands = {"bottom-right tril(n_k − n_q)": ones.tril(nr - nq), "top-left tril(0)": ones.tril(0)}
+        (small_name, small), (large_name, large) = sorted(cands.items(), key=lambda kv: int(kv[1].sum()))
+        band = (large & ~small).expand_as(P)
+        if padding is not None:
+            band = band & padding.expand_as(P)
+        vanishes = bool(band.any()) and bool((P.masked_select(band) == 0).all())
+        chosen, sup = (small_name, small) if vanishes else (large_name, large)
+        self.notes.append(f"{name}: causal with n_q={nq} ≠ n_k={nr}: the {chosen} alignment fits its attention")
+        return sup.reshape(1, 1, nq, nr)
 
     def describe(self) -> dict[str, Any]:
         """Family, selected parameters (names and count), input shapes, masks and notes."""

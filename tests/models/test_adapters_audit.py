@@ -392,3 +392,39 @@ def test_padding_mask_of_another_length_is_named_in_the_notes():
     notes = a.describe()["notes"]
     assert any(n.startswith("b attends over 3 keys but attention_mask has 6") for n in notes), notes
     assert not any(n.startswith("a attends") for n in notes), notes
+
+
+# --------------------------------------------------------------------------- causal alignment, n_q ≠ n_k
+class _CausalCross(nn.Module):
+    """Cross-attention of ``x`` on ``mem`` under a causal mask aligned top-left (``tril(0)``, torch
+    SDPA's ``is_causal``) or bottom-right (``tril(n_k − n_q)``, a key cache); probabilities from ``sm``."""
+
+    def __init__(self, align: str, D: int = 4) -> None:
+        super().__init__()
+        self.q, self.k = nn.Linear(D, D, dtype=F64), nn.Linear(D, D, dtype=F64)
+        self.sm, self.align = nn.Softmax(-1), align
+
+    def forward(self, x: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+        nq, nk = x.shape[1], mem.shape[1]
+        ones = torch.ones(nq, nk, dtype=torch.bool)
+        keep = ones.tril(0) if self.align == "top-left" else ones.tril(nk - nq)
+        P = self.sm((self.q(x) @ self.k(mem).transpose(-1, -2)).masked_fill(~keep, float("-inf")))
+        return P @ mem
+
+
+@pytest.mark.parametrize("align,nq,nk", [("top-left", 3, 5), ("top-left", 5, 3), ("bottom-right", 3, 5)])
+def test_causal_cross_attention_takes_the_alignment_its_attention_fits(align, nq, nk):
+    torch.manual_seed(0)
+    x, mem = torch.randn(2, nq, 4, dtype=F64), torch.randn(2, nk, 4, dtype=F64)
+    a = adapt(_CausalCross(align), (x, mem), probs_module="sm", causal=True)
+    amap = a.attention()[0]
+    got = support_attention(amap).kappa.reshape(-1)
+    # the truth: κ of diag(p) − p pᵀ on each row's true support (its non-zero probabilities)
+    want = []
+    for p in amap.probs.detach().reshape(-1, nk).numpy():
+        p = p[p > 0]
+        ev = np.sort(np.linalg.eigvalsh(np.diag(p) - np.outer(p, p)))[1:]
+        want.append(ev[-1] / ev[0] if p.size >= 2 else np.nan)
+    np.testing.assert_allclose(got, np.array(want), rtol=1e-12)
+    assert np.isfinite(got[~np.isnan(want)]).all()
+    assert any(f"the {align}" in n for n in a.describe()["notes"])
