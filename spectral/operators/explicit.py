@@ -381,6 +381,9 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
     if isinstance(A, torch.Tensor):
         t = A.detach()
     elif isinstance(A, (np.ndarray, list)) or np.isscalar(A):
+        if np.ma.isMaskedArray(A) and np.ma.is_masked(A):
+            raise TypeError("A: a masked array with masked entries has no single matrix; pass "
+                            "A.filled(value) with the value the masked entries should take")
         arr = np.asarray(A)
         if arr.dtype == object:
             raise TypeError("A: object arrays are not supported")

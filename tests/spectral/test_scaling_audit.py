@@ -261,3 +261,12 @@ def test_argument_errors_name_the_argument():
                                 dtype=np.float64)
     with pytest.raises(OperatorOutputError, match=r"A \(scipy LinearOperator, shape \(8, 5\)\): its matvec"):
         spectral.extreme_singular_values(wrong)
+
+
+def test_masked_array_with_masked_entries_is_refused():
+    A = np.random.default_rng(0).standard_normal((5, 3))
+    with pytest.raises(TypeError, match="A: a masked array with masked entries"):
+        spectral.extreme_singular_values(np.ma.array(A, mask=np.eye(5, 3, dtype=bool)))
+    # no entry masked: the one matrix it holds
+    got = spectral.extreme_singular_values(np.ma.array(A))
+    np.testing.assert_allclose(got.sigma_max, np.linalg.svd(A, compute_uv=False)[0], rtol=1e-14)
