@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from .progress import progress
-from .report import fmt, format_table, pyplot, to_json
+from .report import fmt, format_table, pyplot, save_figure, to_json
 
 
 def _short(x: object, width: int = 90) -> str:
@@ -245,8 +245,7 @@ def _plot_rate(path: str, seed: int) -> None:
     ax.set_title(f"[S24] Thm 1 rate: N=2 n=2 D=4 d=2 H=2 (HD=8 ≥ Nn=4), seed {seed}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

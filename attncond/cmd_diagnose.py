@@ -46,7 +46,7 @@ from attncond.spectral.diagnostics import ROWS, Diagnostics, diagnose
 
 from .options import MAX_SEED, MAX_SIZE, check_device, split_names
 from .progress import progress
-from .report import format_table, pyplot, to_json
+from .report import format_table, pyplot, save_figure, to_json
 
 DEFAULTS: dict[str, Any] = {
     "kernels": ["softmax", "gaussian"], "N": 6, "n": 4, "D": 8, "d": 4, "H": 4, "residual": "both",
@@ -306,8 +306,7 @@ def plot_spectra(results: dict[str, dict[str, Diagnostics]], path: str) -> None:
         else:
             ax.text(0.5, 0.5, "undefined for these kernels", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def diagnose_cmd(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from attncond.proofs_check.dynamics import gradient_descent
 from .options import add_model_size, int_arg
 from .options import split_names as _split
 from .progress import progress
-from .report import format_table, pyplot, to_json
+from .report import format_table, pyplot, save_figure, to_json
 
 
 def train(args: argparse.Namespace) -> int:
@@ -60,8 +60,7 @@ def train(args: argparse.Namespace) -> int:
         ax.set_title("[S24] softmax vs Gaussian attention")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(args.plot, dpi=110)
-        plt.close(fig)
+        save_figure(fig, args.plot, dpi=110)
     return 0
 
 

@@ -33,7 +33,7 @@ from attncond.models import AdaptedModel, adapt
 from attncond.spectral.diagnostics import Diagnostics, diagnose
 
 from .options import split_names
-from .report import format_table, pyplot, to_json
+from .report import format_table, pyplot, save_figure, to_json
 
 
 class ModelSpecError(ValueError):
@@ -149,8 +149,7 @@ def plot_foreign(d: Diagnostics, path: str) -> None:
     if axes[1].lines:
         axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def foreign_cmd(args: argparse.Namespace) -> int:

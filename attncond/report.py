@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -111,3 +113,16 @@ def pyplot():
     except ImportError as exc:  # pragma: no cover
         raise SystemExit("--plot needs matplotlib: pip install 'attncond[plot]'") from exc
     return plt
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], dpi: int) -> None:
+    """Write ``fig`` to ``path`` and close it, creating missing folders first: ``--plot`` paths are
+    checked before the work (:func:`attncond.options.check_plot_path` accepts missing folders below a
+    writable one), so the figure must not fail on them after it."""
+    plt = pyplot()
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)
+

@@ -655,7 +655,7 @@ Series = dict[str, tuple[list[float], list[float]]]
 def plot_results(path: str | Path, png: str | Path, x: str, y: str) -> Series:
     """``y`` against the swept parameter ``x``, one line per kernel (median over the other
     parameters), log-scale ``y``. Returns the plotted series ``{kernel: (xs, ys)}``."""
-    from .report import pyplot
+    from .report import pyplot, save_figure
 
     if x not in PLOT_X_KEYS:
         raise ValueError(f"x must be a numeric grid key, one of {list(PLOT_X_KEYS)}, got {x!r}")
@@ -687,6 +687,5 @@ def plot_results(path: str | Path, png: str | Path, x: str, y: str) -> Series:
     ax.set_title(f"attncond sweep: {y} vs {x}", fontsize=10)
     ax.legend(title="kernel")
     fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    save_figure(fig, png, dpi=100)
     return series

@@ -159,6 +159,17 @@ def test_plot_into_an_existing_folder_or_without_a_format_is_refused_before_work
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.txt", "figs"] and not list(folder.iterdir())
 
 
+@pytest.mark.parametrize("cmd", [["diagnose", "--no-hessian", "--N", "2", "--n", "2", "--H", "2"],
+                                 ["train", "--steps", "2"], ["check", "I25.interlacing", "--examples", "2"]])
+def test_plot_into_missing_folders_creates_them(tmp_path, capsys, cmd):
+    # accepted by the check before the work (the first existing folder is writable), so the figure
+    # must land there after it, not fail with "No such file or directory"
+    target = tmp_path / "new" / "sub" / "fig.png"
+    assert main([*cmd, "--plot", str(target)]) == 0
+    capsys.readouterr()
+    assert target.is_file() and target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_usage_errors_are_one_line(capsys):
     _one_line_error(capsys, ["diagnose", "--N", "many"], "argument --N: invalid int value: 'many'")
     _one_line_error(capsys, ["symbolic", "--seed", "99999999999999999999"],
