@@ -3,6 +3,7 @@ numbers compared with independent dense references (torch.func.jacrev + eigvalsh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -236,6 +237,29 @@ def test_rate_region_is_an_assumption():
               if a.name.startswith("iterates stay in the region")]
     assert len(region) == 1  # checked after the run on instances satisfying the prior assumptions
     assert thm.prior_assumptions_hold(RateInstance(inst.config, lr_factor=1.0, steps=15))
+
+
+def test_rate_step_size_is_checked_along_the_path():
+    """Old behaviour: eta <= 1/L was checked at theta_0 only, so this run (Gaussian kernel, eta = 1/L_0,
+    where the Hessian on the first step reaches ~4 L_0 and the loss rises from 1.48 to 1.92) counted as a
+    counterexample (margin -0.2). It breaks the descent certificate, so it is outside Theorem 1."""
+    cfg = AttentionConfig(N=2, n=2, D=2, d=2, H=2, kernel="gaussian", init_scale=1.0000000002302585, seed=956)
+    inst = RateInstance(cfg, lr_factor=0.99999, steps=15)
+    r = check("S24.thm1.rate", inst)
+    desc = [a for a in r.assumptions if a.name.startswith("eta <= 1/L along the path")]
+    assert len(desc) == 1 and not desc[0].holds and 0 in desc[0].value["violating_steps"]
+    assert not r.holds and not r.counterexample  # the conclusion still fails, but outside the hypothesis
+    # the path-min variant keeps L at theta_0 (with the certificate assumed it could not fail): a finding there
+    pm = check("S24.thm1.rate.path_min", inst)
+    assert pm.assumptions_hold and pm.counterexample
+    # where the certificate holds the claim is still judged: a rate 1 - eta beta k with eta beta k > 1 is caught
+    ok = RateInstance(AttentionConfig(N=1, n=2, D=2, d=1, H=1, init_scale=1.0, seed=1), lr_factor=1.0, steps=15)
+    r_ok = check("S24.thm1.rate", ok)
+    assert r_ok.assumptions_hold and r_ok.holds
+    q = r_ok.quantities
+    assert not get_theorem("S24.thm1.rate").judge(q, 2.0 / (q["eta"] * q["beta"])).holds
+    with pytest.raises(ValueError, match="smoothness must be"):
+        dataclasses.replace(get_theorem("S24.thm1.rate"), smoothness="global")
 
 
 def test_thm2_reports_test_and_is_inconclusive_without_steps():
