@@ -297,6 +297,29 @@ def test_residual_d1_is_a_tie_not_a_failure():
     assert r.excluded and r.excluded.startswith("tie (D = 1") and not r.counterexample
 
 
+def test_residual_per_sample_needs_n_at_least_d():
+    """Old behaviour: z_stacking='per_sample' checked the stacked 'Nn >= D', so wide Z_i (n = 2 < D = 3) were
+    judged with kappa over 2 singular values and held (margin 0.60)."""
+    thm = dataclasses.replace(get_theorem("Q25.residual"), id="Q25.residual.ps", z_stacking="per_sample")
+    r = thm.check(BlockConfig(N=4, n=2, D=3, d=1, init_scale=0.005, seed=3))
+    tall = [a for a in r.assumptions if a.name.startswith("n >= D")]
+    assert len(tall) == 1 and not tall[0].holds and tall[0].value == {"n": 2, "D": 3}
+    assert not r.decided and r.conclusion.details["sigma_min(Z_res)"] == 0.0  # sigma_D of a 2 x 3 Z_i
+    ok = thm.check(BlockConfig(N=2, n=4, D=3, d=1, init_scale=0.01, seed=1))
+    assert ok.assumptions_hold and [a.name for a in ok.assumptions][1].startswith("n >= D")
+
+
+def test_residual_both_kappas_infinite_is_undecidable():
+    """Both Z singular to working precision: kappa_res < kappa_plain cannot be decided (was margin -inf)."""
+    thm = get_theorem("Q25.residual")
+    q = dict(check("Q25.residual", BlockConfig(N=2, n=4, D=3, d=1, seed=1)).quantities)
+    q.update({"kappa(Z_res)": math.inf, "kappa(Z_plain)": math.inf, "sigma_min(Z_res)": 0.0, "weyl_rhs": -1.0})
+    c = thm.judge(q)
+    assert c.excluded and "singular to working precision" in c.excluded and not c.holds
+    wide = thm.judge({**q, "wide": True})  # Nn < D: singular exactly, the strict inequality fails
+    assert wide.excluded is None and not wide.holds and wide.margin == -math.inf
+
+
 def test_residual_variant_n_less_than_d_holds():
     for seed in range(5):
         assert check("Q25.residual", BlockConfig(N=2, n=4, D=6, d=2, init_scale=0.01, seed=seed)).holds
