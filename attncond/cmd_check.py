@@ -108,6 +108,8 @@ def _notes(r: Any, args: argparse.Namespace, saved: list[str]) -> list[str]:
             f"- {r.theorem_id}: {r.excluded} draws excluded, neither pass nor failure: "
             + "; ".join(r.exclusion_reasons)
         )
+    if r.repeats:
+        out.append(f"- {r.theorem_id}: {r.repeats} draws repeated an earlier instance and are counted once")
     if r.skipped:
         out.append(f"- {r.theorem_id}: {r.skipped} draws skipped (an assumption checked after the run failed)")
     if r.bias:

@@ -16,6 +16,7 @@ from proofs_check.theorems import (
     THEOREMS,
     AttentionConfig,
     BlockConfig,
+    ProbabilityInstance,
     SearchReport,
     Thm2Instance,
     check,
@@ -270,3 +271,15 @@ def test_reconstructions_are_switchable():
                     "smoothness": "path"}
     assert get_theorem("S24.thm1.rate.path_min").describe()["switches"]["smoothness"] == "theta0"
     assert get_theorem("S24.thm1.pl_bound_paper.V").describe()["switches"]["trainable"] == ["W_V"]
+
+
+def test_search_counts_each_instance_once():
+    """Old behaviour: a redrawn instance counted again (tried 20, passed 20 from 2 instances); Hypothesis
+    redraws e.g. the minimal interlacing instance 12 times in 200 draws at seed 0."""
+    two = [ProbabilityInstance(s=(0.5, 0.5)), ProbabilityInstance(s=(0.25, 0.75))]
+    rep = search("I25.interlacing", strategy=st.integers(0, 1000).map(lambda i: two[i % 2]), max_examples=20,
+                 seed=0, shrink=False)
+    assert rep.tried == 2 and rep.passed == 2 and rep.tried + rep.repeats == 20
+    assert rep.failure_interval == clopper_pearson(0, 2)
+    real = search("I25.interlacing", max_examples=200, seed=0, shrink=False)
+    assert real.repeats > 0 and real.tried + real.repeats == 200 and real.decided == real.tried
