@@ -37,7 +37,9 @@ def test_check_power_column_and_variants(capsys):
     text = capsys.readouterr().out
     assert "power" in text.splitlines()[1]
     assert "S24.thm1.rank~without[HD >= Nn]: needed on 5/5" in text
-    assert "S24.thm1.rank~flipped: caught on 10/10" in text
+    # 10 draws, one of them a repeat of an earlier instance: 9 distinct instances, each counted once
+    assert "S24.thm1.rank~flipped: caught on 9/9" in text
+    assert "S24.thm1.rank: 1 draws repeated an earlier instance and are counted once" in text
 
 
 def test_save_and_replay_counterexample_cli(tmp_path, capsys):
@@ -87,3 +89,4 @@ def test_check_unknown_theorem_exits_2(capsys):
     assert "--examples must be a positive integer" in capsys.readouterr().err
     assert main(["check", "--replay", "/nonexistent.npz"]) == 2
     assert "no such file" in capsys.readouterr().err
+
