@@ -200,6 +200,18 @@ def test_q25_regimes_count_d1_ties_as_ties_and_stack_runs(smoke):
     assert any(f.claim.startswith("Multi-layer") for f in r.findings)
 
 
+def test_paired_verdict_direction_follows_the_signed_ranks():
+    """Old behaviour: the direction came from the win counts. a beats b on 21 of 40 seeds by 1e-3..2.1e-2 and
+    loses on 19 by 10..28: Wilcoxon p = 0.015 with the rank sums for b (one-sided p 0.0076 for b, 0.99 for
+    a), yet verdict(a better) was 'held'."""
+    a = np.concatenate([-1e-3 * np.arange(1, 22), 10.0 + np.arange(19)])
+    t = paired_test(a, np.zeros(40))
+    assert (t.wins_a, t.wins_b) == (21, 19) and t.decided
+    assert t.rank_sum_a == sum(range(1, 22)) and t.rank_sum_b == sum(range(22, 41))  # W- = 231, W+ = 589
+    assert t.verdict(True) == "finding" and t.verdict(False) == "held"
+    assert t.to_dict()["rank_sum_b"] == 589.0
+
+
 def test_stats_helpers_exact_values():
     t = paired_test([1, 2, 3, 4, 5, 6], [2, 3, 4, 5, 6, 7])
     assert (t.p, t.wins_a, t.wins_b, t.verdict(True), t.verdict(False)) == (2 / 2**6, 6, 0, "held", "finding")
