@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -400,3 +401,22 @@ def test_resolve_and_bad_input(tmp_path):
         write_report([], tmp_path)
     with pytest.raises(TypeError, match="ExperimentResult"):
         write_report(["x"], tmp_path)
+
+def test_h24_speed_up_claim_states_what_the_test_decides():
+    """Old behaviour: a NormSoftmax significantly faster at 0.9x the baseline's steps was 'held' for the claim
+    "reach 95% of the baseline's final accuracy in about 20% of the baseline's steps" (fixed models, heat
+    included); the paired test decides only 'NormSoftmax needs fewer steps'."""
+    cfg = dataclasses.replace(h24_mod.CONFIGS["smoke"], seeds=6)
+    base_steps = [1000.0, 1100.0, 1200.0, 1300.0, 1400.0, 1500.0]
+    runs = [{"variant": v, "step_to_95pct_baseline": s * (0.9 if v == "normsoftmax" else 1.0),
+             "learned_intermediate": True} for v in h24_mod.VARIANTS for s in base_steps]
+    per = {v: {"steps_fraction_of_baseline": 0.9 if v == "normsoftmax" else 1.0,
+               "step_to_95pct_baseline_median": 1125.0, "final_accuracy_median": 0.9,
+               "final_train_accuracy_median": 0.9, "final_probe_accuracy_median": 0.9}
+           for v in h24_mod.VARIANTS}
+    numbers = {"per_variant": per, "runs": runs, "baseline_final_accuracy": 0.9, "blind_ceiling": 0.55,
+               "target_accuracy_95pct": 0.855}
+    f = h24_mod._training_findings(cfg, numbers, "scale")[0]
+    assert f.verdict == "held"  # 6/6 seeds faster, Wilcoxon p = 0.031
+    assert "fewer steps" in f.claim and "about 20% of the baseline's steps." not in f.claim
+    assert "normsoftmax 1125 (0.90× baseline)" in f.evidence
