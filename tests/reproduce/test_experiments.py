@@ -113,6 +113,26 @@ def test_s24_losses_decrease_and_two_stage_shares_stage_one(smoke):
         assert land[k]["loss"][c][c] == pytest.approx(curves["HD>=Nn"]["QKV"][k][0][-1], rel=1e-10), k
 
 
+def test_s24_step_is_one_over_the_local_smoothness_of_each_run(smoke):
+    """Old behaviour: a fixed eta = 0.4/(Nn) for every run gave eta*L from 0.5 to 2.3 at (4, 4, 8, 4, 4) across
+    seeds and kernels (Theorems 1 and 2 assume eta <= 1/L), handicapping the kernel with more curvature."""
+    from proofs_check.dynamics import smoothness_estimate
+
+    r = smoke["S24"]
+    cfg = s24_mod.CONFIGS["smoke"]
+    gd = r.numbers["gd_steps"]
+    for k in ("softmax", "gaussian"):
+        m, X, y = s24_mod._task(cfg.over, k, "QKV", 1)
+        L = smoothness_estimate(lambda p, m=m, X=X, y=y: m.loss(p, X, y), m.params()).L
+        rec = gd[f"HD>=Nn/QKV/{k}"]
+        assert rec["eta"][1] == pytest.approx(cfg.lr_safety / L, rel=1e-9) and rec["L"][1] == pytest.approx(L)
+        assert len(rec["descent_violations"]) == cfg.seeds
+    for row in r.numbers["thm2"]["rows"]:
+        assert row["eta"] * row["L"] == pytest.approx(cfg.lr_safety, rel=1e-12)
+    f = next(f for f in r.findings if f.claim.startswith("Theorem 1"))
+    assert "broke the descent certificate" in f.evidence
+
+
 def test_s24_thm2_budget_sweep_is_paired_and_records_the_init_gradient(smoke):
     from scipy.stats import wilcoxon
 
@@ -125,10 +145,9 @@ def test_s24_thm2_budget_sweep_is_paired_and_records_the_init_gradient(smoke):
     # independent recomputation of one seed: GD for exactly b steps gives the recorded f_b/f_0,
     # and the initial gradient norm matches autograd on the loss
     m, X, y = s24_mod._task(cfg.over, "softmax", "Q", 0)
-    lr = cfg.lr_scale / (cfg.over[0] * cfg.over[1])
     row = next(x for x in rows if x["seed"] == 0 and x["kernel"] == "softmax")
     b = th["budgets"][0]
-    _, tr = s24_mod._gd(m, X, y, b, lr)
+    _, tr = s24_mod._gd(m, X, y, b, cfg.lr_safety)
     assert row["ratio"][str(b)] == pytest.approx(tr.losses[-1] / tr.losses[0], rel=1e-12)
     W = m.W_Q.detach().clone().requires_grad_(True)
     (g,) = torch.autograd.grad(m.loss({**m.all_params(), "W_Q": W}, X, y), [W])
@@ -401,6 +420,7 @@ def test_resolve_and_bad_input(tmp_path):
         write_report([], tmp_path)
     with pytest.raises(TypeError, match="ExperimentResult"):
         write_report(["x"], tmp_path)
+
 
 def test_h24_speed_up_claim_states_what_the_test_decides():
     """Old behaviour: a NormSoftmax significantly faster at 0.9x the baseline's steps was 'held' for the claim
