@@ -15,6 +15,7 @@ import argparse
 import math
 from typing import Any
 
+from .options import UsageError, check_output_folder
 from .progress import progress
 from .report import fmt, format_table, pyplot, save_figure, to_json
 
@@ -41,6 +42,9 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--max-saved must be a positive integer, got {args.max_saved}")
     if args.threads is not None and args.threads <= 0:
         raise ValueError(f"--threads must be a positive integer, got {args.threads}")
+    for flag, value in (("--save-counterexamples", args.save_counterexamples), ("--database", args.database)):
+        if value:  # written after the search: a bad folder must fail before it
+            check_output_folder(value, flag)
 
 
 def _load_plugins(paths: list[str]) -> None:
@@ -50,7 +54,10 @@ def _load_plugins(paths: list[str]) -> None:
     for p in paths:
         if not Path(p).is_file():
             raise ValueError(f"--load {p}: no such file")
-        runpy.run_path(p, run_name="attncond_user_claims")
+        try:
+            runpy.run_path(p, run_name="attncond_user_claims")
+        except Exception as exc:  # noqa: BLE001 - the user's file: name the flag and the file
+            raise UsageError(f"--load {p}: {type(exc).__name__}: {exc}") from exc
 
 
 def _replay(args: argparse.Namespace) -> int:
@@ -108,6 +115,8 @@ def _notes(r: Any, args: argparse.Namespace, saved: list[str]) -> list[str]:
             f"- {r.theorem_id}: {r.excluded} draws excluded, neither pass nor failure: "
             + "; ".join(r.exclusion_reasons)
         )
+    if r.repeats:
+        out.append(f"- {r.theorem_id}: {r.repeats} draws repeated an earlier instance and are counted once")
     if r.skipped:
         out.append(f"- {r.theorem_id}: {r.skipped} draws skipped (an assumption checked after the run failed)")
     if r.bias:

@@ -108,8 +108,27 @@ def check_output_file(path: object, name: str, suffixes: tuple[str, ...] | None 
     return p
 
 
+def check_output_folder(path: object, name: str) -> Path:
+    """``path`` as a :class:`Path` to a folder that exists or can be created, checked before any work.
+
+    Refused: an existing file, a path below a file, and a first existing ancestor that is not a
+    writable folder. Nothing is created here (the command creates the folder when it writes).
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise UsageError(f"{name}: must be a folder name, got {path!r}")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{name} {p}: exists and is not a folder")
+    _writable_parent(p / "x", name)
+    return p
+
+
 def check_plot_path(path: object, name: str = "--plot") -> Path:
-    """:func:`check_output_file` for a matplotlib figure: the suffix picks the format (png, pdf, svg …)."""
+    """:func:`check_output_file` for a matplotlib figure: the suffix picks the format (png, pdf, svg …).
+
+    Missing folders of the path are created here, so that the figure, saved after the work, can be
+    written (``savefig`` does not create folders).
+    """
     from .report import pyplot
 
     pyplot()  # --plot needs matplotlib: say so before the work, not after it
@@ -117,7 +136,12 @@ def check_plot_path(path: object, name: str = "--plot") -> Path:
 
     formats = tuple(sorted("." + k for k in FigureCanvasBase.get_supported_filetypes()))
     preferred = (".png",) + tuple(f for f in formats if f != ".png")
-    return check_output_file(path, name, preferred)
+    p = check_output_file(path, name, preferred)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{name} {p}: cannot create the folder {p.parent}: {exc.strerror or exc}") from None
+    return p
 
 
 def add_model_size(p: argparse.ArgumentParser, N: int = 8, n: int = 4, D: int = 8, d: int = 4,

@@ -7,7 +7,9 @@
   stacked model outputs (the empirical NTK Gram; MATH.md §4), computed matrix-free by
   :class:`spectral.JacobianOperator` and certified by :func:`spectral.extreme_singular_values`
   (``μ = σ²_min(J)``; ``μ = 0`` when ``J`` has more rows than columns);
-* the distance ``‖θ_t − θ_0‖`` and whether it stayed inside the stated radius (below).
+* the distance ``‖θ_t − θ_0‖`` and whether it stayed inside the stated radius (below);
+* the squared gradient norm ``‖∇f(θ_t)‖²``, from which :meth:`GDTrace.descent_violations` finds the steps
+  that break the descent lemma ``f_{t+1} ≤ f_t − (η/2)‖∇f(θ_t)‖²`` (below).
 
 Step size ``lr="auto"``: ``η = safety / L`` with ``L = max |λ(∇²f(θ_0))|`` the local
 smoothness, from :class:`spectral.HessianOperator` (Hessian-vector products by
@@ -18,6 +20,11 @@ Predicted rate (MATH.md §4): since ``‖∇f‖² = rᵀJJᵀr ≥ 2μf`` and t
 ``f_{t+1} ≤ f_t − η(1 − ηL/2)‖∇f_t‖²``, a step with ``η ≤ 1/L`` satisfies
 ``f_{t+1} ≤ (1 − ημ_t) f_t`` and ``f_t ≤ (1 − ηβ')^t f_0`` with ``β' = min_s μ_s`` ([S24]
 Theorem 1). :meth:`GDTrace.rate_check` compares the observed losses with this bound.
+
+Descent certificate: if ``η ≤ 1/L`` holds for the smoothness ``L`` on the segment ``[θ_t, θ_{t+1}]``,
+the descent lemma gives ``f_{t+1} ≤ f_t − (η/2)‖∇f(θ_t)‖²``. A step that breaks this inequality
+therefore *proves* that the curvature on its segment exceeds ``1/η``: the step-size hypothesis failed
+there, whatever ``L`` at ``θ_0`` said. :meth:`GDTrace.descent_violations` lists those steps.
 
 Region (reconstructed; the radius of [S24] Theorem 1 is not available to us): the PL
 argument of Liu, Zhu & Belkin (ACHA 2022, Thm. 6) keeps every iterate within
@@ -182,6 +189,7 @@ class GDTrace:
     ``mu_steps``/``mu`` hold ``μ_t`` at the recorded steps; ``distances[t] = ‖θ_t − θ_0‖``;
     ``radius`` is the region's radius (see the module docstring) and ``in_region``
     whether every iterate stayed inside it (``None`` when not computed).
+    ``grad_sq_norms[t] = ‖∇f(θ_t)‖²`` for every evaluated step.
     """
 
     losses: list[float]
@@ -197,6 +205,7 @@ class GDTrace:
     distances: list[float] = field(default_factory=list)
     radius: float | None = None
     in_region: bool | None = None
+    grad_sq_norms: list[float] = field(default_factory=list)
 
     @property
     def contraction(self) -> list[float]:
@@ -226,6 +235,24 @@ class GDTrace:
             if s <= t:
                 val = m
         return val
+
+    def descent_violations(self, rtol: float = 1e-12) -> list[int]:
+        """Steps ``t`` with ``f_{t+1} > f_t − (η/2)‖∇f(θ_t)‖² + rtol·|f_t|`` (module docstring).
+
+        Each such step proves ``η > 1/L`` on the segment ``[θ_t, θ_{t+1}]`` (the descent lemma, MATH.md §4
+        "Exact PL constant"): the step-size hypothesis of a linear-rate claim failed there. A non-finite
+        ``f_{t+1}`` counts as a violation. ``rtol`` allows the rounding of ``f``. Needs ``grad_sq_norms``
+        (recorded by :func:`gradient_descent`).
+        """
+        f, g2 = self.losses, self.grad_sq_norms
+        if len(g2) < len(f) - 1:
+            raise ValueError("descent_violations needs grad_sq_norms for every step (run gradient_descent)")
+        out = []
+        for t in range(len(f) - 1):
+            allowed = f[t] - 0.5 * self.lr * g2[t] + rtol * abs(f[t])
+            if not (math.isfinite(f[t + 1]) and f[t + 1] <= allowed):
+                out.append(t)
+        return out
 
     def bound(self, beta: float | None = None) -> list[float]:
         """``f_0 (1 − η β)^t`` for t = 0..len(losses)−1, ``β = β'`` by default; 0 once ``ηβ ≥ 1``."""
@@ -350,6 +377,7 @@ def gradient_descent(
 
     losses: list[float] = []
     distances: list[float] = []
+    grad_sq: list[float] = []
     mu_steps: list[int] = []
     mus: list[float] = []
     lam0 = math.nan
@@ -374,12 +402,13 @@ def gradient_descent(
         fin = [x for x in distances if math.isfinite(x)]
         in_region = None if R is None else bool(fin and max(fin) <= R and len(fin) == len(distances))
         return GDTrace(losses, eta, t, diverged, reason, {}, source, smooth, mu_steps, mus, distances,
-                       None if R is None else float(R), in_region)
+                       None if R is None else float(R), in_region, grad_sq)
 
     for t in range(steps + 1):
         g, f = _value_and_grad(loss_fn, theta)
         fv = float(f)
         losses.append(fv)
+        grad_sq.append(float(sum(float((v * v).sum()) for v in g.values())))
         distances.append(float(torch.linalg.vector_norm(_flat(theta) - theta0)))
         if callback is not None:
             callback(t, theta, fv)

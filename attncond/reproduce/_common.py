@@ -133,7 +133,10 @@ class PairedTest:
     Wilcoxon ``"wilcox"`` zero method). ``p`` is the two-sided exact Wilcoxon signed-rank
     p-value of ``a − b`` (``scipy.stats.wilcoxon``), 1 when every pair ties; ``p_floor`` the
     smallest p any outcome could give with this many untied pairs (``2/2^m``): when it is
-    above ``alpha`` the test cannot decide, whatever the data.
+    above ``alpha`` the test cannot decide, whatever the data. ``rank_sum_a`` / ``rank_sum_b`` are the
+    signed-rank sums ``W⁻`` / ``W⁺`` of the untied pairs where ``a`` / ``b`` is better: the direction of
+    a significant result is the side with the larger sum (the statistic the test decides on; the win
+    counts can point the other way when the few wins of one side are the large differences).
     """
 
     n: int
@@ -144,6 +147,8 @@ class PairedTest:
     p: float
     p_floor: float
     alpha: float = ALPHA
+    rank_sum_a: float = 0.0
+    rank_sum_b: float = 0.0
 
     @property
     def decided(self) -> bool:
@@ -153,7 +158,7 @@ class PairedTest:
         """``held`` if significant in the claimed direction, ``finding`` if significant against it."""
         if not self.decided:
             return "inconclusive"
-        a_better = self.wins_a > self.wins_b if self.wins_a != self.wins_b else self.median_diff < 0
+        a_better = self.rank_sum_a > self.rank_sum_b
         return "held" if a_better == claim_a_better else "finding"
 
     def statement(self, a: str = "a", b: str = "b", better: str = "better") -> str:
@@ -165,7 +170,8 @@ class PairedTest:
 
     def to_dict(self) -> dict[str, Any]:
         return {"n": self.n, "wins_a": self.wins_a, "wins_b": self.wins_b, "ties": self.ties,
-                "median_diff": self.median_diff, "p": self.p, "p_floor": self.p_floor, "alpha": self.alpha}
+                "median_diff": self.median_diff, "p": self.p, "p_floor": self.p_floor, "alpha": self.alpha,
+                "rank_sum_a": self.rank_sum_a, "rank_sum_b": self.rank_sum_b}
 
 
 def paired_test(a: Sequence[float], b: Sequence[float], *, higher_better: bool = False,
@@ -175,7 +181,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], *, higher_better: bool =
     Non-finite values are allowed where they order: ``+inf`` (e.g. "never reached") is worse
     than any finite value when lower is better; a pair with a NaN is a tie.
     """
-    from scipy.stats import wilcoxon
+    from scipy.stats import rankdata, wilcoxon
 
     x, y = np.asarray(a, float), np.asarray(b, float)
     if x.shape != y.shape or x.ndim != 1 or x.size < 1:
@@ -193,8 +199,11 @@ def paired_test(a: Sequence[float], b: Sequence[float], *, higher_better: bool =
     m = int((d != 0).sum())
     p = 1.0 if m == 0 else float(wilcoxon(d[d != 0], method="exact" if m <= 50 else "auto").pvalue)
     med = float(np.median(d))
+    nz = d[d != 0]
+    ranks = rankdata(np.abs(nz)) if m else np.zeros(0)
     return PairedTest(int(x.size), int((d < 0).sum()), int((d > 0).sum()), int(x.size - m),
-                      med, p, 1.0 if m == 0 else min(1.0, 2.0 / 2 ** m), alpha)
+                      med, p, 1.0 if m == 0 else min(1.0, 2.0 / 2 ** m), alpha,
+                      float(ranks[nz < 0].sum()), float(ranks[nz > 0].sum()))
 
 
 def spearman_test(x: Iterable[float], y: Iterable[float]) -> tuple[float, float, int]:

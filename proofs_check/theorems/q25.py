@@ -32,6 +32,8 @@ from .registry import register
 __all__ = ["ResidualTheorem", "FFNRateTheorem", "FFNRateInstance", "near_uniform_deviation", "THEOREMS"]
 
 NEAR_UNIFORM = 0.1  # max_i,j,k |n A_ijk − 1| at most this: "near-uniform attention"
+_TALL = "Nn >= D (kappa over D singular values)"
+_TALL_PER_SAMPLE = "n >= D (kappa over the D singular values of every Z_i)"
 
 
 def near_uniform_deviation(A: torch.Tensor) -> float:
@@ -41,9 +43,14 @@ def near_uniform_deviation(A: torch.Tensor) -> float:
 
 
 def _svals(Z: torch.Tensor) -> tuple[float, float]:
-    """``(σ_max, σ_min)`` of a tall ``Z`` (certified, :func:`spectral.extreme_singular_values`)."""
+    """``(σ_max, σ_D)`` of ``Z ∈ R^{m×D}`` (certified, :func:`spectral.extreme_singular_values`).
+
+    ``κ`` is taken over the ``D`` singular values of ``Z`` (MATH.md §4 "Z"), so a wide ``Z`` (``m < D``)
+    has ``σ_D = 0``, and so has a ``Z`` singular to working precision.
+    """
     est = extreme_singular_values(Z, which=("max", "min"))
-    return float(est.sigma_max), (0.0 if est.rank_deficient else float(est.sigma_min))
+    wide = Z.shape[0] < Z.shape[1]
+    return float(est.sigma_max), (0.0 if est.rank_deficient or wide else float(est.sigma_min))
 
 
 def _residual_quantities(Zp: torch.Tensor, Xs: torch.Tensor, N: int, D: int) -> dict:
@@ -54,7 +61,7 @@ def _residual_quantities(Zp: torch.Tensor, Xs: torch.Tensor, N: int, D: int) -> 
     return {"kappa(Z_res)": math.inf if rmin == 0 else rmax / rmin,
             "kappa(Z_plain)": math.inf if pmin == 0 else pmax / pmin,
             "sigma_min(Z_res)": rmin, "sigma_max(X)": xmax, "sigma_min(X)": xmin, "norm(AXW_V)": pmax,
-            "weyl_rhs": xmin - pmax, "N": N, "D": D, "N<D": N < D}
+            "weyl_rhs": xmin - pmax, "N": N, "D": D, "N<D": N < D, "wide": Zp.shape[0] < Zp.shape[1]}
 
 
 @dataclass(frozen=True, repr=False)
@@ -62,7 +69,9 @@ class ResidualTheorem(Theorem):
     """``Q25.residual``: ``κ(Z^res) < κ(Z^plain)`` near uniform attention, and Weyl's bound.
 
     ``z_stacking`` (reconstruction switch): ``"stacked"`` — ``Z = [Z_1; …; Z_N] ∈ R^{Nn×D}`` (default);
-    ``"per_sample"`` — the claim for every ``Z_i ∈ R^{n×D}`` (the worst sample decides; needs ``n ≥ D``).
+    ``"per_sample"`` — the claim for every ``Z_i ∈ R^{n×D}`` (the worst sample decides; the assumption
+    ``Nn ≥ D`` becomes ``n ≥ D``). Both ``κ`` infinite because both matrices are singular to working
+    precision is excluded as undecidable, not counted as a failure (a wide ``Z`` is singular exactly).
     """
 
     z_stacking: str = "stacked"
@@ -76,11 +85,10 @@ class ResidualTheorem(Theorem):
         with torch.no_grad():
             A = block.attention(X)
         dev = near_uniform_deviation(A)
-        return [
-            Assumption(f"near-uniform attention: max|nA - 1| <= {NEAR_UNIFORM}", dev <= NEAR_UNIFORM, dev),
-            Assumption("Nn >= D (kappa over D singular values)", inst.N * inst.n >= inst.D,
-                       {"Nn": inst.N * inst.n, "D": inst.D}),
-        ]
+        uniform = Assumption(f"near-uniform attention: max|nA - 1| <= {NEAR_UNIFORM}", dev <= NEAR_UNIFORM, dev)
+        if self.z_stacking == "per_sample":  # each Z_i in R^{n x D} must have D singular values
+            return [uniform, Assumption(_TALL_PER_SAMPLE, inst.n >= inst.D, {"n": inst.n, "D": inst.D})]
+        return [uniform, Assumption(_TALL, inst.N * inst.n >= inst.D, {"Nn": inst.N * inst.n, "D": inst.D})]
 
     def measure(self, inst: BlockConfig) -> dict:
         block, X, _ = inst.build(ffn=False)
@@ -110,6 +118,10 @@ class ResidualTheorem(Theorem):
         # kappa is computed with relative error ~ D eps kappa: closer than that is a tie, not a verdict
         tie = D == 1 or (math.isfinite(kp) and math.isfinite(kr) and kp > 0 and kr > 0
                          and abs(math.log(kp / (strength * kr))) <= 16 * D * EPS64 * (kp + kr))
+        if kr == math.inf and kp == math.inf and not q.get("wide"):
+            # both singular to working precision (a wide Z is singular exactly: inf < inf fails, a failure)
+            return Conclusion(False, 0.0, {**q, "kappa_margin_decades": math.nan}, excluded=(
+                "both Z_res and Z_plain singular to working precision: kappa undecidable in float64"))
         if kr == math.inf:
             kappa_margin = -math.inf
         elif kp == math.inf:
@@ -246,7 +258,6 @@ THEOREMS: tuple[Theorem, ...] = (
 )
 
 _UNIFORM = f"near-uniform attention: max|nA - 1| <= {NEAR_UNIFORM}"
-_TALL = "Nn >= D (kappa over D singular values)"
 register(THEOREMS[0], lambda: st.one_of(block_configs(D=(2, 5)), block_configs(D=(2, 5), v_scale=(1e-2, 0.3)),
                                         tiny_sigma_min_X(D=(2, 5), init_scale=(1e-3, 1e-2))),
          violations={_UNIFORM: lambda: block_configs(D=(2, 5), init_scale=(1.0, 10.0)),

@@ -15,8 +15,14 @@ fixed. Other trainable sets are separate, named variants (``….V``: only ``W_V`
 * ``S24.thm1.rate`` — under ``HD ≥ Nn``, ``η ≤ 1/L`` and the iterates staying in the region
   ``‖θ_t − θ_0‖ ≤ R`` (checked, :mod:`proofs_check.dynamics`): ``f_t ≤ (1 − ηβ(M_0))^t f_0`` with
   ``β(M_0)`` the corrected constant **at initialisation** (``beta_form="paper"`` switches to the
-  paper's β). ``S24.thm1.rate.path_min`` is the weaker named variant with ``β' = min_t μ_t`` along
-  the run (the descent lemma plus PL).
+  paper's β). ``η ≤ 1/L`` is the theorem's hypothesis on the region, not only at ``θ_0``: with
+  ``smoothness="path"`` (default) it is checked after the run by the descent certificate
+  ``f_{t+1} ≤ f_t − (η/2)‖∇f_t‖²`` at every step (a step breaking it proves ``L > 1/η`` on its
+  segment, :meth:`~proofs_check.dynamics.GDTrace.descent_violations`), so a run whose curvature grew
+  past ``1/η`` is outside the theorem, not a counterexample. ``S24.thm1.rate.path_min`` is the weaker
+  named variant with ``β' = min_t μ_t`` along the run (the descent lemma plus PL); it keeps
+  ``smoothness="theta0"`` (``L`` at ``θ_0`` only), since with the certificate assumed it would follow
+  from ``‖∇f‖² ≥ 2μf`` by algebra and could not fail.
 
 Tolerances are relative to the compared quantities' own scale and rounding: ``μ`` carries the
 certified interval of ``σ_min(J)`` (at least ``8·max(m, p)·eps·σ_max(J)``), ``σ_Nn(B0)`` the
@@ -62,6 +68,10 @@ THM1_SETTING = ("W_Q", "W_K", "W_V")
 _HD = "HD >= Nn"
 _KERNEL = "kernel is softmax or gaussian ([S24])"
 _DOUT = "d_out = 1 ([S24] MH, MATH.md §3)"
+_DESCENT = (
+    "eta <= 1/L along the path: f_{t+1} <= f_t - (eta/2)||grad f_t||^2 at every step "
+    "(descent certificate; a step breaking it proves L > 1/eta on its segment)"
+)
 
 
 def _setting_name(trainable: tuple[str, ...]) -> str:
@@ -425,12 +435,20 @@ class RateTheorem(Theorem):
 
     Switches: ``beta_source`` — ``"init"`` (β(M_0), Theorem 1) or ``"path_min"`` (β' = min_t μ_t,
     the descent-lemma variant, which also checks ``f_{t+1} ≤ (1 − ημ_t) f_t`` per step);
-    ``beta_form`` — ``"corrected"`` (per-head ``c_O``) or ``"paper"``; ``trainable`` — the setting.
+    ``beta_form`` — ``"corrected"`` (per-head ``c_O``) or ``"paper"``; ``trainable`` — the setting;
+    ``smoothness`` — where ``η ≤ 1/L`` is checked: ``"path"`` (``L`` at ``θ_0`` before the run, and the
+    descent certificate ``f_{t+1} ≤ f_t − (η/2)‖∇f_t‖²`` at every step after it) or ``"theta0"`` (``L``
+    at ``θ_0`` only).
     """
 
     beta_source: str = "init"
     beta_form: str = "corrected"
     trainable: tuple[str, ...] = THM1_SETTING
+    smoothness: str = "path"
+
+    def __post_init__(self) -> None:
+        if self.smoothness not in ("path", "theta0"):
+            raise ValueError(f"smoothness must be 'path' or 'theta0', got {self.smoothness!r}")
 
     def prior_assumptions(self, inst: RateInstance) -> list[Assumption]:
         c = inst.config
@@ -446,13 +464,17 @@ class RateTheorem(Theorem):
             return pri
         tr = _rate_trace(inst, 1 if self.beta_source == "path_min" else inst.steps)
         dist = max(tr.distances) if tr.distances else math.nan
-        return pri + [
+        post = [
             Assumption(
                 "iterates stay in the region ||theta_t - theta_0|| <= R",
                 bool(tr.in_region),
                 {"max_distance": dist, "R": tr.radius},
             )
         ]
+        if self.smoothness == "path":
+            bad = tr.descent_violations()
+            post.append(Assumption(_DESCENT, not bad, {"violating_steps": bad[:10], "count": len(bad)}))
+        return pri + post
 
     def measure(self, inst: RateInstance) -> dict[str, Any]:
         tr = _rate_trace(inst, 1 if self.beta_source == "path_min" else inst.steps)
@@ -583,16 +605,16 @@ THEOREMS: tuple[Theorem, ...] = (
         id="S24.thm1.rate",
         citation="[S24] Theorem 1 (linear rate); MATH.md §4 'Exact PL constant', §5.4",
         paper_statement=_PAPER_RATE,
-        statement="(W_Q, W_K, W_V) trained, HD >= Nn, eta <= 1/L (local at theta_0), iterates within R = "
+        statement="(W_Q, W_K, W_V) trained, HD >= Nn, eta <= 1/L (at theta_0, and along the path by the "
+        "descent certificate f_{t+1} <= f_t - (eta/2)||grad f_t||^2), iterates within R = "
         "2 sqrt(2 Lambda_0 f_0)/mu_0 of theta_0: f_t <= (1 - eta beta(M_0))^t f_0, beta(M_0) = c_O "
         "sigma_Nn(B0)^2 at initialisation.",
         reconstructed=True,
         exact=False,
         instance_type=RateInstance,
         max_examples=40,
-        variant_that_holds="none known: it fails near-uniform at 40 steps while the iterates stay in the "
-        "region; "
-        "the descent-lemma variant S24.thm1.rate.path_min fails there too",
+        variant_that_holds="none known; the failures seen so far (2/38, seed 0) broke the descent certificate, "
+        "i.e. eta > 1/L along the path, and are now outside the hypothesis",
         margin_scale=_RATE_SCALE,
     ),
     RateTheorem(
@@ -607,6 +629,9 @@ THEOREMS: tuple[Theorem, ...] = (
         instance_type=RateInstance,
         max_examples=25,
         beta_source="path_min",
+        # L at theta_0 only: with the descent certificate assumed, f_{t+1} <= (1 - eta mu_t) f_t would follow
+        # from ||grad f||^2 >= 2 mu f by algebra, and the check could not fail
+        smoothness="theta0",
         variant_that_holds="L must bound the Hessian along the path, not only at theta_0",
         margin_scale=_RATE_SCALE + "; and log(1 - eta mu_t) - log(f_{t+1}/f_t)",
     ),

@@ -37,7 +37,9 @@ def test_check_power_column_and_variants(capsys):
     text = capsys.readouterr().out
     assert "power" in text.splitlines()[1]
     assert "S24.thm1.rank~without[HD >= Nn]: needed on 5/5" in text
-    assert "S24.thm1.rank~flipped: caught on 10/10" in text
+    # 10 draws, one of them a repeat of an earlier instance: 9 distinct instances, each counted once
+    assert "S24.thm1.rank~flipped: caught on 9/9" in text
+    assert "S24.thm1.rank: 1 draws repeated an earlier instance and are counted once" in text
 
 
 def test_save_and_replay_counterexample_cli(tmp_path, capsys):
@@ -87,3 +89,24 @@ def test_check_unknown_theorem_exits_2(capsys):
     assert "--examples must be a positive integer" in capsys.readouterr().err
     assert main(["check", "--replay", "/nonexistent.npz"]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_check_output_paths_are_checked_before_the_search(tmp_path, capsys):
+    """Old behaviour: --plot into a missing folder failed after the search with '[Errno 2] No such file or
+    directory' (no flag named); --save-counterexamples / --database below a file were accepted (the save
+    failed after the search, or never ran); a broken --load file gave 'NameError: ...' without the flag."""
+    png = tmp_path / "new" / "sub" / "rate.png"
+    assert main(["check", "Q25.rate", "--examples", "1", "--no-shrink", "--plot", str(png)]) == 0
+    assert png.stat().st_size > 1000
+    capsys.readouterr()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for flag in ("--save-counterexamples", "--database"):
+        for target in (afile, afile / "sub"):
+            assert main(["check", "I25.interlacing", "--examples", "2", flag, str(target)]) == 2
+            err = capsys.readouterr().err
+            assert err.startswith(f"attncond check: error: {flag} {target}") and "folder" in err
+    bad = tmp_path / "bad.py"
+    bad.write_text("garbage\n")
+    assert main(["check", "--load", str(bad), "I25.interlacing", "--examples", "2"]) == 2
+    assert f"--load {bad}: NameError" in capsys.readouterr().err

@@ -99,3 +99,25 @@ def test_rate_check_needs_mu():
     with pytest.raises(ValueError, match="rate_check needs mu recorded"):
         tr.rate_check()
     assert tr.rate_check(beta=0.0).holds  # beta = 0: the bound is f_0, GD with a small step stays below
+
+
+def test_grad_sq_norms_and_descent_certificate_on_a_quadratic():
+    """‖∇f_t‖² is recorded exactly; on a quadratic with η ≤ 1/L the descent lemma holds at every step, and
+    η = 2.5/L (curvature above 1/η) breaks it at every step."""
+    A, b, th, loss, _ = quadratic()
+    _, tr = gradient_descent(loss, th, steps=10, lr="auto")
+    w = torch.zeros(6, dtype=torch.float64)
+    for t in range(11):
+        g = A.T @ (A @ w - b)
+        assert tr.grad_sq_norms[t] == pytest.approx(float(g @ g), rel=1e-13)
+        w = w - tr.lr * g
+    assert tr.descent_violations() == []
+    _, bad = gradient_descent(loss, th, steps=10, lr="auto", safety=2.5)
+    assert bad.descent_violations() == list(range(10))
+
+
+def test_descent_certificate_counts_a_non_finite_loss_and_needs_gradients():
+    tr = GDTrace(losses=[1.0, math.inf], lr=0.1, steps=1, grad_sq_norms=[1.0])
+    assert tr.descent_violations() == [0]
+    with pytest.raises(ValueError, match="needs grad_sq_norms"):
+        GDTrace(losses=[1.0, 0.5], lr=0.1, steps=1).descent_violations()

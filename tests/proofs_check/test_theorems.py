@@ -3,6 +3,7 @@ numbers compared with independent dense references (torch.func.jacrev + eigvalsh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -238,6 +239,29 @@ def test_rate_region_is_an_assumption():
     assert thm.prior_assumptions_hold(RateInstance(inst.config, lr_factor=1.0, steps=15))
 
 
+def test_rate_step_size_is_checked_along_the_path():
+    """Old behaviour: eta <= 1/L was checked at theta_0 only, so this run (Gaussian kernel, eta = 1/L_0,
+    where the Hessian on the first step reaches ~4 L_0 and the loss rises from 1.48 to 1.92) counted as a
+    counterexample (margin -0.2). It breaks the descent certificate, so it is outside Theorem 1."""
+    cfg = AttentionConfig(N=2, n=2, D=2, d=2, H=2, kernel="gaussian", init_scale=1.0000000002302585, seed=956)
+    inst = RateInstance(cfg, lr_factor=0.99999, steps=15)
+    r = check("S24.thm1.rate", inst)
+    desc = [a for a in r.assumptions if a.name.startswith("eta <= 1/L along the path")]
+    assert len(desc) == 1 and not desc[0].holds and 0 in desc[0].value["violating_steps"]
+    assert not r.holds and not r.counterexample  # the conclusion still fails, but outside the hypothesis
+    # the path-min variant keeps L at theta_0 (with the certificate assumed it could not fail): a finding there
+    pm = check("S24.thm1.rate.path_min", inst)
+    assert pm.assumptions_hold and pm.counterexample
+    # where the certificate holds the claim is still judged: a rate 1 - eta beta k with eta beta k > 1 is caught
+    ok = RateInstance(AttentionConfig(N=1, n=2, D=2, d=1, H=1, init_scale=1.0, seed=1), lr_factor=1.0, steps=15)
+    r_ok = check("S24.thm1.rate", ok)
+    assert r_ok.assumptions_hold and r_ok.holds
+    q = r_ok.quantities
+    assert not get_theorem("S24.thm1.rate").judge(q, 2.0 / (q["eta"] * q["beta"])).holds
+    with pytest.raises(ValueError, match="smoothness must be"):
+        dataclasses.replace(get_theorem("S24.thm1.rate"), smoothness="global")
+
+
 def test_thm2_reports_test_and_is_inconclusive_without_steps():
     thm = get_theorem("S24.thm2.gaussian_vs_softmax")
     r = check(thm.id, thm.violating_instance())
@@ -271,6 +295,29 @@ def test_residual_d1_is_a_tie_not_a_failure():
     r = check("Q25.residual", BlockConfig(N=3, n=2, D=1, d=1, init_scale=0.01, seed=4))
     assert r.conclusion.details["kappa(Z_res)"] == pytest.approx(1.0) == r.conclusion.details["kappa(Z_plain)"]
     assert r.excluded and r.excluded.startswith("tie (D = 1") and not r.counterexample
+
+
+def test_residual_per_sample_needs_n_at_least_d():
+    """Old behaviour: z_stacking='per_sample' checked the stacked 'Nn >= D', so wide Z_i (n = 2 < D = 3) were
+    judged with kappa over 2 singular values and held (margin 0.60)."""
+    thm = dataclasses.replace(get_theorem("Q25.residual"), id="Q25.residual.ps", z_stacking="per_sample")
+    r = thm.check(BlockConfig(N=4, n=2, D=3, d=1, init_scale=0.005, seed=3))
+    tall = [a for a in r.assumptions if a.name.startswith("n >= D")]
+    assert len(tall) == 1 and not tall[0].holds and tall[0].value == {"n": 2, "D": 3}
+    assert not r.decided and r.conclusion.details["sigma_min(Z_res)"] == 0.0  # sigma_D of a 2 x 3 Z_i
+    ok = thm.check(BlockConfig(N=2, n=4, D=3, d=1, init_scale=0.01, seed=1))
+    assert ok.assumptions_hold and [a.name for a in ok.assumptions][1].startswith("n >= D")
+
+
+def test_residual_both_kappas_infinite_is_undecidable():
+    """Both Z singular to working precision: kappa_res < kappa_plain cannot be decided (was margin -inf)."""
+    thm = get_theorem("Q25.residual")
+    q = dict(check("Q25.residual", BlockConfig(N=2, n=4, D=3, d=1, seed=1)).quantities)
+    q.update({"kappa(Z_res)": math.inf, "kappa(Z_plain)": math.inf, "sigma_min(Z_res)": 0.0, "weyl_rhs": -1.0})
+    c = thm.judge(q)
+    assert c.excluded and "singular to working precision" in c.excluded and not c.holds
+    wide = thm.judge({**q, "wide": True})  # Nn < D: singular exactly, the strict inequality fails
+    assert wide.excluded is None and not wide.holds and wide.margin == -math.inf
 
 
 def test_residual_variant_n_less_than_d_holds():
