@@ -126,8 +126,8 @@ def check_output_folder(path: object, name: str) -> Path:
 def check_plot_path(path: object, name: str = "--plot") -> Path:
     """:func:`check_output_file` for a matplotlib figure: the suffix picks the format (png, pdf, svg …).
 
-    Missing folders of the path are created here, so that the figure, saved after the work, can be
-    written (``savefig`` does not create folders).
+    Missing folders below a writable one are accepted and created only when the figure is written,
+    after the work (:func:`attncond.report.save_figure`), so an interrupted run leaves nothing behind.
     """
     from .report import pyplot
 
@@ -136,12 +136,7 @@ def check_plot_path(path: object, name: str = "--plot") -> Path:
 
     formats = tuple(sorted("." + k for k in FigureCanvasBase.get_supported_filetypes()))
     preferred = (".png",) + tuple(f for f in formats if f != ".png")
-    p = check_output_file(path, name, preferred)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{name} {p}: cannot create the folder {p.parent}: {exc.strerror or exc}") from None
-    return p
+    return check_output_file(path, name, preferred)
 
 
 def add_model_size(p: argparse.ArgumentParser, N: int = 8, n: int = 4, D: int = 8, d: int = 4,
