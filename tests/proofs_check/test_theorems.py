@@ -373,3 +373,22 @@ def test_search_counts_and_report():
     json.dumps(rep.to_dict())
     with pytest.raises(ValueError, match="max_examples must be a positive integer"):
         search("I25.interlacing", max_examples=0)
+
+
+def test_search_with_a_database_stores_every_failure_the_seeded_search_found(tmp_path):
+    """With a database the shrink run is unseeded (Hypothesis saves nothing from a seeded run); it drew
+    only ``max_examples`` fresh instances, so it often missed the failure the seeded search had found and
+    stored nothing (4 of the 6 failing seeds below, and the flaky ``test_database_dir_is_used``)."""
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    from proofs_check.theorems import search
+
+    failing = 0
+    for seed in (0, 1, 3, 4, 5, 6):
+        db = tmp_path / f"db{seed}"
+        r = search("S24.thm1.pl_bound_paper.V", max_examples=4, seed=seed,
+                   database=DirectoryBasedExampleDatabase(str(db)))
+        if r.failed:
+            failing += 1
+            assert r.shrunk and db.is_dir() and any(db.rglob("*")), seed
+    assert failing >= 4
