@@ -440,3 +440,30 @@ def test_h24_speed_up_claim_states_what_the_test_decides():
     assert f.verdict == "held"  # 6/6 seeds faster, Wilcoxon p = 0.031
     assert "fewer steps" in f.claim and "about 20% of the baseline's steps." not in f.claim
     assert "normsoftmax 1125 (0.90× baseline)" in f.evidence
+
+
+def _q25_numbers(runs: list[dict]) -> dict:
+    return {"gd_runs": runs, "spearman_rate_vs_inv_kappa2_plain_only": float("nan")}
+
+
+def test_q25_rate_slope_uses_only_runs_that_can_show_the_asymptotic_rate():
+    """The old verdict fitted the slope over every run, most with κ² ≫ cT, where 1 − (f_T/f_0)^{1/T}
+    reflects faster modes and plateaus, not 1/κ²: a "finding" against the paper (slope 0.027) from runs
+    that cannot show the claimed rate, and diverged runs inside the quoted rate range."""
+    cfg = q25_mod.CONFIGS["quick"]
+    c, T = cfg.lr_c, cfg.steps
+    # ordered by 1/κ² but all with κ² ≫ cT: the rate saturates (slope ≈ 0.03) -> no decision on ∝
+    inv = np.logspace(-16, -4, 12)
+    slow = [{"residual": bool(i % 2), "inv_kappa2": float(x), "rate": 0.004 * (1 + 0.03 * i), "losses": [1.0]}
+            for i, x in enumerate(inv)]
+    diverged = {"residual": False, "inv_kappa2": 1e-10, "rate": -3.3, "losses": [1.0]}
+    f = q25_mod._rate_finding(cfg, _q25_numbers(slow + [diverged]), "scale")
+    assert f.verdict == "inconclusive" and "no slope: 0 run(s) with T ≥ κ²/c" in f.evidence
+    assert "1 run(s) ended at or above f_0" in f.evidence and "-3.3" not in f.evidence
+    # in the asymptotic regime (c T / κ² ≥ 1) with rate = 2c/κ²: held; with a constant rate: finding
+    inv_a = np.linspace(1.5, 8.0, 8) / (c * T)
+    prop = [{"residual": True, "inv_kappa2": float(x), "rate": 2 * c * float(x) * (1 + 0.01 * (-1) ** i),
+             "losses": [1.0]} for i, x in enumerate(inv_a)]
+    assert q25_mod._rate_finding(cfg, _q25_numbers(prop + slow), "scale").verdict == "held"
+    flat = [{**r, "rate": 0.01 * (1 + 0.001 * i)} for i, r in enumerate(prop)]
+    assert q25_mod._rate_finding(cfg, _q25_numbers(flat + slow), "scale").verdict == "finding"
