@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from attncond.models import MultiHeadAttention
+from attncond.spectral.diagnostics.formation import B0_MATRIX, formation_bound, widen
 from attncond.spectral.diagnostics.structured import B0
 from attncond.spectral.estimate import extreme_singular_values
 from attncond.spectral.results import SpectralEstimate, record_repr, record_to_dict
@@ -54,9 +55,15 @@ def check_multihead(model: Any) -> MultiHeadAttention:
 def b0_conditioning(model: MultiHeadAttention, X: Any, *, tol: float = 1e-10) -> SpectralEstimate:
     """Certified ``σ_max``, ``σ_min`` and ``κ`` of ``B0 ∈ R^{Nn×HD}`` ([S24]; MATH.md §4).
 
-    ``B0`` is formed once; the dense route's full spectrum stays in ``details.spectrum``.
+    ``B0`` is formed once; the dense route's full spectrum stays in ``details.spectrum``. The intervals
+    are those of the mathematical ``B0`` at the model's weights and ``X``: the certified intervals of the
+    formed matrix widened by the bound of :func:`~attncond.spectral.diagnostics.formation.formation_bound`
+    on ``‖B̂0 − B0‖₂`` (``attainable_accuracy["formation"]``); where that is not bounded the intervals
+    are ``[0, inf]`` and ``converged=False``.
     """
-    return extreme_singular_values(B0(check_multihead(model), X), tol=tol)
+    model = check_multihead(model)
+    est = extreme_singular_values(B0(model, X), tol=tol)
+    return widen(est, formation_bound(model, X, B0_MATRIX), tol=tol)
 
 
 def sigma_dout(W: torch.Tensor, *, tol: float = 1e-10) -> SpectralEstimate | None:
