@@ -198,6 +198,24 @@ def test_a_kernel_without_formation_analysis_is_never_certified():
     assert "not bounded" in est.reason
 
 
+def test_logit_overflow_raises_naming_the_logits():
+    model = MultiHeadAttention(4, 2, 3, seed=1)
+    X = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1e160
+    with pytest.raises(FloatingPointError, match="logits"):
+        model.attention(X)
+    gm = MultiHeadAttention(4, 2, 3, kernel="gaussian", kernel_options={"normalize": True}, seed=1)
+    with pytest.raises(FloatingPointError, match="gaussian log kernel"):
+        gm.attention(X)
+
+
+def test_b0_product_overflow_raises_naming_b0():
+    model = MultiHeadAttention(4, 2, 3, kernel="linear", seed=1)
+    X = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 1e150
+    assert bool(torch.isfinite(model.attention(X)).all())
+    with pytest.raises(OverflowError, match="B0 overflows"):
+        b0_conditioning(model, X)
+
+
 def test_ordinary_inputs_keep_tight_intervals():
     model = MultiHeadAttention(4, 2, 3, seed=1)
     X = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
