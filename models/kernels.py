@@ -380,6 +380,25 @@ def kernel_variant(name: str, options: Mapping[str, Any] | None = None) -> Kerne
     return get_kernel(name).variant(options)
 
 
+def check_kernel_options(kernel: str, options: Any, name: str = "kernel_options") -> dict[str, Any]:
+    """``options`` as a dict of keyword options that kernel ``kernel`` accepts, checked before any work.
+
+    ``None`` means none. A non-mapping is a ``TypeError``; a key the kernel does not take (``"normalise"``
+    for ``"normalize"``, or any option on ``"softmax"``) is a ``ValueError`` naming ``name``, the key and
+    the options the kernel takes — not a ``TypeError`` from deep inside the first forward pass.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{name} must be a mapping of option -> value, got {type(options).__name__}")
+    opts = dict(options)
+    bad = get_kernel(kernel).unknown_options(opts)
+    if bad:
+        raise ValueError(f"{name}: kernel {kernel!r} does not take option(s) {bad}; "
+                         f"it takes {list(get_kernel(kernel).options) or 'none'}")
+    return opts
+
+
 def heat_treatment(frac: float, start: float = 3.0, end: float = 0.125) -> float:
     """[H24] heat-treatment logit multiplier ``1/τ`` at training fraction ``frac`` ∈ [0, 1].
 
