@@ -321,3 +321,30 @@ def test_pl_constant_cholesky_lanczos_route_matches_dense_jacobian(monkeypatch):
     assert pl.mu == pytest.approx(lam[0], rel=1e-9)
     assert pl.lambda_max == pytest.approx(lam[-1], rel=1e-9)
     assert pl.mu_interval[0] <= lam[0] * (1 + 1e-12) and lam[0] * (1 - 1e-12) <= pl.mu_interval[1]
+
+
+def test_diagnose_checks_targets_and_trainable_before_any_work():
+    model = MultiHeadAttention(3, 2, 2, seed=0)
+    X = torch.randn(2, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # a complex y was cast to its real part (a warning, then a Hessian of the wrong loss); a y of the wrong
+    # size or with NaN gave an undefined Hessian row; an unknown trainable name an undefined mu row
+    with pytest.raises(TypeError, match="y must be real"):
+        diagnose(model, X, torch.ones(2, 2, 1, dtype=torch.complex128))
+    with pytest.raises(ValueError, match=r"y must hold N·n·d_out = 4 targets"):
+        diagnose(model, X, torch.zeros(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="y contains non-finite"):
+        diagnose(model, X, torch.full((2, 2, 1), math.nan, dtype=torch.float64))
+    with pytest.raises(ValueError, match="trainable contains unknown name 'W_X'"):
+        diagnose(model, X, trainable=("W_X",))
+    block = AttentionBlock(3, 2, seed=0)
+    with pytest.raises(ValueError, match=r"y must have the block output's shape \(2, 2, 3\)"):
+        diagnose(block, X, torch.zeros(3, dtype=torch.float64))  # would broadcast in the loss
+    ok = diagnose(model, X, torch.zeros(2, 2, dtype=torch.float64))
+    assert ok.row("hessian.lambda_max").defined
+
+
+def test_hessian_refuses_non_finite_parameters():
+    # the Hessian of sum(a²) was reported as 2I at a = NaN
+    with pytest.raises(ValueError, match=r"params\['a'\] contains non-finite values \(1 NaN"):
+        hessian_extremes(lambda p: (p["a"] ** 2).sum(),
+                         {"a": torch.tensor([math.nan, 1.0], dtype=torch.float64)})
