@@ -20,9 +20,16 @@ except ImportError:  # pragma: no cover - older trees
 # --------------------------------------------------------------------------- softmax Jacobian
 def _check_probs(s: Any, name: str = "s") -> torch.Tensor:
     if isinstance(s, np.ndarray):
+        if np.iscomplexobj(s):
+            raise TypeError(f"{name} must be real probabilities, got a complex array of dtype {s.dtype}")
+        if not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)):
+            raise TypeError(f"{name} must be a floating array of probabilities, got dtype {s.dtype}")
         s = torch.from_numpy(np.asarray(s, dtype=np.float64))
+    if isinstance(s, torch.Tensor) and s.is_complex():
+        raise TypeError(f"{name} must be real probabilities, got a complex tensor of dtype {s.dtype}")
     if not isinstance(s, torch.Tensor) or not s.is_floating_point():
-        raise TypeError(f"{name} must be a floating torch tensor or numpy array, got {type(s).__name__}")
+        raise TypeError(f"{name} must be a floating torch tensor or numpy array, got "
+                        f"{getattr(s, 'dtype', type(s).__name__)}")
     if s.ndim < 1 or s.shape[-1] < 1:
         raise ValueError(f"{name} must have shape (..., n) with n >= 1, got {tuple(s.shape)}")
     if not bool(torch.isfinite(s).all()):

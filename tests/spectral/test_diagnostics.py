@@ -348,3 +348,15 @@ def test_hessian_refuses_non_finite_parameters():
     with pytest.raises(ValueError, match=r"params\['a'\] contains non-finite values \(1 NaN"):
         hessian_extremes(lambda p: (p["a"] ** 2).sum(),
                          {"a": torch.tensor([math.nan, 1.0], dtype=torch.float64)})
+
+
+@pytest.mark.parametrize("bad, err", [
+    (np.array([0.5 + 1j, 0.5 - 1j]), "must be real probabilities"),  # was cast to [0.5, 0.5]: kappa 1
+    (torch.tensor([0.5 + 0j, 0.5]), "must be real probabilities"),
+    (np.array([True, False]), "floating array of probabilities, got dtype bool"),  # was kappa inf
+])
+def test_softmax_jacobian_refuses_complex_and_boolean_rows(bad, err):
+    with pytest.raises(TypeError, match=err):
+        softmax_jacobian_spectrum(bad)
+    with pytest.raises(TypeError, match=err):
+        softmax_jacobian(bad)
