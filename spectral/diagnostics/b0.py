@@ -52,6 +52,19 @@ def check_multihead(model: Any) -> MultiHeadAttention:
     return model
 
 
+def check_b0_shape(name: str, shape: tuple[int, int], model: MultiHeadAttention, X: Any) -> None:
+    """A reused ``B0`` result (``name``) must be of ``(model, X)``: shape ``(N·n, H·D)``, else ``ValueError``.
+
+    A same-shaped result of other inputs cannot be detected; the shape catches a result of another batch,
+    sequence length or model.
+    """
+    N, n, _ = model.check_inputs(X).shape
+    want = (N * n, model.H * model.D)
+    if tuple(shape) != want:
+        raise ValueError(f"{name} was computed for a B0 of shape {tuple(shape)}, but (model, X) has B0 of "
+                         f"shape {want} (N·n, H·D): pass the result of the same (model, X), or None")
+
+
 def b0_conditioning(model: MultiHeadAttention, X: Any, *, tol: float = 1e-10) -> SpectralEstimate:
     """Certified ``σ_max``, ``σ_min`` and ``κ`` of ``B0 ∈ R^{Nn×HD}`` ([S24]; MATH.md §4).
 
@@ -95,6 +108,8 @@ def beta_paper(model: MultiHeadAttention, X: Any, *, b0: SpectralEstimate | None
     model = check_multihead(model)
     if b0 is None:
         b0 = b0_conditioning(model, X, tol=tol)
+    else:
+        check_b0_shape("b0", b0.shape, model, X)
     m, p = b0.shape
     wo = sigma_dout(model.W_O, tol=tol)
     s_o, iv_o = (0.0, (0.0, 0.0)) if wo is None else (wo.sigma_min, wo.sigma_min_interval)

@@ -360,3 +360,20 @@ def test_softmax_jacobian_refuses_complex_and_boolean_rows(bad, err):
         softmax_jacobian_spectrum(bad)
     with pytest.raises(TypeError, match=err):
         softmax_jacobian(bad)
+
+
+def test_reused_b0_and_beta_must_belong_to_the_same_model_and_inputs():
+    # beta_paper(model, X, b0=<B0 of X[:1]>) and pl_constant(..., beta=<beta of X[:1]>) returned the
+    # constants of the other inputs without a word
+    from spectral.diagnostics.b0 import b0_conditioning
+
+    model = MultiHeadAttention(3, 2, 2, seed=0)
+    X = torch.randn(2, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"b0 was computed for a B0 of shape \(2, 6\).*\(4, 6\)"):
+        beta_paper(model, X, b0=b0_conditioning(model, X[:1]))
+    with pytest.raises(ValueError, match=r"beta was computed for a B0 of shape \(2, 6\)"):
+        pl_constant(model, X, beta=beta_paper(model, X[:1]))
+    with pytest.raises(TypeError, match="beta must be a BetaPaper"):
+        pl_constant(model, X, beta=0.5)
+    same = beta_paper(model, X, b0=b0_conditioning(model, X))
+    assert same.value == beta_paper(model, X).value
