@@ -67,7 +67,8 @@ class SoftmaxJacobianSpectrum:
     ``eigenvalues_perp``: ``(..., n−1)`` of ``J`` restricted to ``1^⊥``, each with relative error at
     most ``rel_error_bound`` (secular equation, see :func:`softmax_jacobian_spectrum`);
     ``kappa = λ_n/λ_2`` on ``1^⊥`` (``inf`` where ``λ_2 ≤ zero_tol``; with the default
-    ``zero_tol=0`` only rows with two zero entries are singular) and ``kappa_interval`` its
+    ``zero_tol=0`` only exactly singular rows: a zero entry ``s_k = 0`` gives ``J e_k = 0`` and, with
+    ``J 1 = 0``, a null vector ``1 − n e_k`` in ``1^⊥``) and ``kappa_interval`` its
     bounds ``(..., 2)`` from the relative error bound (``[0, inf]`` on rows with subnormal entries,
     where relative accuracy is not claimed).
     """
