@@ -166,6 +166,14 @@ def _heads(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return (WQ, WK) if WQ.ndim == 3 else (WQ.unsqueeze(0), WK.unsqueeze(0))
 
 
+def _projections(model: Any, Xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Q̂, K̂`` of shape ``(N, H, n, d)`` by the very operations the model uses (so the same roundings)."""
+    if isinstance(model, MultiHeadAttention):
+        return (torch.einsum("isD,hDd->ihsd", Xt, model.W_Q.detach()),
+                torch.einsum("isD,hDd->ihsd", Xt, model.W_K.detach()))
+    return (Xt @ model.W_Q.detach()).unsqueeze(1), (Xt @ model.W_K.detach()).unsqueeze(1)
+
+
 def formation_bound(model: Any, X: Any, matrix: str = B0_MATRIX, *, residual: bool = True) -> FormationBound:
     r"""Bound ``‖M̂ − M‖₂`` for ``M = B0`` of a [S24] model or ``M = Z`` of a [Q25] block (module docstring).
 
@@ -206,8 +214,7 @@ def formation_bound(model: Any, X: Any, matrix: str = B0_MATRIX, *, residual: bo
         S = model.attention(Xt)
         S = (S if S.ndim == 4 else S.unsqueeze(1)).to(f64)  # (N, H, n, n)
         X4 = Xt.unsqueeze(1)
-        Qh = torch.einsum("isD,hDd->ihsd", Xt, WQ).to(f64)  # the projections as the model forms them
-        Kh = torch.einsum("isD,hDd->ihsd", Xt, WK).to(f64)
+        Qh, Kh = (p.to(f64) for p in _projections(model, Xt))
         Xa = X4.to(f64).abs()
         P, R = Xa @ WQ.to(f64).abs(), Xa @ WK.to(f64).abs()
         ell, dell = _logit_error(Qh, Kh, P, R, form.logits, tau, D, u, lam)
@@ -215,7 +222,7 @@ def formation_bound(model: Any, X: Any, matrix: str = B0_MATRIX, *, residual: bo
         EB = _weighted_error(S, dS, X4.to(f64), form.row_map, u, lam)
         if matrix == Z_MATRIX:
             WV = model.W_V.detach().to(f64).abs()
-            B = (S @ X4.to(f64)).abs()
+            B = S @ Xa + EB  # ≥ |B̂| entrywise
             E = EB @ WV + _gamma(D, u) * (B @ WV) + D * lam
             if residual:
                 Zh = model.attention_output(Xt, True).to(f64).unsqueeze(1)
