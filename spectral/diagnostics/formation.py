@@ -265,7 +265,7 @@ def widen(est: SpectralEstimate, bound: FormationBound, *, tol: float) -> Spectr
     notes = [est.reason] if est.reason else []
     if not bound.bounded:
         notes.append(bound.reason or f"formation error of {bound.matrix} not bounded")
-    elif not math.isnan(est.sigma_min) and b > tol * est.sigma_min:
+    elif est.sigma_min > 0 and b > tol * est.sigma_min:  # (nan > 0 is False; a zero σ_min has its own reason)
         notes.append(f"the formation error of {bound.matrix} (‖{bound.matrix}̂ − {bound.matrix}‖₂ ≤ {b:.3g}, "
                      f"rounding and under/overflow in forming it from S) exceeds tol·σ_min; the intervals "
                      "include it")
