@@ -33,7 +33,7 @@ from .checks import (
     check_X,
 )
 from .init import gaussian_weight, make_generator, regime_scale
-from .kernels import get_kernel
+from .kernels import check_kernel_options, get_kernel
 
 PARAM_NAMES: tuple[str, ...] = ("W_Q", "W_K", "W_V", "W_O")
 VALUE_PARAMS: tuple[str, ...] = ("per_head", "joint")
@@ -85,7 +85,7 @@ class MultiHeadAttention(nn.Module):
         self.value_param = check_choice("value_param", value_param, VALUE_PARAMS)
         self.trainable = check_subset("trainable", trainable, PARAM_NAMES)
         self.tau = None if tau is None else check_positive_float("tau", tau)
-        self.kernel_options = dict(kernel_options or {})
+        self.kernel_options = check_kernel_options(self.kernel_name, kernel_options)
         self.regime = regime
         qk_scale = check_positive_float("init_scale", init_scale) * regime_scale(regime)
         self.dtype = check_dtype(dtype)

@@ -27,7 +27,7 @@ from .checks import (
     check_X,
 )
 from .init import gaussian_weight, make_generator, regime_scale
-from .kernels import get_kernel
+from .kernels import check_kernel_options, get_kernel
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -86,7 +86,7 @@ class AttentionBlock(nn.Module):
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.kernel_name = get_kernel(kernel).name
         self.tau = None if tau is None else check_positive_float("tau", tau)
-        self.kernel_options = dict(kernel_options or {})
+        self.kernel_options = check_kernel_options(self.kernel_name, kernel_options)
         present = BLOCK_PARAMS if ffn else BLOCK_PARAMS[:3]
         self.trainable = check_subset("trainable", present if trainable is None else trainable,
                                       present)

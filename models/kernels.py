@@ -67,10 +67,24 @@ def _check_qk(Q: torch.Tensor, K: torch.Tensor) -> None:
         raise ValueError(f"Q and K must have shape (..., n, d), got {tuple(Q.shape)}, {tuple(K.shape)}")
 
 
+def check_logits_finite(kind: str, C: torch.Tensor) -> torch.Tensor:
+    """``C`` if every entry is finite, else ``FloatingPointError`` (skipped inside torch.func transforms).
+
+    Finite inputs and weights can still give logits beyond the dtype's range (``|X W_Q||X W_K| > 1.8e308``
+    in float64); the kernel would then return NaN rows (softmax of ``inf``) or silent zeros (``exp(−inf)``).
+    """
+    if is_transformed(C) or bool(torch.isfinite(C).all()):
+        return C
+    raise FloatingPointError(
+        f"{kind} overflow in {C.dtype}: {int((~torch.isfinite(C)).sum())} of {C.numel()} entries are inf/NaN "
+        f"although the inputs are finite (their product exceeds {torch.finfo(C.dtype).max:.3g}); scale the "
+        "inputs X or the weights W_Q, W_K down, or use a larger tau")
+
+
 def logits(Q: torch.Tensor, K: torch.Tensor, tau: float | None = None) -> torch.Tensor:
-    """``C = Q Kᵀ / τ`` with τ = √d by default (MATH.md §2)."""
+    """``C = Q Kᵀ / τ`` with τ = √d by default (MATH.md §2); an overflow raises ``FloatingPointError``."""
     _check_qk(Q, K)
-    return Q @ K.transpose(-1, -2) / _default_tau(Q, tau)
+    return check_logits_finite("attention logits Q K^T / tau", Q @ K.transpose(-1, -2) / _default_tau(Q, tau))
 
 
 def softmax(Q: torch.Tensor, K: torch.Tensor, tau: float | None = None) -> torch.Tensor:
@@ -121,6 +135,12 @@ def gaussian(
     check_choice("on_underflow", on_underflow, ("warn", "raise", "ignore"))
     _check_qk(Q, K)
     t = _default_tau(Q, tau)
+    big = torch.finfo(Q.dtype).max
+    reach = float(Q.detach().abs().amax()) + float(K.detach().abs().amax()) if Q.numel() and K.numel() else 0.0
+    if not is_transformed(Q) and reach >= math.sqrt(big / Q.shape[-1]):
+        # ‖q − k‖² may overflow (cheap test first): check the log kernel itself
+        check_logits_finite("gaussian log kernel -||q - k||^2 / (2 tau)",
+                            gaussian_log_kernel(Q.detach(), K.detach(), t))
     if normalize:
         return stable_gaussian_kernel(Q, K, t, normalize=True)
     S = stable_gaussian_kernel(Q, K, t, normalize=False)
@@ -159,7 +179,7 @@ def _normsoftmax(
 ) -> torch.Tensor:
     _check_qk(Q, K)
     t = _default_tau(Q, tau)
-    z = Q @ K.transpose(-1, -2)
+    z = check_logits_finite("normsoftmax logits Q K^T", Q @ K.transpose(-1, -2))
     s = _row_scale(z, stat, unbiased)
     if detach_scale:
         s = s.detach()
@@ -358,6 +378,25 @@ def unregister_kernel(name: str) -> Kernel:
 def kernel_variant(name: str, options: Mapping[str, Any] | None = None) -> KernelVariant:
     """``get_kernel(name).variant(options)``: the registry's view of a kernel with its options."""
     return get_kernel(name).variant(options)
+
+
+def check_kernel_options(kernel: str, options: Any, name: str = "kernel_options") -> dict[str, Any]:
+    """``options`` as a dict of keyword options that kernel ``kernel`` accepts, checked before any work.
+
+    ``None`` means none. A non-mapping is a ``TypeError``; a key the kernel does not take (``"normalise"``
+    for ``"normalize"``, or any option on ``"softmax"``) is a ``ValueError`` naming ``name``, the key and
+    the options the kernel takes — not a ``TypeError`` from deep inside the first forward pass.
+    """
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise TypeError(f"{name} must be a mapping of option -> value, got {type(options).__name__}")
+    opts = dict(options)
+    bad = get_kernel(kernel).unknown_options(opts)
+    if bad:
+        raise ValueError(f"{name}: kernel {kernel!r} does not take option(s) {bad}; "
+                         f"it takes {list(get_kernel(kernel).options) or 'none'}")
+    return opts
 
 
 def heat_treatment(frac: float, start: float = 3.0, end: float = 0.125) -> float:

@@ -41,7 +41,7 @@ from .checks import (
     check_X,
 )
 from .init import gaussian_weight, make_generator
-from .kernels import get_kernel
+from .kernels import check_kernel_options, get_kernel
 
 NORMS: tuple[str, ...] = ("pre", "post")
 POOLINGS: tuple[str, ...] = ("cls", "mean")
@@ -145,7 +145,7 @@ class TinyViT(nn.Module):
         self.d_mlp = 2 * self.D if d_mlp is None else check_positive_int("d_mlp", d_mlp)
         self.kernel_name = get_kernel(kernel).name
         self.tau = None if tau is None else check_positive_float("tau", tau)
-        self.kernel_options = dict(kernel_options or {})
+        self.kernel_options = check_kernel_options(self.kernel_name, kernel_options)
         self.norm = check_choice("norm", norm, NORMS)
         self.pooling = check_choice("pooling", pooling, POOLINGS)
         if isinstance(probe_classes, bool) or not isinstance(probe_classes, int) or probe_classes < 0:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from attncond.models import MultiHeadAttention
+from attncond.spectral.diagnostics.formation import B0_MATRIX, formation_bound, widen
 from attncond.spectral.diagnostics.structured import B0
 from attncond.spectral.estimate import extreme_singular_values
 from attncond.spectral.results import SpectralEstimate, record_repr, record_to_dict
@@ -51,12 +52,31 @@ def check_multihead(model: Any) -> MultiHeadAttention:
     return model
 
 
+def check_b0_shape(name: str, shape: tuple[int, int], model: MultiHeadAttention, X: Any) -> None:
+    """A reused ``B0`` result (``name``) must be of ``(model, X)``: shape ``(N·n, H·D)``, else ``ValueError``.
+
+    A same-shaped result of other inputs cannot be detected; the shape catches a result of another batch,
+    sequence length or model.
+    """
+    N, n, _ = model.check_inputs(X).shape
+    want = (N * n, model.H * model.D)
+    if tuple(shape) != want:
+        raise ValueError(f"{name} was computed for a B0 of shape {tuple(shape)}, but (model, X) has B0 of "
+                         f"shape {want} (N·n, H·D): pass the result of the same (model, X), or None")
+
+
 def b0_conditioning(model: MultiHeadAttention, X: Any, *, tol: float = 1e-10) -> SpectralEstimate:
     """Certified ``σ_max``, ``σ_min`` and ``κ`` of ``B0 ∈ R^{Nn×HD}`` ([S24]; MATH.md §4).
 
-    ``B0`` is formed once; the dense route's full spectrum stays in ``details.spectrum``.
+    ``B0`` is formed once; the dense route's full spectrum stays in ``details.spectrum``. The intervals
+    are those of the mathematical ``B0`` at the model's weights and ``X``: the certified intervals of the
+    formed matrix widened by the bound of :func:`~attncond.spectral.diagnostics.formation.formation_bound`
+    on ``‖B̂0 − B0‖₂`` (``attainable_accuracy["formation"]``); where that is not bounded the intervals
+    are ``[0, inf]`` and ``converged=False``.
     """
-    return extreme_singular_values(B0(check_multihead(model), X), tol=tol)
+    model = check_multihead(model)
+    est = extreme_singular_values(B0(model, X), tol=tol)
+    return widen(est, formation_bound(model, X, B0_MATRIX), tol=tol)
 
 
 def sigma_dout(W: torch.Tensor, *, tol: float = 1e-10) -> SpectralEstimate | None:
@@ -88,6 +108,8 @@ def beta_paper(model: MultiHeadAttention, X: Any, *, b0: SpectralEstimate | None
     model = check_multihead(model)
     if b0 is None:
         b0 = b0_conditioning(model, X, tol=tol)
+    else:
+        check_b0_shape("b0", b0.shape, model, X)
     m, p = b0.shape
     wo = sigma_dout(model.W_O, tol=tol)
     s_o, iv_o = (0.0, (0.0, 0.0)) if wo is None else (wo.sigma_min, wo.sigma_min_interval)

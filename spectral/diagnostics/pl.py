@@ -14,7 +14,7 @@ import torch
 from attncond.models import MultiHeadAttention, jacobian_rank_bound
 from attncond.spectral import policy
 from attncond.spectral.diagnostics.attention_jacobian import AttentionJacobian, closed_form_kernel
-from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, sigma_dout
+from attncond.spectral.diagnostics.b0 import BetaPaper, beta_paper, check_b0_shape, sigma_dout
 from attncond.spectral.diagnostics.gram_preconditioner import AttentionGramPreconditioner
 from attncond.spectral.diagnostics.structured import NTKGram, ntk_gram
 from attncond.spectral.operators import GramOperator
@@ -181,6 +181,11 @@ def pl_constant(
     holds: dict[str, bool | None] = {"corrected_bound": None, "beta_paper": None}
     vp = getattr(model, "value_param", None)
     if isinstance(model, MultiHeadAttention):
+        if beta is not None:
+            if not isinstance(beta, BetaPaper):
+                raise TypeError(f"beta must be a BetaPaper (beta_paper(model, X)) or None, got "
+                                f"{type(beta).__name__}")
+            check_b0_shape("beta", beta.B0_shape, model, X)
         bp = beta if beta is not None else beta_paper(model, X, tol=tol)
         beta_value = bp.value
         if bp.reason:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from attncond.models import AdaptedModel, AttentionBlock, MultiHeadAttention, kernel_variant
-from attncond.models.checks import check_positive_float
+from attncond.models.checks import as_float_tensor, check_positive_float, check_subset
 from attncond.spectral.diagnostics.attention_stats import AttentionStats, attention_stats
 from attncond.spectral.diagnostics.b0 import BetaPaper, b0_conditioning, beta_paper
 from attncond.spectral.diagnostics.hessian import HessianExtremes, hessian_extremes
@@ -151,6 +151,9 @@ def diagnose(
     t0 = time.perf_counter()
     Xt = model.check_inputs(X)
     is_mh = isinstance(model, MultiHeadAttention)
+    if trainable is not None:
+        trainable = check_subset("trainable", trainable, tuple(n for n, _ in model.named_parameters()))
+    yt = None if y is None else check_targets(model, Xt, y)
     rows: list[DiagnosticRow] = []
     spec: dict[str, np.ndarray] = {}
     b0 = beta = hes = None
@@ -168,7 +171,7 @@ def diagnose(
         zs = _z_rows(rows, spec, model, Xt, residual, tol, spectra)
     sj, att = _attention_rows(rows, spec, model, Xt, sparsity_eps, spectra)
     if do_h:
-        hes = _hessian_rows(rows, model, Xt, y, trainable, is_mh)
+        hes = _hessian_rows(rows, model, Xt, yt, trainable, is_mh)
     else:
         rows.append(_undef("hessian.lambda_max", "no targets y given"))
     return Diagnostics(
@@ -294,10 +297,24 @@ def _attention_rows(rows: list[DiagnosticRow], spec: dict[str, np.ndarray], mode
     return sj, att
 
 
-def _hessian_rows(rows: list[DiagnosticRow], model: Any, Xt: torch.Tensor, y: Any,
+def check_targets(model: MultiHeadAttention | AttentionBlock, Xt: torch.Tensor, y: Any) -> torch.Tensor:
+    """Targets ``y`` as a finite real tensor of the model's dtype and of the output's size, else an error
+    naming ``y`` (before any work): ``N·n·d_out`` entries for the [S24] model (its loss reshapes them to
+    ``(N, n, d_out)``), the shape ``(N, n, D)`` of the block output for [Q25] (its loss would broadcast)."""
+    yt = as_float_tensor("y", y, dtype=Xt.dtype, device=Xt.device)
+    N, n, D = Xt.shape
+    if isinstance(model, MultiHeadAttention):
+        if yt.numel() != N * n * model.d_out:
+            raise ValueError(f"y must hold N·n·d_out = {N * n * model.d_out} targets (shape ({N}, {n}, "
+                             f"{model.d_out}) or ({N}, {n})), got shape {tuple(yt.shape)}")
+    elif tuple(yt.shape) != (N, n, D):
+        raise ValueError(f"y must have the block output's shape ({N}, {n}, {D}), got {tuple(yt.shape)}")
+    return yt
+
+
+def _hessian_rows(rows: list[DiagnosticRow], model: Any, Xt: torch.Tensor, yt: torch.Tensor,
                   trainable: Sequence[str] | None, is_mh: bool) -> HessianExtremes | None:
-    """Extreme Hessian eigenvalues of the model's loss at ``(X, y)``."""
-    yt = torch.as_tensor(y, dtype=Xt.dtype, device=Xt.device)
+    """Extreme Hessian eigenvalues of the model's loss at ``(X, y)`` (``yt`` from :func:`check_targets`)."""
     tr = tuple(trainable or model.trainable)
     params = {k: getattr(model, k).detach() for k in tr}
     hes = _safe(rows, ["hessian.lambda_max"],

@@ -20,9 +20,16 @@ except ImportError:  # pragma: no cover - older trees
 # --------------------------------------------------------------------------- softmax Jacobian
 def _check_probs(s: Any, name: str = "s") -> torch.Tensor:
     if isinstance(s, np.ndarray):
+        if np.iscomplexobj(s):
+            raise TypeError(f"{name} must be real probabilities, got a complex array of dtype {s.dtype}")
+        if not (np.issubdtype(s.dtype, np.floating) or np.issubdtype(s.dtype, np.integer)):
+            raise TypeError(f"{name} must be a floating array of probabilities, got dtype {s.dtype}")
         s = torch.from_numpy(np.asarray(s, dtype=np.float64))
+    if isinstance(s, torch.Tensor) and s.is_complex():
+        raise TypeError(f"{name} must be real probabilities, got a complex tensor of dtype {s.dtype}")
     if not isinstance(s, torch.Tensor) or not s.is_floating_point():
-        raise TypeError(f"{name} must be a floating torch tensor or numpy array, got {type(s).__name__}")
+        raise TypeError(f"{name} must be a floating torch tensor or numpy array, got "
+                        f"{getattr(s, 'dtype', type(s).__name__)}")
     if s.ndim < 1 or s.shape[-1] < 1:
         raise ValueError(f"{name} must have shape (..., n) with n >= 1, got {tuple(s.shape)}")
     if not bool(torch.isfinite(s).all()):
@@ -60,7 +67,8 @@ class SoftmaxJacobianSpectrum:
     ``eigenvalues_perp``: ``(..., n−1)`` of ``J`` restricted to ``1^⊥``, each with relative error at
     most ``rel_error_bound`` (secular equation, see :func:`softmax_jacobian_spectrum`);
     ``kappa = λ_n/λ_2`` on ``1^⊥`` (``inf`` where ``λ_2 ≤ zero_tol``; with the default
-    ``zero_tol=0`` only rows with two zero entries are singular) and ``kappa_interval`` its
+    ``zero_tol=0`` only exactly singular rows: a zero entry ``s_k = 0`` gives ``J e_k = 0`` and, with
+    ``J 1 = 0``, a null vector ``1 − n e_k`` in ``1^⊥``) and ``kappa_interval`` its
     bounds ``(..., 2)`` from the relative error bound (``[0, inf]`` on rows with subnormal entries,
     where relative accuracy is not claimed).
     """

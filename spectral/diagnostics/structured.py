@@ -49,7 +49,16 @@ def B0(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     Xt = model.check_inputs(X)
     N, n, _ = Xt.shape
     with torch.no_grad():
-        return model.weighted_inputs(Xt).reshape(N * n, model.H * model.D)
+        return check_formed("B0", model.weighted_inputs(Xt).reshape(N * n, model.H * model.D))
+
+
+def check_formed(name: str, M: torch.Tensor) -> torch.Tensor:
+    """``M`` if finite, else ``OverflowError`` naming it: finite inputs whose products overflow the dtype."""
+    if bool(torch.isfinite(M).all()):
+        return M
+    raise OverflowError(f"{name} overflows in {M.dtype}: {int((~torch.isfinite(M)).sum())} of {M.numel()} "
+                        f"entries are inf/NaN for finite inputs (products beyond "
+                        f"{torch.finfo(M.dtype).max:.3g}); scale the inputs X down")
 
 def B0_gram(model: MultiHeadAttention, X: Any) -> torch.Tensor:
     """``B0 B0ᵀ ∈ R^{Nn×Nn}`` (symmetrised), whose ``λ_min`` is ``σ²_min(B0ᵀ)``."""
@@ -323,4 +332,4 @@ def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True
     Xt = block.check_inputs(X)
     with torch.no_grad():
         Z = block.attention_output(Xt, residual)
-    return Z.reshape(-1, block.D)
+    return check_formed("Z", Z.reshape(-1, block.D))

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from attncond.models import AttentionBlock
+from attncond.spectral.diagnostics.formation import Z_MATRIX, formation_bound, widen
 from attncond.spectral.diagnostics.structured import attention_output_matrix as z_matrix
 from attncond.spectral.estimate import extreme_singular_values
 from attncond.spectral.results import SpectralEstimate, record_repr, record_to_dict
@@ -51,13 +52,16 @@ def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True
                             tol: float = 1e-10) -> ZConditioning:
     """Conditioning of ``Z = [Z_1; …; Z_N]``, ``Z_i = A_i X_i W_V (+ X_i)`` ([Q25]).
 
-    Certified intervals from :func:`spectral.extreme_singular_values`; the Weyl bound
+    Certified intervals from :func:`spectral.extreme_singular_values` on the formed ``Z``, widened by the
+    bound on ``‖Ẑ − Z‖₂`` of :func:`~attncond.spectral.diagnostics.formation.formation_bound` (rounding and
+    under/overflow in forming ``Z``), so they hold for the mathematical ``Z``; the Weyl bound
     ``σ_min(Z^res) ≥ σ_min(X) − ‖AXW_V‖`` (MATH.md §4) is computed from the same solver.
     """
     Z = z_matrix(block, X, residual)
     Xt = block.check_inputs(X)
     Xs = Xt.reshape(-1, block.D)
-    est = extreme_singular_values(Z, tol=tol)
+    est = widen(extreme_singular_values(Z, tol=tol), formation_bound(block, Xt, Z_MATRIX, residual=residual),
+                tol=tol)
     sx = extreme_singular_values(Xs, which="min", tol=tol).sigma_min
     nax = extreme_singular_values(z_matrix(block, Xt, False), which="max", tol=tol).sigma_max
     weyl = sx - nax if residual else None

@@ -36,6 +36,9 @@ def _check_params(params: Mapping[str, torch.Tensor]) -> tuple[list[str], list[t
             raise TypeError(f"params[{k!r}] must be a floating torch tensor")
         if t.device.type == "meta":
             raise ValueError(f"params[{k!r}] is a meta tensor (shape only, no data); materialise it first")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"params[{k!r}] contains non-finite values ({int(torch.isnan(t).sum())} NaN, "
+                             f"{int(torch.isinf(t).sum())} inf): the derivatives at that point are undefined")
         tensors.append(t.detach())
     dt, dev = tensors[0].dtype, tensors[0].device
     for k, t in zip(names, tensors, strict=True):

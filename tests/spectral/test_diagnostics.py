@@ -321,3 +321,59 @@ def test_pl_constant_cholesky_lanczos_route_matches_dense_jacobian(monkeypatch):
     assert pl.mu == pytest.approx(lam[0], rel=1e-9)
     assert pl.lambda_max == pytest.approx(lam[-1], rel=1e-9)
     assert pl.mu_interval[0] <= lam[0] * (1 + 1e-12) and lam[0] * (1 - 1e-12) <= pl.mu_interval[1]
+
+
+def test_diagnose_checks_targets_and_trainable_before_any_work():
+    model = MultiHeadAttention(3, 2, 2, seed=0)
+    X = torch.randn(2, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # a complex y was cast to its real part (a warning, then a Hessian of the wrong loss); a y of the wrong
+    # size or with NaN gave an undefined Hessian row; an unknown trainable name an undefined mu row
+    with pytest.raises(TypeError, match="y must be real"):
+        diagnose(model, X, torch.ones(2, 2, 1, dtype=torch.complex128))
+    with pytest.raises(ValueError, match=r"y must hold N·n·d_out = 4 targets"):
+        diagnose(model, X, torch.zeros(5, dtype=torch.float64))
+    with pytest.raises(ValueError, match="y contains non-finite"):
+        diagnose(model, X, torch.full((2, 2, 1), math.nan, dtype=torch.float64))
+    with pytest.raises(ValueError, match="trainable contains unknown name 'W_X'"):
+        diagnose(model, X, trainable=("W_X",))
+    block = AttentionBlock(3, 2, seed=0)
+    with pytest.raises(ValueError, match=r"y must have the block output's shape \(2, 2, 3\)"):
+        diagnose(block, X, torch.zeros(3, dtype=torch.float64))  # would broadcast in the loss
+    ok = diagnose(model, X, torch.zeros(2, 2, dtype=torch.float64))
+    assert ok.row("hessian.lambda_max").defined
+
+
+def test_hessian_refuses_non_finite_parameters():
+    # the Hessian of sum(a²) was reported as 2I at a = NaN
+    with pytest.raises(ValueError, match=r"params\['a'\] contains non-finite values \(1 NaN"):
+        hessian_extremes(lambda p: (p["a"] ** 2).sum(),
+                         {"a": torch.tensor([math.nan, 1.0], dtype=torch.float64)})
+
+
+@pytest.mark.parametrize("bad, err", [
+    (np.array([0.5 + 1j, 0.5 - 1j]), "must be real probabilities"),  # was cast to [0.5, 0.5]: kappa 1
+    (torch.tensor([0.5 + 0j, 0.5]), "must be real probabilities"),
+    (np.array([True, False]), "floating array of probabilities, got dtype bool"),  # was kappa inf
+])
+def test_softmax_jacobian_refuses_complex_and_boolean_rows(bad, err):
+    with pytest.raises(TypeError, match=err):
+        softmax_jacobian_spectrum(bad)
+    with pytest.raises(TypeError, match=err):
+        softmax_jacobian(bad)
+
+
+def test_reused_b0_and_beta_must_belong_to_the_same_model_and_inputs():
+    # beta_paper(model, X, b0=<B0 of X[:1]>) and pl_constant(..., beta=<beta of X[:1]>) returned the
+    # constants of the other inputs without a word
+    from spectral.diagnostics.b0 import b0_conditioning
+
+    model = MultiHeadAttention(3, 2, 2, seed=0)
+    X = torch.randn(2, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"b0 was computed for a B0 of shape \(2, 6\).*\(4, 6\)"):
+        beta_paper(model, X, b0=b0_conditioning(model, X[:1]))
+    with pytest.raises(ValueError, match=r"beta was computed for a B0 of shape \(2, 6\)"):
+        pl_constant(model, X, beta=beta_paper(model, X[:1]))
+    with pytest.raises(TypeError, match="beta must be a BetaPaper"):
+        pl_constant(model, X, beta=0.5)
+    same = beta_paper(model, X, b0=b0_conditioning(model, X))
+    assert same.value == beta_paper(model, X).value
