@@ -72,8 +72,10 @@ def attention_output_matrix(block: AttentionBlock, X: Any, residual: bool = True
         reason = (reason + "; " if reason else "") + (
             f"Z is identically zero in {Z.dtype}: its entries underflowed (see KernelUnderflowWarning); the "
             "values are those of the computed Z, not of the exact one")
-    holds = None if weyl is None else bool(est.sigma_min_interval[1] >= weyl - 10 * Z.shape[0] *
-                                           torch.finfo(Z.dtype).eps * max(est.sigma_max, 1.0))
+    # rounding of sx and nax, relative to their own scale (an absolute floor of 1 made the check unable
+    # to fail for matrices below that scale)
+    slack = 10 * Z.shape[0] * torch.finfo(Z.dtype).eps * max(est.sigma_max, sx, nax)
+    holds = None if weyl is None else bool(est.sigma_min_interval[1] >= weyl - slack)
     return ZConditioning(
         residual=residual, sigma_min=est.sigma_min, sigma_min_interval=est.sigma_min_interval,
         sigma_max=est.sigma_max, sigma_max_interval=est.sigma_max_interval, cond=est.cond,
