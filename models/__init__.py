@@ -43,6 +43,7 @@ from .kernels import (
     get_kernel,
     heat_treatment,
     kernel_variant,
+    key_reference,
     linear,
     logits,
     normsoftmax,
@@ -59,7 +60,7 @@ from .stable import softmax_centred, stable_gaussian_kernel, stable_softmax
 __all__ = [
     "ACTIVATIONS", "adapt", "AdaptedModel", "AttentionBlock", "AttentionMap", "CAPABILITIES", "Dataset",
     "digits_two_step", "ForwardADUnsupported", "gaussian", "gaussian_log_kernel", "get_kernel",
-    "heat_treatment", "jacobian_rank_bound", "JacobianRankBound", "Kernel", "kernel_variant",
+    "heat_treatment", "jacobian_rank_bound", "JacobianRankBound", "Kernel", "kernel_variant", "key_reference",
     "KernelCapabilityError", "KernelForm", "KERNELS", "KernelUnderflowWarning", "KernelVariant", "linear",
     "logits", "mha_extra_keys", "MultiHeadAttention", "normsoftmax", "normsoftmax_std", "patchify",
     "pathfinder", "Pathfinder", "parameter_aliases", "PRODUCT_LOGITS", "PromptTokenModel", "RankPiece",

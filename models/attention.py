@@ -33,7 +33,7 @@ from .checks import (
     check_X,
 )
 from .init import gaussian_weight, make_generator, regime_scale
-from .kernels import check_kernel_options, get_kernel
+from .kernels import check_kernel_options, get_kernel, kernel_variant, key_reference
 
 PARAM_NAMES: tuple[str, ...] = ("W_Q", "W_K", "W_V", "W_O")
 VALUE_PARAMS: tuple[str, ...] = ("per_head", "joint")
@@ -130,7 +130,9 @@ class MultiHeadAttention(nn.Module):
 
     def _attention(self, X: torch.Tensor) -> torch.Tensor:
         Q = torch.einsum("isD,hDd->ihsd", X, self.W_Q)
-        K = torch.einsum("isD,hDd->ihsd", X, self.W_K)
+        # keys from token differences where S is invariant to a common key shift (kernels.key_reference)
+        Xk = key_reference(X, kernel_variant(self.kernel_name, self.kernel_options).form)
+        K = torch.einsum("isD,hDd->ihsd", Xk, self.W_K)
         return get_kernel(self.kernel_name)(Q, K, self.tau, **self.kernel_options)
 
     def _weighted_inputs(self, X: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from .checks import (
     check_X,
 )
 from .init import gaussian_weight, make_generator, regime_scale
-from .kernels import check_kernel_options, get_kernel
+from .kernels import check_kernel_options, get_kernel, kernel_variant, key_reference
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -126,7 +126,8 @@ class AttentionBlock(nn.Module):
         return self._forward(self.check_inputs(X))
 
     def _attention(self, X: torch.Tensor) -> torch.Tensor:
-        return get_kernel(self.kernel_name)(X @ self.W_Q, X @ self.W_K, self.tau,
+        Xk = key_reference(X, kernel_variant(self.kernel_name, self.kernel_options).form)  # see attention.py
+        return get_kernel(self.kernel_name)(X @ self.W_Q, Xk @ self.W_K, self.tau,
                                             **self.kernel_options)
 
     def _z(self, X: torch.Tensor, residual: bool) -> torch.Tensor:

@@ -136,8 +136,11 @@ def gaussian(
     _check_qk(Q, K)
     t = _default_tau(Q, tau)
     big = torch.finfo(Q.dtype).max
-    reach = float(Q.detach().abs().amax()) + float(K.detach().abs().amax()) if Q.numel() and K.numel() else 0.0
-    if not is_transformed(Q) and reach >= math.sqrt(big / Q.shape[-1]):
+    # value-dependent, so skipped under torch.func transforms (vmap forbids reading values)
+    transformed = is_transformed(Q) or is_transformed(K)
+    reach = (float(Q.detach().abs().amax()) + float(K.detach().abs().amax())
+             if Q.numel() and K.numel() and not transformed else 0.0)
+    if not transformed and reach >= math.sqrt(big / Q.shape[-1]):
         # ‖q − k‖² may overflow (cheap test first): check the log kernel itself
         check_logits_finite("gaussian log kernel -||q - k||^2 / (2 tau)",
                             gaussian_log_kernel(Q.detach(), K.detach(), t))
@@ -243,6 +246,21 @@ class KernelForm:
     def __post_init__(self) -> None:
         check_choice("KernelForm.logits", self.logits, LOGIT_FORMS)
         check_choice("KernelForm.row_map", self.row_map, ROW_MAPS)
+
+    @property
+    def key_shift_invariant(self) -> bool:
+        """``S(Q, K + 1 vᵀ) = S(Q, K)`` for every ``v``: a row softmax of (standardised) dot logits,
+        where ``q_a·v`` is a constant per row. The keys may then be formed from token differences,
+        ``K = (X − 1 x_rᵀ) W_K``, without a common component: its logits ``≈ |q||k|`` would carry an
+        absolute error ``≈ eps·|q||k|`` although they differ by ``O(1)`` (tokens sharing one large
+        coordinate), and ``S`` would be wrong far beyond rounding. The logit weights ``∂f/∂ℓ_aj`` then
+        sum to 0 over ``j`` as well, so the closed forms' ``Σ_j w_aj k_j`` and ``Σ_j w_aj x_j`` take
+        the differences too.
+
+        >>> KernelForm("dot", "softmax").key_shift_invariant, KernelForm("dist", "softmax").key_shift_invariant
+        (True, False)
+        """
+        return self.row_map == "softmax" and self.logits in ("dot", "dot_var", "dot_std")
 
 
 @dataclass(frozen=True)
@@ -378,6 +396,14 @@ def unregister_kernel(name: str) -> Kernel:
 def kernel_variant(name: str, options: Mapping[str, Any] | None = None) -> KernelVariant:
     """``get_kernel(name).variant(options)``: the registry's view of a kernel with its options."""
     return get_kernel(name).variant(options)
+
+
+def key_reference(X: torch.Tensor, form: KernelForm | None) -> torch.Tensor:
+    """``X − 1 x_rᵀ`` per sample (``x_r`` the first token) for a :attr:`KernelForm.key_shift_invariant`
+    form, else ``X`` itself: the tokens the keys ``K = X W_K`` are formed from (``X``: ``(…, n, D)``)."""
+    if form is not None and form.key_shift_invariant:
+        return X - X[..., :1, :]
+    return X
 
 
 def check_kernel_options(kernel: str, options: Any, name: str = "kernel_options") -> dict[str, Any]:

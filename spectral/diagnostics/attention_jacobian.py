@@ -37,7 +37,14 @@ from typing import Any
 
 import torch
 
-from attncond.models import KernelCapabilityError, MultiHeadAttention, get_kernel, softmax_centred
+from attncond.models import (
+    KernelCapabilityError,
+    MultiHeadAttention,
+    get_kernel,
+    kernel_variant,
+    key_reference,
+    softmax_centred,
+)
 from attncond.models.checks import check_subset
 from attncond.spectral.operators.base import LinearOp
 
@@ -52,12 +59,16 @@ BLOCK_ENTRIES = 32 * 1024**2
 
 
 def check_mh(model: Any, name: str = "model") -> MultiHeadAttention:
-    """``model`` if it is a :class:`models.MultiHeadAttention`, else a ``TypeError`` naming it."""
+    """``model`` if it is a :class:`models.MultiHeadAttention` with finite weights, else a ``TypeError``
+    (or ``ValueError`` naming the weight) before any work."""
     if not isinstance(model, MultiHeadAttention):
         raise TypeError(
             f"{name} must be a models.MultiHeadAttention ([S24] multi-head model), got "
             f"{type(model).__name__}"
         )
+    for w in ("W_Q", "W_K", "W_V", "W_O"):
+        if not bool(torch.isfinite(getattr(model, w)).all()):
+            raise ValueError(f"{name}: the weight {w} has NaN or inf entries")
     return model
 
 
@@ -98,18 +109,19 @@ def logit_weights(model: MultiHeadAttention, X: torch.Tensor, Sh: torch.Tensor, 
     """``W[i,a,j,o] = ∂f_{i,a,o}/∂ℓ_{i,a,j} / τ`` for head ``h``, shape ``(N, n, n, d_out)``.
 
     Softmax rows: ``S_aj (c_j − Σ_l S_al c_l)``, centred without cancellation at one-hot rows
-    (:func:`models.softmax_centred`); ``exp`` rows: ``S_aj c_j``; identity: ``c_j``, where
-    ``c_j = x_j ·`` :func:`value_out`.
+    (:func:`models.softmax_centred`) and invariant to a common shift of the ``c_j``, so formed from
+    token differences ``x_j − x_1`` (no cancellation of a large common component); ``exp`` rows:
+    ``S_aj c_j``; identity: ``c_j``, where ``c_j = x_j ·`` :func:`value_out`.
     """
     N, n, _ = X.shape
     dout = model.d_out
-    C = X @ value_out(model, h)  # (N, n, d_out)
     if rowmap == "softmax":
+        C = (X - X[:, :1]) @ value_out(model, h)  # (N, n, d_out)
         E = Sh.unsqueeze(-1) * softmax_centred(Sh.unsqueeze(-1), C.unsqueeze(1), dim=2)
     elif rowmap == "exp":
-        E = Sh.unsqueeze(-1) * C.unsqueeze(1)
+        E = Sh.unsqueeze(-1) * (X @ value_out(model, h)).unsqueeze(1)
     else:  # identity
-        E = C.unsqueeze(1).expand(N, n, n, dout)
+        E = (X @ value_out(model, h)).unsqueeze(1).expand(N, n, n, dout)
     return E / tau
 
 
@@ -172,7 +184,10 @@ class AttentionJacobian(LinearOp):
         need_qk = "W_Q" in self.trainable or "W_K" in self.trainable
         if need_qk:
             Q = torch.einsum("isD,hDd->hisd", X, model.W_Q)  # (H, N, n, d)
-            K = torch.einsum("isD,hDd->hisd", X, model.W_K)
+            # Σ_j w_rj = 0 where S is key-shift invariant: Σ_j w_rj k_j and Σ_j w_rj x_j take token
+            # differences (models.key_reference), without the cancellation of a common component
+            Xk = key_reference(X, kernel_variant(model.kernel_name, model.kernel_options).form)
+            K = torch.einsum("isD,hDd->hisd", Xk, model.W_K)  # Xk is X for distance logits
             Wl = torch.stack([logit_weights(model, X, S[:, h], h, self.rowmap, tau) for h in range(H)])
             self.Q = Q.reshape(H, T, d)
             if "W_Q" in self.trainable:
@@ -184,7 +199,7 @@ class AttentionJacobian(LinearOp):
                 # heads side by side, (T·d_out, H·d): the W_Q products are one GEMM over all heads
                 self.Gq = g.reshape(H, T, dout, d).permute(1, 2, 0, 3).reshape(T * dout, H * d).contiguous()
             if "W_K" in self.trainable:
-                self.U = torch.einsum("hiajo,ijD->hiaoD", Wl, X).reshape(H, T * dout, D)
+                self.U = torch.einsum("hiajo,ijD->hiaoD", Wl, Xk).reshape(H, T * dout, D)
                 if self.logits == "dist":
                     self.Wl, self.K = Wl, K.reshape(H, T, d)
         if "W_V" in self.trainable:

@@ -12,7 +12,9 @@ standard floating-point error analysis (Higham, *Accuracy and Stability*, §3: `
 γ_k |A||B|``, ``γ_k = k u/(1 − k u)``, ``u = eps/2``, plus ``k·λ`` with ``λ`` the smallest subnormal
 for gradual underflow), componentwise through every step the model takes:
 
-* ``Q̂ = fl(X W_Q)``: ``|Q̂ − Q| ≤ e_Q = γ_D |X||W_Q| + Dλ`` (the same for ``K``);
+* ``Q̂ = fl(X W_Q)``: ``|Q̂ − Q| ≤ e_Q = γ_D |X||W_Q| + Dλ`` (the same for ``K``; for key-shift
+  invariant kernels the model forms ``K̂ = fl(fl(X − 1x_rᵀ) W_K)``, :func:`models.key_reference`, and
+  ``e_K = γ_{D+1}|X̂ − 1x_rᵀ||W_K| + Dλ``: the logits of shifted keys give the same softmax rows);
 * dot logits ``ℓ = q·k/τ``: ``|ℓ̂ − ℓ| ≤ (e_Q|K̂|ᵀ + |Q|e_Kᵀ + γ_d |Q̂||K̂|ᵀ + dλ)(1 + γ_3)/τ + γ_3|ℓ̂| + λ``;
 * distance logits ``ℓ = −‖q − k‖²/(2τ)`` from explicit differences ``δ̂ = fl(q̂ − k̂)``, ``|δ̂ − δ| ≤ e =
   u|δ̂|/(1 − u) + e_Q + e_K``: ``|ℓ̂ − ℓ| ≤ (γ_{d+1} Σδ̂² + Σ(2|δ̂|e + e²) + (d+1)λ)(1 + γ_3)/(2τ) + γ_3|ℓ̂| + λ``;
@@ -43,7 +45,7 @@ from typing import Any
 
 import torch
 
-from attncond.models import AttentionBlock, MultiHeadAttention, kernel_variant
+from attncond.models import AttentionBlock, MultiHeadAttention, kernel_variant, key_reference
 from attncond.spectral.results import SpectralEstimate, record_repr, record_to_dict
 
 __all__ = ["FormationBound", "formation_bound", "widen", "B0_MATRIX", "Z_MATRIX"]
@@ -91,15 +93,19 @@ def _gamma(k: int, u: float) -> float:
 
 
 def _logit_error(Qh: torch.Tensor, Kh: torch.Tensor, P: torch.Tensor, R: torch.Tensor, logits: str,
-                 tau: float, D: int, u: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 tau: float, D: int, u: float, lam: float,
+                 shifted: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ℓ̂, bound on |ℓ̂ − ℓ|)``, both ``(..., n, n)`` float64, for dot or distance logits.
 
-    ``Qh, Kh``: the computed projections (float64 copies); ``P = |X||W_Q|``, ``R = |X||W_K|``.
+    ``Qh, Kh``: the computed projections (float64 copies); ``P = |X||W_Q|``, ``R = |X_k||W_K|`` with
+    ``X_k`` the tokens the keys are formed from. ``shifted``: ``X_k = fl(X − 1x_rᵀ)``
+    (:func:`models.key_reference`), one more rounding, ``|K̂ − K| ≤ γ_{D+1}|X̂_k||W_K|``; the logits are
+    then those of the shifted keys, which give the same softmax rows.
     """
     d = Qh.shape[-1]
     g3 = _gamma(3, u)
     eQ = _gamma(D, u) * P + D * lam
-    eK = _gamma(D, u) * R + D * lam
+    eK = _gamma(D + int(shifted), u) * R + D * lam
     if logits == "dot":
         Qa, Ka = Qh.abs(), Kh.abs()
         err = eQ @ Ka.transpose(-1, -2) + (Qa + eQ) @ eK.transpose(-1, -2) + _gamma(d, u) * (
@@ -166,12 +172,13 @@ def _heads(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return (WQ, WK) if WQ.ndim == 3 else (WQ.unsqueeze(0), WK.unsqueeze(0))
 
 
-def _projections(model: Any, Xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``Q̂, K̂`` of shape ``(N, H, n, d)`` by the very operations the model uses (so the same roundings)."""
+def _projections(model: Any, Xt: torch.Tensor, Xk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Q̂, K̂`` of shape ``(N, H, n, d)`` by the very operations the model uses (so the same roundings);
+    ``Xk`` the tokens of the keys (:func:`models.key_reference`)."""
     if isinstance(model, MultiHeadAttention):
         return (torch.einsum("isD,hDd->ihsd", Xt, model.W_Q.detach()),
-                torch.einsum("isD,hDd->ihsd", Xt, model.W_K.detach()))
-    return (Xt @ model.W_Q.detach()).unsqueeze(1), (Xt @ model.W_K.detach()).unsqueeze(1)
+                torch.einsum("isD,hDd->ihsd", Xk, model.W_K.detach()))
+    return (Xt @ model.W_Q.detach()).unsqueeze(1), (Xk @ model.W_K.detach()).unsqueeze(1)
 
 
 def formation_bound(model: Any, X: Any, matrix: str = B0_MATRIX, *, residual: bool = True) -> FormationBound:
@@ -214,10 +221,11 @@ def formation_bound(model: Any, X: Any, matrix: str = B0_MATRIX, *, residual: bo
         S = model.attention(Xt)
         S = (S if S.ndim == 4 else S.unsqueeze(1)).to(f64)  # (N, H, n, n)
         X4 = Xt.unsqueeze(1)
-        Qh, Kh = (p.to(f64) for p in _projections(model, Xt))
+        Xk = key_reference(Xt, form)
+        Qh, Kh = (p.to(f64) for p in _projections(model, Xt, Xk))
         Xa = X4.to(f64).abs()
-        P, R = Xa @ WQ.to(f64).abs(), Xa @ WK.to(f64).abs()
-        ell, dell = _logit_error(Qh, Kh, P, R, form.logits, tau, D, u, lam)
+        P, R = Xa @ WQ.to(f64).abs(), Xk.unsqueeze(1).to(f64).abs() @ WK.to(f64).abs()
+        ell, dell = _logit_error(Qh, Kh, P, R, form.logits, tau, D, u, lam, shifted=Xk is not Xt)
         dS = _attention_error(S, ell, dell, form.row_map, u, lam)
         EB = _weighted_error(S, dS, X4.to(f64), form.row_map, u, lam)
         if matrix == Z_MATRIX:

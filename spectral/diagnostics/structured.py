@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from attncond.models import AttentionBlock, MultiHeadAttention
+from attncond.models import AttentionBlock, MultiHeadAttention, kernel_variant, key_reference
 from attncond.models.checks import check_subset
 from attncond.spectral.diagnostics.attention_jacobian import (
     check_mh,
@@ -194,6 +194,7 @@ def _structured_gram(
     Xt = X.reshape(T, D)
     acc = _GramSum(R, X.dtype, X.device, want_parts)
     S = model.attention(X)  # (N, H, n, n)
+    Xk = key_reference(X, kernel_variant(model.kernel_name, model.kernel_options).form)
     XX = None
     if "W_Q" in trainable:
         XX = _kron_last(acc.gram(Xt), torch.ones(dout, dout, dtype=X.dtype, device=X.device))
@@ -209,16 +210,18 @@ def _structured_gram(
         W = logit_weights(model, X, Sh, h, rowmap, tau)  # (N, a, j, o)
         Q = X @ model.W_Q[h]
         K = X @ model.W_K[h]
+        # Σ_j W_aj = 0 where S is key-shift invariant: the sums over j take token differences (Xk)
+        Kk = Xk @ model.W_K[h] if Xk is not X else K
         Qr = _rep(Q.reshape(T, d), dout)
         if "W_Q" in trainable:
             if logit == "dist":  # ∂f/∂q_a = Σ_j W_aj (k_j − q_a), from explicit differences: the expanded
                 # W K − (Σ_j W_aj) q_a cancels where S_aj is large, i.e. k_j ≈ q_a (sharp Gaussian rows)
                 g = torch.einsum("iajo,iajd->iaod", W, K.unsqueeze(1) - Q.unsqueeze(2))
             else:
-                g = torch.einsum("iajo,ijd->iaod", W, K)
+                g = torch.einsum("iajo,ijd->iaod", W, Kk)
             gq.append(g.reshape(R, d))
         if "W_K" in trainable:
-            U = torch.einsum("iajo,ijD->iaoD", W, X).reshape(R, D)
+            U = torch.einsum("iajo,ijD->iaoD", W, Xk).reshape(R, D)
             if logit != "dist":
                 acc.add_hadamard("W_K", acc.gram(U, 0), acc.gram(Qr, 1))
             else:

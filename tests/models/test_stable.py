@@ -100,17 +100,23 @@ def test_sharp_jacobian_matches_mpmath_on_every_route(kern, opts, regime, scale,
         assert rel(J, ref) <= TOL, (name, rel(J, ref))
 
 
+#: the SHARP points where torch's stock softmax backward is still off by O(1); at the temperature and
+#: NormSoftmax points the keys formed from token differences (models.key_reference) already remove it
+STOCK_DEFEATED = ("softmax", "gaussian")
+
+
 def test_sharp_points_defeat_torch_autograd():
-    """The test points above are hard: torch's softmax backward is off by O(1) there."""
+    """The test points above are hard: torch's softmax backward is off by O(1) at some of them."""
     X = synthetic_regression(N=2, n=3, D=2, seed=5).X
     for kern, opts, regime, scale, d in SHARP[:5]:
         m = _model(kern, opts, regime, scale, d, ("W_Q",), 5)
         assert _max_prob(m, X) > 1 - 1e-12
         ref = R.to_torch(R.mh_jacobian(m, X, ("W_Q",)))
         f = lambda w, m=m: m.functional({"W_Q": w}, X)  # noqa: E731
-        with torch_autograd():
-            J = torch.func.jacrev(f)(m.params()["W_Q"])
-        assert rel(J, ref) > 1e-3, kern
+        if kern in STOCK_DEFEATED:
+            with torch_autograd():
+                J = torch.func.jacrev(f)(m.params()["W_Q"])
+            assert rel(J, ref) > 1e-3, kern
         J = torch.func.jacrev(f)(m.params()["W_Q"])
         assert rel(J, ref) <= TOL, kern
 

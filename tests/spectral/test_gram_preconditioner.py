@@ -243,6 +243,13 @@ def test_non_finite_weights_are_refused_before_any_work():
     mh = MultiHeadAttention(4, 4, 2, seed=0)
     with torch.no_grad():
         mh.W_K[1, 2, 0] = float("inf")
-    J = AttentionJacobian(mh, synthetic_regression(40, 5, 4, seed=0).X)
+    X = synthetic_regression(40, 5, 4, seed=0).X
+    with pytest.raises(ValueError, match="model: the weight W_K has NaN or inf"):
+        AttentionJacobian(mh, X)
+    with torch.no_grad():
+        mh.W_K[1, 2, 0] = 0.0
+    J = AttentionJacobian(mh, X)
+    with torch.no_grad():  # changed after J was built
+        mh.W_K[1, 2, 0] = float("nan")
     with pytest.raises(ValueError, match="J: the model's weight W_K has NaN or inf"):
         AttentionGramPreconditioner(J)
