@@ -197,7 +197,61 @@ def extreme_singular_values(
     res = _auto(sop, ends, tol, maxiter, seed) if method == "auto" else SOLVERS[method].run(
         sop, ends, tol, maxiter, seed)
     res = unscale_svd(res, scale)
-    return _to_estimate(res, op.dtype, tol, time.perf_counter() - t0, product_source(op))
+    est = _to_estimate(res, op.dtype, tol, time.perf_counter() - t0, product_source(op))
+    return with_product_error(est, op.product_error(), tol)
+
+
+def _widen(iv: tuple[float, float], b: float, clip: bool) -> tuple[float, float]:
+    lo, hi = iv
+    if math.isnan(lo) or math.isnan(hi):
+        return iv
+    return (max(lo - b, 0.0) if clip else lo - b, hi + b)
+
+
+def product_error_verdict(pe: Any, tol: float, values: dict[str, float], reason: str | None
+                          ) -> tuple[bool, str | None]:
+    """Whether the products' estimated error breaks the certificate: only when it is beyond the rounding
+    allowance, and then for every end whose widened interval no longer meets ``tol``. A value of 0 (rank
+    deficiency) keeps its certificate as the interval ``[0, bound]``, and the reason says so."""
+    zeros = [k for k, v in values.items() if v == 0.0]
+    if zeros and pe.bound > 0:
+        z = (f"{', '.join(zeros)} = 0 up to the products' estimated error: widened by {pe.bound:.3g}")
+        reason = reason if reason and z in reason else (f"{reason}; {z}" if reason else z)
+    if not pe.beyond_rounding:
+        return False, reason
+    fails = [k for k, v in values.items() if not math.isnan(v) and v != 0.0 and not pe.bound <= tol * abs(v)]
+    if not fails:
+        return False, reason
+    why = f"{pe.describe()}: {', '.join(fails)} no longer met tol={tol:g}"
+    if reason and pe.describe() in reason:  # said already (a route that widened before)
+        return True, reason
+    return True, (f"{reason}; {why}" if reason else why)
+
+
+def with_product_error(est: Any, pe: Any, tol: float) -> Any:
+    """``est`` (a :class:`SpectralEstimate` or :class:`EigenEstimate`) with every interval widened by the
+    products' estimated error ``pe.bound`` (Weyl: each singular value or eigenvalue of the computed
+    operator lies within ``‖J̃ − J‖₂`` of the mathematical one's), ``converged=False`` where that is beyond
+    rounding and an end no longer meets ``tol``; ``est`` unchanged when ``pe`` is ``None``."""
+    if pe is None:
+        return est
+    b = pe.bound
+    if isinstance(est, EigenEstimate):
+        fail, reason = product_error_verdict(pe, tol, {"λ_max": est.lambda_max, "λ_min": est.lambda_min},
+                                            est.reason)
+        return dataclasses.replace(
+            est, lambda_max_interval=_widen(est.lambda_max_interval, b, False),
+            lambda_min_interval=_widen(est.lambda_min_interval, b, False), converged=est.converged and not fail,
+            reason=reason, products=pe.describe(), product_error=b)
+    imax, imin = _widen(est.sigma_max_interval, b, True), _widen(est.sigma_min_interval, b, True)
+    cond_iv = est.cond_interval
+    if not (math.isnan(imax[0]) or math.isnan(imin[0])):
+        cond_iv = (imax[0] / imin[1] if imin[1] > 0 else math.inf,
+                   imax[1] / imin[0] if imin[0] > 0 else math.inf)
+    fail, reason = product_error_verdict(pe, tol, {"σ_max": est.sigma_max, "σ_min": est.sigma_min}, est.reason)
+    return dataclasses.replace(est, sigma_max_interval=imax, sigma_min_interval=imin, cond_interval=cond_iv,
+                               converged=est.converged and not fail, reason=reason, products=pe.describe(),
+                               product_error=b)
 
 
 def product_source(op: LinearOp) -> str:
@@ -321,7 +375,7 @@ def eigen_extremes(
     conv, details, reason = r.converged, (r if chosen == "lanczos" else None), r.reason
     lmx = vals.get("largest", (_NAN, (_NAN, _NAN), _NAN))
     lmn = vals.get("smallest", (_NAN, (_NAN, _NAN), _NAN))
-    return EigenEstimate(
+    return with_product_error(EigenEstimate(
         lambda_max=lmx[0],
         lambda_max_interval=lmx[1],
         lambda_min=lmn[0],
@@ -334,7 +388,8 @@ def eigen_extremes(
         reason=reason,
         residuals={k: v[2] for k, v in {"lambda_max": lmx, "lambda_min": lmn}.items() if not math.isnan(v[0])},
         details=details,
-    )
+        products=product_source(op),
+    ), op.product_error(), tol)
 
 
 def _dense_eig(Sd: torch.Tensor, ends: str, tol: float, t0: float) -> EigResult:

@@ -253,9 +253,11 @@ class SpectralEstimate:
     for ``σ_min``); ``below_attainable`` flags a ``tol`` or a ``σ_min`` below them.
     Quantities not requested are ``nan``. ``products`` says what the certificate rests on:
     ``"stored"`` (the entries are stored; the rounding allowance covers the products) or
-    ``"assumed accurate: …"`` (a matrix-free operator — a user matvec, a scipy operator, autograd —
+    ``"assumed accurate: …"`` (a matrix-free operator — a user matvec, a scipy operator —
     whose products are taken as exact to rounding; the interval is then about the matrix the
-    products compute).
+    products compute) or, for autograd operators, what their products' estimated error is
+    (:mod:`attncond.spectral.operators.product_error`). ``product_error``: that estimate, by which
+    every interval is widened (``None`` where none was made).
     """
 
     sigma_max: float
@@ -276,6 +278,7 @@ class SpectralEstimate:
     residuals: dict[str, float]
     details: SVDResult | None = field(default=None, compare=False)
     products: str = "stored"
+    product_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "details"}
@@ -297,13 +300,18 @@ class SpectralEstimate:
             s += ", below_attainable=True"
         if self.reason:
             s += f", reason={self.reason!r}"
-        if self.products != "stored":
+        if self.product_error is not None:
+            s += f", product_error={self.product_error:.3g}"
+        elif self.products != "stored":
             s += ", products='assumed accurate (matrix-free)'"
         return s + ")"
 
 @dataclass(frozen=True, repr=False)
 class EigenEstimate:
-    """Extreme eigenvalues of a symmetric operator with Bauer–Fike intervals."""
+    """Extreme eigenvalues of a symmetric operator with Bauer–Fike intervals.
+
+    ``product_error``: for autograd operators, the products' estimated error by which both intervals
+    are widened (Weyl), ``products`` the sentence saying so (:class:`SpectralEstimate`)."""
 
     lambda_max: float
     lambda_max_interval: tuple[float, float]
@@ -317,6 +325,8 @@ class EigenEstimate:
     reason: str | None
     residuals: dict[str, float]
     details: EigResult | None = field(default=None, compare=False)
+    products: str = "stored"
+    product_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({k: getattr(self, k) for k in self.__dataclass_fields__ if k != "details"})
@@ -331,6 +341,8 @@ class EigenEstimate:
         )
         if self.reason:
             s += f", reason={self.reason!r}"
+        if self.product_error is not None:
+            s += f", product_error={self.product_error:.3g}"
         return s + ")"
 
 def format_value(x: Any) -> str:

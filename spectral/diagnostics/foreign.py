@@ -49,7 +49,7 @@ from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.hessian import hessian_extremes
 from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics, compute_or_undefined
 from attncond.spectral.diagnostics.softmax_jacobian import softmax_jacobian_spectrum
-from attncond.spectral.estimate import extreme_singular_values
+from attncond.spectral.estimate import extreme_singular_values, product_error_verdict, with_product_error
 from attncond.spectral.operators import JacobianOperator
 from attncond.spectral.policy import AUTO
 from attncond.spectral.results import to_jsonable
@@ -82,6 +82,9 @@ class JacobianConditioning:
     with only its upper bound certified (``sigma_min_nonzero_interval = (0, upper)``).
     ``per_sample``: the per-sample route was used (else ``per_sample_reason`` says why not).
     ``converged``: every interval meets ``tol`` relative (rank-deficient ends excepted).
+    ``product_error``: the autograd products' estimated error (``JacobianOperator.product_error()``), by
+    which every interval is widened and below which a σ counts as zero; beyond rounding level it can make
+    the result ``converged=False`` (the reason says so).
     """
 
     shape: tuple[int, int]
@@ -107,6 +110,7 @@ class JacobianConditioning:
     reason: str | None
     seconds: float
     singular_values: np.ndarray | None = field(default=None, compare=False)
+    product_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({k: getattr(self, k) for k in self.__dataclass_fields__ if k != "singular_values"})
@@ -129,10 +133,11 @@ def _operator(model: AdaptedModel, params: Mapping[str, torch.Tensor], inputs: t
         return JacobianOperator(model.functional, params, inputs), f"per-sample structure not used: {exc}"
 
 
-def _from_spectrum(s: np.ndarray, eps: float, m: int, p: int) -> dict[str, Any]:
-    """Null-space count and smallest non-zero σ from a full descending σ spectrum."""
+def _from_spectrum(s: np.ndarray, eps: float, m: int, p: int, product_error: float = 0.0) -> dict[str, Any]:
+    """Null-space count and smallest non-zero σ from a full descending σ spectrum; a σ within the
+    rounding level or the products' estimated error of 0 counts as zero."""
     smax = float(s[0]) if s.size else 0.0
-    zt = max(m, p) * eps * smax
+    zt = max(max(m, p) * eps * smax, product_error)
     nz = s[s > zt]
     return {"zero_tol": zt, "null_dim": int((s <= zt).sum()),
             "smin_nz": float(nz[-1]) if nz.size and nz.size < s.size else None}
@@ -140,23 +145,24 @@ def _from_spectrum(s: np.ndarray, eps: float, m: int, p: int) -> dict[str, Any]:
 
 def _dense_route(op: JacobianOperator, tol: float, forward_ad: bool) -> dict[str, Any]:
     m, p = op.shape
+    pe = op.product_error()
     if forward_ad:
-        est = extreme_singular_values(op, tol=tol)
+        est = extreme_singular_values(op, tol=tol)  # widened by pe there
     else:  # reverse mode only: J from VJPs (per-sample jacrev, or Jᵀ I), then the dense certified route
         Jd = op.jacobian_matrix() if op.sample_dim is not None else \
             op.rmatmat(torch.eye(m, dtype=op.dtype, device=op.device)).T.contiguous()
-        est = extreme_singular_values(Jd, tol=tol)
+        est = with_product_error(extreme_singular_values(Jd, tol=tol), pe, tol)
         est = dataclasses.replace(est, method=est.method + " (reverse-mode only: no forward AD)")
     spec = est.details.spectrum if est.details is not None else None
     if spec is None:  # pragma: no cover - the dense routes always keep it
         spec = np.array([est.sigma_max, est.sigma_min])
     s = np.sort(np.asarray(spec, dtype=np.float64))[::-1]
     eps = float(torch.finfo(op.dtype).eps)
-    info = _from_spectrum(s, eps, m, p)
+    info = _from_spectrum(s, eps, m, p, pe.bound)
     smin_nz = info["smin_nz"]
     nz_iv = None
-    if smin_nz is not None:  # dense SVD: backward stable, |Δσ| ≤ c·eps·σ_max (Weyl)
-        d = max(m, p) * eps * float(s[0])
+    if smin_nz is not None:  # dense SVD: backward stable, |Δσ| ≤ c·eps·σ_max (Weyl), plus the products' error
+        d = max(max(m, p) * eps * float(s[0]), pe.bound)
         nz_iv = (max(smin_nz - d, 0.0), smin_nz + d)
     return {"est": est, "s": s, "route": est.method, "converged": est.converged, "reason": est.reason,
             "smin_nz_iv": nz_iv, **info}
@@ -188,8 +194,16 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
     info["null_dim"] = int((lam <= zt2).sum())
     nzl = lam[lam > zt2]
 
+    # the products' estimated error moves every σ by up to b (Weyl): σ within b of 0 counts as zero
+    b = op.product_error().bound
+    if b * b > zt2:
+        zt2 = b * b
+        info["zero_tol"] = b
+        info["null_dim"] = int((lam <= zt2).sum())
+        nzl = lam[lam > zt2]
+
     def iv(x: float) -> tuple[float, float]:
-        return (math.sqrt(max(x - eg, 0.0)), math.sqrt(max(x + eg, 0.0)))
+        return (max(math.sqrt(max(x - eg, 0.0)) - b, 0.0), math.sqrt(max(x + eg, 0.0)) + b)
 
     smax_iv, smin_iv = iv(float(lam[0])), iv(float(lam[-1]))
     smin = float(s[-1]) if lam[-1] > zt2 else 0.0
@@ -214,7 +228,8 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
     return {"est": None, "s": s, "route": f"gram[{how}, {side}, eigvalsh]", "converged": smin_ok and nz_ok,
             "nz_ok": nz_ok, "reason": reason, "nz_reason": nz_reason,
             "smax": float(s[0]), "smax_iv": smax_iv, "smin": smin, "smin_iv": smin_iv, "smin_nz_iv": nz_iv,
-            "mu_lam": float(lam[-1]), "mu_iv": (max(float(lam[-1]) - eg, 0.0), float(lam[-1]) + eg), **info}
+            "mu_lam": float(lam[-1]), "mu_iv": (smin_iv[0] ** 2, smin_iv[1] ** 2) if b > 0 else
+            (max(float(lam[-1]) - eg, 0.0), float(lam[-1]) + eg), **info}
 
 
 def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> dict[str, Any]:
@@ -348,6 +363,10 @@ def jacobian_conditioning(
             f"the output does not depend on {unused}: their zero columns of J are left out (J Jᵀ and μ "
             "are unchanged)")
     snz = r["smin_nz"]
+    ends = {"σ_max": smax, "σ_min": smin if smin > 0 else math.nan,
+            "the smallest non-zero σ": snz if snz is not None else math.nan}
+    fail, reason = product_error_verdict(op.product_error(), tol, ends, reason)
+    conv = conv and not fail
     return JacobianConditioning(
         shape=(m, p), sigma_max=float(smax), sigma_max_interval=tuple(smax_iv), sigma_min=float(smin),
         sigma_min_interval=tuple(smin_iv), kappa=(math.inf if smin == 0 else smax / smin), kappa_interval=kiv,
@@ -357,6 +376,7 @@ def jacobian_conditioning(
         eps=float(torch.finfo(op.dtype).eps), rank_limited=rank_limited,
         per_sample=op.sample_dim is not None, per_sample_reason=ps_reason, route=route, converged=bool(conv),
         reason=reason, seconds=time.perf_counter() - t0, singular_values=r["s"] if keep_spectrum else None,
+        product_error=float(op.product_error().bound),
     )
 
 

@@ -15,7 +15,7 @@ All act on the parameters flattened in dict order, ``θ = [vec(p_1); vec(p_2); �
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ import torch
 from attncond.spectral.operators.base import LinearOp, same_device
 from attncond.spectral.operators.explicit import as_operator
 from attncond.spectral.operators.gram import gram_matrix
+from attncond.spectral.operators.product_error import ProductError, estimate_product_error
 
 
 def _check_params(params: Mapping[str, torch.Tensor]) -> tuple[list[str], list[torch.Tensor]]:
@@ -84,14 +85,24 @@ SAMPLE_PROBE_ULPS = 1024.0
 DETERMINISM_ULPS = 64.0
 
 
+def evaluate_with_grad(fn: Callable[..., Any], names: list[str], tensors: list[torch.Tensor],
+                       inputs: tuple[Any, ...]) -> Any:
+    """``fn`` at the parameters, on the code path the products take (autograd on the parameters), detached.
+    A module may take another path without grad (``nn.MultiheadAttention``'s fused one) whose rounding
+    differs from this one's."""
+    with torch.enable_grad():
+        out = fn(dict(zip(names, [t.detach().requires_grad_(t.is_floating_point()) for t in tensors],
+                          strict=True)), *inputs)
+    return out.detach() if isinstance(out, torch.Tensor) else out
+
+
 def check_deterministic(fn: Callable[..., torch.Tensor], names: list[str], tensors: list[torch.Tensor],
                         inputs: tuple[Any, ...], reference: torch.Tensor, what: str = "fn") -> None:
     """Refuse a ``fn`` whose value at the same parameters and inputs changes between calls
     (dropout with ``training=True`` in the forward, Monte-Carlo sampling, ...): its Jacobian is not
     one matrix, so no certificate about it could be reproduced. One more forward pass, compared
     with ``reference`` (the first one) to :data:`DETERMINISM_ULPS` ulps of ``max |fn|``."""
-    with torch.no_grad():
-        again = fn(dict(zip(names, tensors, strict=True)), *inputs)
+    again = evaluate_with_grad(fn, names, tensors, inputs)
     if not isinstance(again, torch.Tensor) or again.shape != reference.shape:
         raise ValueError(f"{what} is not deterministic: a second evaluation returned "
                          f"{type(again).__name__} of shape {tuple(getattr(again, 'shape', ()))}, the first "
@@ -196,6 +207,7 @@ class JacobianOperator(_VmapMixin, LinearOp):
         inputs = tuple(inputs) if inputs is not None else ()
         self._fn = fn
         self._inputs = inputs
+        self._product_error: ProductError | None = None
         check_params_used(fn, names, tensors, inputs, "JacobianOperator: fn")
 
         def f(*ts: torch.Tensor) -> torch.Tensor:
@@ -479,6 +491,36 @@ class JacobianOperator(_VmapMixin, LinearOp):
     def param_names(self) -> list[str]:
         return list(self._flat.names)
 
+    def product_error(self) -> ProductError:
+        """The products' estimated error (:mod:`attncond.spectral.operators.product_error`): ``J v`` (or
+        ``Jᵀ u`` when ``m < p`` or forward AD fails) at the stored point against a point perturbed by a few
+        ulps. Computed once, on the first call (``2·PROBES`` uncounted products of the whole batch)."""
+        if self._product_error is None:
+            names, fn, flat = self._flat.names, self._fn, self._flat
+            m, p = self.shape
+
+            def out(ts: Sequence[torch.Tensor], ins: tuple[Any, ...]) -> torch.Tensor:
+                return fn(dict(zip(names, ts, strict=True)), *ins).reshape(-1)
+
+            def jv(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], x: torch.Tensor) -> torch.Tensor:
+                return torch.func.jvp(lambda *a: out(a, ins), tuple(ts), flat.split(x))[1]
+
+            def vj(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], y: torch.Tensor) -> torch.Tensor:
+                return flat.cat(torch.func.vjp(lambda *a: out(a, ins), *ts)[1](y))
+
+            pe = None
+            if m >= p:
+                try:
+                    pe = estimate_product_error(jv, self._primals, self._inputs, p, self.shape, "J·v",
+                                                "autograd (JacobianOperator)")
+                except (RuntimeError, NotImplementedError):  # no forward AD through fn: the other side
+                    pe = None
+            if pe is None:
+                pe = estimate_product_error(vj, self._primals, self._inputs, m, self.shape, "Jᵀ·u",
+                                            "autograd (JacobianOperator)")
+            self._product_error = pe
+        return self._product_error
+
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return torch.func.jvp(self._f, self._primals, self._flat.split(x))[1]
 
@@ -549,17 +591,36 @@ class HessianOperator(_VmapMixin, LinearOp):
                 raise ValueError("loss_fn must return a scalar")
             return out.reshape(())
 
-        with torch.no_grad():
-            first = L(tuple(tensors))
+        first = evaluate_with_grad(lambda p, *xs: L(tuple(p[k] for k in names)), names, tensors, ())
         check_deterministic(lambda p, *xs: L(tuple(p[k] for k in names)), names, tensors, (), first,
                             "HessianOperator: loss_fn")
         grad = torch.func.grad(L)
         self._g = lambda *ts: grad(ts)
+        self._loss_fn, self._inputs = loss_fn, inputs
+        self._product_error: ProductError | None = None
         super().__init__(
             (self._flat.n, self._flat.n), tensors[0].dtype, tensors[0].device, name="HessianOperator"
         )
         self._use_vmap = bool(vmap)
         self.chunk = int(chunk)
+
+    def product_error(self) -> ProductError:
+        """The products' estimated error (:mod:`attncond.spectral.operators.product_error`): ``H x`` at the
+        stored point against a point perturbed by a few ulps; computed once (``2·PROBES`` uncounted
+        products)."""
+        if self._product_error is None:
+            names, loss_fn, flat = self._flat.names, self._loss_fn, self._flat
+
+            def hv(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], x: torch.Tensor) -> torch.Tensor:
+                def L(*a: torch.Tensor) -> torch.Tensor:
+                    return loss_fn(dict(zip(names, a, strict=True)), *ins).reshape(())
+
+                g = torch.func.grad(L, argnums=tuple(range(len(ts))))
+                return flat.cat(torch.func.jvp(lambda *a: g(*a), tuple(ts), flat.split(x))[1])
+
+            self._product_error = estimate_product_error(hv, self._primals, self._inputs, self.shape[1],
+                                                         self.shape, "H·x", "autograd (HessianOperator)")
+        return self._product_error
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return self._flat.cat(torch.func.jvp(self._g, self._primals, self._flat.split(x))[1])

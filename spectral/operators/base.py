@@ -410,6 +410,14 @@ class LinearOp:
     def _rmatmat(self, Y: torch.Tensor) -> torch.Tensor:
         return torch.stack([self._rmatvec(Y[:, j]) for j in range(Y.shape[1])], dim=1)
 
+    # ------------------------------------------------------------------ accuracy of the products
+    def product_error(self) -> Any:
+        """The estimated error of this operator's products against the mathematical operator's, a
+        :class:`attncond.spectral.operators.product_error.ProductError`, or ``None`` where nothing is
+        estimated (stored entries: the rounding allowance covers them; a user's matvec: taken as exact).
+        Autograd operators measure it (``JacobianOperator``, ``HessianOperator``)."""
+        return None
+
     # ------------------------------------------------------------------ views
     def adjoint(self) -> LinearOp:
         """The operator ``Aᵀ`` (shares the product counter)."""
@@ -490,6 +498,9 @@ class AdjointOp(LinearOp):
         self._scaling = base._scaling
         self.base = base
         self.is_explicit = base.is_explicit
+
+    def product_error(self) -> Any:
+        return self.base.product_error()  # ‖Eᵀ‖ = ‖E‖
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return self.base._rmatvec(x)

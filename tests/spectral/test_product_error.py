@@ -1,0 +1,158 @@
+"""The products' estimated error of autograd operators (spectral/operators/product_error.py).
+
+The case: a stock ``nn.MultiheadAttention`` whose keys share a large component ``c·u``. Softmax is
+invariant to it, so the mathematical Jacobian equals the one with the component removed (computed
+accurately: the truth here), but the module's logits are ≈ c and carry an error ≈ eps·c. Before the
+estimate the dense route certified a σ_max interval that missed the truth and lost the 16-dimensional
+null space (null_dim 0) at c = 1e6.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from attncond.models import adapt
+from attncond.spectral import eigen_extremes, extreme_singular_values
+from attncond.spectral.diagnostics.foreign import jacobian_conditioning
+from attncond.spectral.operators import HessianOperator, JacobianOperator
+from attncond.spectral.operators.product_error import PERTURBATION_ULPS, SAFETY, perturb_ulps
+
+E, N_TOK, N = 4, 4, 6
+
+
+def _mha() -> tuple[torch.nn.MultiheadAttention, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(E, 1, batch_first=True, bias=False).double()
+    X = torch.randn(N, N_TOK, E, dtype=torch.float64)
+    u = torch.randn(E, dtype=torch.float64)
+    return mha, X, u
+
+
+def _dense_jacobian(model) -> np.ndarray:
+    p = model.params()
+    J = torch.func.jacrev(lambda q: model.functional(q, *model.inputs))(p)["in_proj_weight"]
+    return J.reshape(-1, p["in_proj_weight"].numel()).detach().numpy()
+
+
+@pytest.fixture(scope="module")
+def truth():
+    mha, X, _ = _mha()
+    model = adapt(mha, (X, X, X), params="in_proj_weight")
+    J = _dense_jacobian(model)
+    s = np.linalg.svd(J, compute_uv=False)
+    zero = s <= 1e-9 * s[0]
+    return {"J": J, "smax": float(s[0]), "null_dim": int(zero.sum()), "snz": float(s[~zero][-1])}
+
+
+@pytest.mark.parametrize("c", [1e3, 1e6, 1e8, 1e10])
+def test_common_key_component_is_not_certified_and_the_intervals_hold_the_truth(c, truth):
+    """At c = 1e3 the error is beyond rounding but the widened intervals still meet tol = 1e-10: still
+    certified. From c = 1e6 they do not."""
+    mha, X, u = _mha()
+    model = adapt(mha, (X, X + c * u, X), params="in_proj_weight")
+    r = jacobian_conditioning(model)
+    assert r.converged == (c < 1e6)
+    if c >= 1e6:
+        assert "beyond rounding" in r.reason and "no longer met tol" in r.reason
+    lo, hi = r.sigma_max_interval
+    assert lo <= truth["smax"] <= hi
+    lo, hi = r.sigma_min_nonzero_interval
+    assert lo <= truth["snz"] <= hi
+    assert r.null_dim == truth["null_dim"] == 16
+
+
+@pytest.mark.parametrize("c", [1e3, 1e6, 1e8, 1e10])
+def test_the_widening_covers_the_measured_error_of_the_jacobian(c, truth):
+    """‖J̃ − J‖₂ (the module's Jacobian against the truth) is at most the bound, and the bound is not
+    vacuous: within 20x of the error it estimates."""
+    mha, X, u = _mha()
+    model = adapt(mha, (X, X + c * u, X), params="in_proj_weight")
+    op = JacobianOperator(model.functional, model.params(), model.inputs)
+    pe = op.product_error()
+    err = float(np.linalg.norm(_dense_jacobian(model) - truth["J"], 2))
+    assert pe.beyond_rounding  # 220 ulps of σ_max at c = 1e3 already
+    assert err <= pe.bound <= 20 * err
+    assert pe.bound == SAFETY * pe.measured and pe.ulps == PERTURBATION_ULPS
+
+
+def test_benign_inputs_stay_certified_at_rounding_level(truth):
+    mha, X, _ = _mha()
+    model = adapt(mha, (X, X, X), params="in_proj_weight")
+    r = jacobian_conditioning(model)
+    assert r.converged
+    lo, hi = r.sigma_max_interval
+    assert lo <= truth["smax"] <= hi and (hi - lo) / truth["smax"] < 1e-12
+    op = JacobianOperator(model.functional, model.params(), model.inputs)
+    assert not op.product_error().beyond_rounding
+    est = extreme_singular_values(op)
+    assert est.converged and est.product_error == op.product_error().bound
+    assert "within the rounding allowance" in est.products
+    assert "product_error=" in repr(est)
+
+
+def test_stored_matrices_carry_no_estimate():
+    est = extreme_singular_values(np.diag([3.0, 2.0, 1.0]))
+    assert est.product_error is None and est.products == "stored"
+
+
+def test_path_dependent_rounding_is_not_called_randomness():
+    """nn.MHA computes other bits without grad than with it; at a large common key component the two
+    differ by ~1e-11. That is not dropout: the operator is built (it used to be refused as
+    non-deterministic), and the estimate reports the rounding instead."""
+    mha, X, u = _mha()
+    model = adapt(mha, (X, X + 1e6 * u, X), params="in_proj_weight")
+    with torch.no_grad():
+        a = model.functional(model.params(), *model.inputs)
+    p = {k: v.detach().clone().requires_grad_(True) for k, v in model.params().items()}
+    b = model.functional(p, *model.inputs).detach()
+    assert float((a - b).abs().max()) > 1e-13  # the premise: the two code paths round differently
+    op = JacobianOperator(model.functional, model.params(), model.inputs)
+    assert op.product_error().beyond_rounding
+
+
+def test_randomness_is_still_refused():
+    w = {"w": torch.randn(3, 3, dtype=torch.float64)}
+    x = torch.randn(5, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="not deterministic"):
+        JacobianOperator(lambda p, x: torch.nn.functional.dropout(x @ p["w"], 0.5, training=True), w, (x,))
+
+
+def test_hessian_estimate_widens_eigenvalue_intervals():
+    torch.manual_seed(1)
+    A = torch.randn(6, 6, dtype=torch.float64)
+    A = A @ A.T + torch.eye(6, dtype=torch.float64)
+    op = HessianOperator(lambda p: 0.5 * p["x"] @ A @ p["x"] + p["x"].pow(4).sum(),
+                         {"x": torch.randn(6, dtype=torch.float64)})
+    est = eigen_extremes(op)
+    pe = op.product_error()
+    assert est.converged and est.product_error == pe.bound and not pe.beyond_rounding
+    H = torch.func.hessian(lambda x: 0.5 * x @ A @ x + x.pow(4).sum())(op._primals[0]).numpy()
+    lam = np.linalg.eigvalsh(H)
+    assert est.lambda_min_interval[0] <= lam[0] <= est.lambda_min_interval[1]
+    assert est.lambda_max_interval[0] <= lam[-1] <= est.lambda_max_interval[1]
+
+
+def test_float32_operator_gets_a_float32_rounding_level():
+    torch.manual_seed(2)
+    W = torch.randn(5, 4)
+    x = torch.randn(7, 5)
+    op = JacobianOperator(lambda p, x: torch.tanh(x @ p["w"]), {"w": W}, (x,))
+    pe = op.product_error()
+    assert pe.rounding > 1e-8 * pe.scale  # float32 eps, not float64's
+    assert not pe.beyond_rounding and math.isfinite(pe.bound)
+
+
+def test_perturb_ulps_touches_only_finite_floating_entries():
+    g = torch.Generator().manual_seed(0)
+    t = torch.tensor([1.0, -2.0, math.inf, -math.inf, 0.0, 3e300], dtype=torch.float64)
+    q = perturb_ulps(t, 4.0, g)
+    assert torch.equal(q[2:5], t[2:5])
+    rel = ((q[[0, 1, 5]] - t[[0, 1, 5]]) / t[[0, 1, 5]]).abs()
+    assert bool((rel <= 4.0 * 2.0**-52 * (1 + 1e-12)).all()) and bool((rel > 0).any())
+    ids = torch.tensor([1, 2, 3])
+    mask = torch.tensor([True, False])
+    assert perturb_ulps(ids, 4.0, g) is ids and perturb_ulps(mask, 4.0, g) is mask
