@@ -186,21 +186,15 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
     lmax = max(float(lam[0]), 0.0)
     eg = (10.0 * math.sqrt(M) + Nn) * eps * lmax
     s = np.sqrt(np.clip(lam, 0.0, None))
-    info = _from_spectrum(s, eps, m, p)
+    # the products' estimated error moves every σ by up to b (Weyl): σ within b of 0 counts as zero
+    b = op.product_error().bound
+    info = _from_spectrum(s, eps, m, p, b)
     # on λ the rounding margin decides numerical zero: every σ ≤ sqrt(eg) (the Gram's resolution)
     # is indistinguishable from 0 here, so the count is an upper bound on the null-space dimension
     zt2 = max(info["zero_tol"] ** 2, eg)
     info["zero_tol"] = math.sqrt(zt2)
     info["null_dim"] = int((lam <= zt2).sum())
     nzl = lam[lam > zt2]
-
-    # the products' estimated error moves every σ by up to b (Weyl): σ within b of 0 counts as zero
-    b = op.product_error().bound
-    if b * b > zt2:
-        zt2 = b * b
-        info["zero_tol"] = b
-        info["null_dim"] = int((lam <= zt2).sum())
-        nzl = lam[lam > zt2]
 
     def iv(x: float) -> tuple[float, float]:
         return (max(math.sqrt(max(x - eg, 0.0)) - b, 0.0), math.sqrt(max(x + eg, 0.0)) + b)
@@ -228,8 +222,7 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
     return {"est": None, "s": s, "route": f"gram[{how}, {side}, eigvalsh]", "converged": smin_ok and nz_ok,
             "nz_ok": nz_ok, "reason": reason, "nz_reason": nz_reason,
             "smax": float(s[0]), "smax_iv": smax_iv, "smin": smin, "smin_iv": smin_iv, "smin_nz_iv": nz_iv,
-            "mu_lam": float(lam[-1]), "mu_iv": (smin_iv[0] ** 2, smin_iv[1] ** 2) if b > 0 else
-            (max(float(lam[-1]) - eg, 0.0), float(lam[-1]) + eg), **info}
+            "mu_lam": float(lam[-1]), "mu_iv": (smin_iv[0] ** 2, smin_iv[1] ** 2), **info}
 
 
 def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> dict[str, Any]:
@@ -239,6 +232,7 @@ def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> 
     if not r["null_dim"]:
         return r
     m, p = op.shape
+    b = op.product_error().bound  # GKD certifies J as its products compute it: widen by their error
     g = golub_kahan_davidson(op, which="smallest", tol=tol)
     info = g.info or {}
     nz = info.get("smallest_nonzero")
@@ -246,11 +240,11 @@ def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> 
     out["route"] = r["route"] + f" + gkd null space ({g.matvecs} products)"
     if g.converged and int(info.get("null_dim", 0)) == 0:  # no null space after all: σ_min > 0
         out.update(null_dim=0, smin_nz=None, smin_nz_iv=None, nz_ok=True, nz_reason=None,
-                   zero_tol=max(m, p) * float(torch.finfo(op.dtype).eps) * float(r["s"][0]))
+                   zero_tol=max(max(m, p) * float(torch.finfo(op.dtype).eps) * float(r["s"][0]), b))
     elif g.converged and nz is not None and nz["converged"]:
         out.update(null_dim=int(info["null_dim"]), smin_nz=float(nz["value"]),
-                   smin_nz_iv=(float(nz["lower"]), float(nz["upper"])), nz_ok=True, nz_reason=None,
-                   zero_tol=float(info["null_space"]["threshold"]))
+                   smin_nz_iv=(max(float(nz["lower"]) - b, 0.0), float(nz["upper"]) + b), nz_ok=True,
+                   nz_reason=None, zero_tol=max(float(info["null_space"]["threshold"]), b))
     else:
         out["nz_reason"] = "; ".join(x for x in (r["nz_reason"], f"GKD on J did not resolve the null space: "
                                                  f"{g.reason}") if x)
@@ -363,9 +357,10 @@ def jacobian_conditioning(
             f"the output does not depend on {unused}: their zero columns of J are left out (J Jᵀ and μ "
             "are unchanged)")
     snz = r["smin_nz"]
+    pe = op.product_error()
     ends = {"σ_max": smax, "σ_min": smin if smin > 0 else math.nan,
             "the smallest non-zero σ": snz if snz is not None else math.nan}
-    fail, reason = product_error_verdict(op.product_error(), tol, ends, reason)
+    fail, reason = product_error_verdict(pe, tol, ends, reason)
     conv = conv and not fail
     return JacobianConditioning(
         shape=(m, p), sigma_max=float(smax), sigma_max_interval=tuple(smax_iv), sigma_min=float(smin),
@@ -376,7 +371,7 @@ def jacobian_conditioning(
         eps=float(torch.finfo(op.dtype).eps), rank_limited=rank_limited,
         per_sample=op.sample_dim is not None, per_sample_reason=ps_reason, route=route, converged=bool(conv),
         reason=reason, seconds=time.perf_counter() - t0, singular_values=r["s"] if keep_spectrum else None,
-        product_error=float(op.product_error().bound),
+        product_error=float(pe.bound),
     )
 
 

@@ -514,7 +514,7 @@ class JacobianOperator(_VmapMixin, LinearOp):
                     pe = estimate_product_error(jv, self._primals, self._inputs, p, self.shape, "J·v",
                                                 "autograd (JacobianOperator)")
                 except (RuntimeError, NotImplementedError):  # no forward AD through fn: the other side
-                    pe = None
+                    pass
             if pe is None:
                 pe = estimate_product_error(vj, self._primals, self._inputs, m, self.shape, "Jᵀ·u",
                                             "autograd (JacobianOperator)")
@@ -591,9 +591,11 @@ class HessianOperator(_VmapMixin, LinearOp):
                 raise ValueError("loss_fn must return a scalar")
             return out.reshape(())
 
-        first = evaluate_with_grad(lambda p, *xs: L(tuple(p[k] for k in names)), names, tensors, ())
-        check_deterministic(lambda p, *xs: L(tuple(p[k] for k in names)), names, tensors, (), first,
-                            "HessianOperator: loss_fn")
+        def L_named(p: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            return L(tuple(p[k] for k in names))
+
+        first = evaluate_with_grad(L_named, names, tensors, ())
+        check_deterministic(L_named, names, tensors, (), first, "HessianOperator: loss_fn")
         grad = torch.func.grad(L)
         self._g = lambda *ts: grad(ts)
         self._loss_fn, self._inputs = loss_fn, inputs

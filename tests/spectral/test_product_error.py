@@ -125,12 +125,12 @@ def test_hessian_estimate_widens_eigenvalue_intervals():
     torch.manual_seed(1)
     A = torch.randn(6, 6, dtype=torch.float64)
     A = A @ A.T + torch.eye(6, dtype=torch.float64)
-    op = HessianOperator(lambda p: 0.5 * p["x"] @ A @ p["x"] + p["x"].pow(4).sum(),
-                         {"x": torch.randn(6, dtype=torch.float64)})
+    x0 = torch.randn(6, dtype=torch.float64)
+    op = HessianOperator(lambda p: 0.5 * p["x"] @ A @ p["x"] + p["x"].pow(4).sum(), {"x": x0})
     est = eigen_extremes(op)
     pe = op.product_error()
     assert est.converged and est.product_error == pe.bound and not pe.beyond_rounding
-    H = torch.func.hessian(lambda x: 0.5 * x @ A @ x + x.pow(4).sum())(op._primals[0]).numpy()
+    H = torch.func.hessian(lambda x: 0.5 * x @ A @ x + x.pow(4).sum())(x0).numpy()
     lam = np.linalg.eigvalsh(H)
     assert est.lambda_min_interval[0] <= lam[0] <= est.lambda_min_interval[1]
     assert est.lambda_max_interval[0] <= lam[-1] <= est.lambda_max_interval[1]
@@ -156,3 +156,22 @@ def test_perturb_ulps_touches_only_finite_floating_entries():
     ids = torch.tensor([1, 2, 3])
     mask = torch.tensor([True, False])
     assert perturb_ulps(ids, 4.0, g) is ids and perturb_ulps(mask, 4.0, g) is mask
+
+
+def test_non_finite_products_at_the_perturbed_point_are_never_certified():
+    """A forward that overflows a few ulps away: the estimate is inf, every interval unbounded above, and
+    the result not converged (it would otherwise be certified: at the stored point all is finite)."""
+    torch.manual_seed(3)
+    W = torch.randn(4, 3, dtype=torch.float64)
+    X0 = torch.randn(8, 4, dtype=torch.float64)
+
+    def fn(p, x):
+        scale = torch.where((x == X0).all(), 1.0, math.inf)  # J is finite only at the stored point
+        return torch.tanh(x @ p["w"]) * scale
+
+    op = JacobianOperator(fn, {"w": W}, (X0,))
+    pe = op.product_error()
+    assert pe.bound == math.inf and pe.beyond_rounding
+    est = extreme_singular_values(op)
+    assert not est.converged and "beyond rounding" in est.reason
+    assert est.sigma_max_interval[1] == math.inf and est.sigma_min_interval[1] == math.inf
