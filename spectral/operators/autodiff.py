@@ -23,7 +23,7 @@ import torch
 from attncond.spectral.operators.base import LinearOp, same_device
 from attncond.spectral.operators.explicit import as_operator
 from attncond.spectral.operators.gram import gram_matrix
-from attncond.spectral.operators.product_error import ProductError, estimate_product_error
+from attncond.spectral.operators.product_error import PointProducts
 
 
 def _check_params(params: Mapping[str, torch.Tensor]) -> tuple[list[str], list[torch.Tensor]]:
@@ -207,7 +207,6 @@ class JacobianOperator(_VmapMixin, LinearOp):
         inputs = tuple(inputs) if inputs is not None else ()
         self._fn = fn
         self._inputs = inputs
-        self._product_error: ProductError | None = None
         check_params_used(fn, names, tensors, inputs, "JacobianOperator: fn")
 
         def f(*ts: torch.Tensor) -> torch.Tensor:
@@ -491,35 +490,22 @@ class JacobianOperator(_VmapMixin, LinearOp):
     def param_names(self) -> list[str]:
         return list(self._flat.names)
 
-    def product_error(self) -> ProductError:
-        """The products' estimated error (:mod:`attncond.spectral.operators.product_error`): ``J v`` (or
-        ``Jᵀ u`` when ``m < p`` or forward AD fails) at the stored point against a point perturbed by a few
-        ulps. Computed once, on the first call (``2·PROBES`` uncounted products of the whole batch)."""
-        if self._product_error is None:
-            names, fn, flat = self._flat.names, self._fn, self._flat
-            m, p = self.shape
+    def point_products(self) -> PointProducts:
+        """``J v`` (``torch.func.jvp``) and ``Jᵀ u`` (``torch.func.vjp``) as functions of the parameters and
+        inputs, for :meth:`product_error` (module :mod:`attncond.spectral.operators.product_error`): measured
+        on ``J v`` when ``m ≥ p`` (on ``Jᵀ u`` where forward AD fails), on ``Jᵀ u`` otherwise."""
+        names, fn, flat = self._flat.names, self._fn, self._flat
 
-            def out(ts: Sequence[torch.Tensor], ins: tuple[Any, ...]) -> torch.Tensor:
-                return fn(dict(zip(names, ts, strict=True)), *ins).reshape(-1)
+        def out(ts: Sequence[torch.Tensor], ins: tuple[Any, ...]) -> torch.Tensor:
+            return fn(dict(zip(names, ts, strict=True)), *ins).reshape(-1)
 
-            def jv(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], x: torch.Tensor) -> torch.Tensor:
-                return torch.func.jvp(lambda *a: out(a, ins), tuple(ts), flat.split(x))[1]
+        def jv(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], x: torch.Tensor) -> torch.Tensor:
+            return torch.func.jvp(lambda *a: out(a, ins), tuple(ts), flat.split(x))[1]
 
-            def vj(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], y: torch.Tensor) -> torch.Tensor:
-                return flat.cat(torch.func.vjp(lambda *a: out(a, ins), *ts)[1](y))
+        def vj(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], y: torch.Tensor) -> torch.Tensor:
+            return flat.cat(torch.func.vjp(lambda *a: out(a, ins), *ts)[1](y))
 
-            pe = None
-            if m >= p:
-                try:
-                    pe = estimate_product_error(jv, self._primals, self._inputs, p, self.shape, "J·v",
-                                                "autograd (JacobianOperator)")
-                except (RuntimeError, NotImplementedError):  # no forward AD through fn: the other side
-                    pass
-            if pe is None:
-                pe = estimate_product_error(vj, self._primals, self._inputs, m, self.shape, "Jᵀ·u",
-                                            "autograd (JacobianOperator)")
-            self._product_error = pe
-        return self._product_error
+        return PointProducts(jv, vj, self._primals, self._inputs, "autograd (JacobianOperator)")
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return torch.func.jvp(self._f, self._primals, self._flat.split(x))[1]
@@ -549,6 +535,20 @@ class GramOperator(LinearOp):
         self.side = side
         d = self.J.shape[0] if side == "outer" else self.J.shape[1]
         super().__init__((d, d), self.J.dtype, self.J.device, name=f"GramOperator[{side}]")
+
+    def point_products(self) -> PointProducts | None:
+        """``J(Jᵀ v)`` (or ``Jᵀ(J v)``) at a point, composed from ``J``'s own (``None`` when ``J`` has no
+        point): the Gram's error is measured on the Gram's products, which a bound composed from ``J``'s
+        error (``≤ 2‖J‖·‖E‖ + ‖E‖²``) would need ``‖J‖`` for."""
+        jp = self.J.point_products()
+        if jp is None:
+            return None
+        first, second = (jp.adjoint, jp.forward) if self.side == "outer" else (jp.forward, jp.adjoint)
+
+        def gv(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], x: torch.Tensor) -> torch.Tensor:
+            return second(ts, ins, first(ts, ins, x))
+
+        return PointProducts(gv, gv, jp.tensors, jp.inputs, f"{jp.what} Gram ({self.side})")
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         if self.side == "outer":
@@ -599,30 +599,25 @@ class HessianOperator(_VmapMixin, LinearOp):
         grad = torch.func.grad(L)
         self._g = lambda *ts: grad(ts)
         self._loss_fn, self._inputs = loss_fn, inputs
-        self._product_error: ProductError | None = None
         super().__init__(
             (self._flat.n, self._flat.n), tensors[0].dtype, tensors[0].device, name="HessianOperator"
         )
         self._use_vmap = bool(vmap)
         self.chunk = int(chunk)
 
-    def product_error(self) -> ProductError:
-        """The products' estimated error (:mod:`attncond.spectral.operators.product_error`): ``H x`` at the
-        stored point against a point perturbed by a few ulps; computed once (``2·PROBES`` uncounted
-        products)."""
-        if self._product_error is None:
-            names, loss_fn, flat = self._flat.names, self._loss_fn, self._flat
+    def point_products(self) -> PointProducts:
+        """``H x`` (forward-over-reverse) as a function of the parameters and inputs (``Hᵀ = H``), for
+        :meth:`product_error`."""
+        names, loss_fn, flat = self._flat.names, self._loss_fn, self._flat
 
-            def hv(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], x: torch.Tensor) -> torch.Tensor:
-                def L(*a: torch.Tensor) -> torch.Tensor:
-                    return loss_fn(dict(zip(names, a, strict=True)), *ins).reshape(())
+        def hv(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], x: torch.Tensor) -> torch.Tensor:
+            def L(*a: torch.Tensor) -> torch.Tensor:
+                return loss_fn(dict(zip(names, a, strict=True)), *ins).reshape(())
 
-                g = torch.func.grad(L, argnums=tuple(range(len(ts))))
-                return flat.cat(torch.func.jvp(lambda *a: g(*a), tuple(ts), flat.split(x))[1])
+            g = torch.func.grad(L, argnums=tuple(range(len(ts))))
+            return flat.cat(torch.func.jvp(lambda *a: g(*a), tuple(ts), flat.split(x))[1])
 
-            self._product_error = estimate_product_error(hv, self._primals, self._inputs, self.shape[1],
-                                                         self.shape, "H·x", "autograd (HessianOperator)")
-        return self._product_error
+        return PointProducts(hv, hv, self._primals, self._inputs, "autograd (HessianOperator)")
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return self._flat.cat(torch.func.jvp(self._g, self._primals, self._flat.split(x))[1])
@@ -659,6 +654,20 @@ class GaussNewtonOperator(LinearOp):
 
     def _mid(self, Y: torch.Tensor) -> torch.Tensor:
         return Y if self.H is None else self.H.matvec(Y)
+
+    def point_products(self) -> PointProducts:
+        """``Jᵀ H_L (J x)`` at a point, from ``J``'s point products; ``H_L`` is held fixed (its own products
+        are taken as exact)."""
+        jp = self.J.point_products()
+        H = self.H
+
+        def gv(ts: Sequence[torch.Tensor], ins: tuple[Any, ...], x: torch.Tensor) -> torch.Tensor:
+            y = jp.forward(ts, ins, x)
+            if H is not None:
+                y = H.matvec(y)
+            return jp.adjoint(ts, ins, y)
+
+        return PointProducts(gv, gv, jp.tensors, jp.inputs, f"{jp.what} Gauss–Newton")
 
     def _matvec(self, x: torch.Tensor) -> torch.Tensor:
         return self.J.rmatvec(self._mid(self.J.matvec(x)))

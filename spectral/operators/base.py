@@ -18,6 +18,8 @@ import numpy as np
 import scipy.sparse.linalg as spla
 import torch
 
+from attncond.spectral.operators.product_error import estimate_point_error
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
 
 def same_device(a: torch.device | str, b: torch.device | str) -> bool:
@@ -251,6 +253,7 @@ class LinearOp:
         self.device: torch.device = torch.device(device)
         self._counter = counter if counter is not None else ProductCounter()
         self._scaling = ScaleState()
+        self._product_error: Any = None
         self.name = name or type(self).__name__
 
     # ------------------------------------------------------------------ counting
@@ -411,12 +414,24 @@ class LinearOp:
         return torch.stack([self._rmatvec(Y[:, j]) for j in range(Y.shape[1])], dim=1)
 
     # ------------------------------------------------------------------ accuracy of the products
+    def point_products(self) -> Any:
+        """This operator's products as functions of the point they are taken at, a
+        :class:`attncond.spectral.operators.product_error.PointProducts`, or ``None`` for an operator
+        with no point (stored entries, a user's matvec, a closed form). Autograd operators have one."""
+        return None
+
     def product_error(self) -> Any:
         """The estimated error of this operator's products against the mathematical operator's, a
         :class:`attncond.spectral.operators.product_error.ProductError`, or ``None`` where nothing is
         estimated (stored entries: the rounding allowance covers them; a user's matvec: taken as exact).
-        Autograd operators measure it (``JacobianOperator``, ``HessianOperator``)."""
-        return None
+        Measured once from :meth:`point_products` (``2·PROBES`` uncounted products) where there are any:
+        ``JacobianOperator``, ``HessianOperator``, and ``GramOperator``/``GaussNewtonOperator`` of them."""
+        if self._product_error is None:
+            pp = self.point_products()
+            if pp is None:
+                return None
+            self._product_error = estimate_point_error(pp, self.shape)
+        return self._product_error
 
     # ------------------------------------------------------------------ views
     def adjoint(self) -> LinearOp:
@@ -498,6 +513,10 @@ class AdjointOp(LinearOp):
         self._scaling = base._scaling
         self.base = base
         self.is_explicit = base.is_explicit
+
+    def point_products(self) -> Any:
+        pp = self.base.point_products()
+        return None if pp is None else pp.transposed()
 
     def product_error(self) -> Any:
         return self.base.product_error()  # ‖Eᵀ‖ = ‖E‖

@@ -41,8 +41,11 @@ import torch
 
 from attncond.spectral.results import to_jsonable
 
-__all__ = ["ProductError", "estimate_product_error", "perturb_ulps", "PERTURBATION_ULPS", "SAFETY", "PROBES",
-           "ROUNDING_ULPS"]
+__all__ = ["ProductError", "PointProducts", "estimate_product_error", "estimate_point_error", "perturb_ulps",
+           "PERTURBATION_ULPS", "SAFETY", "PROBES", "ROUNDING_ULPS"]
+
+#: a product as a function of the point: ``product(tensors, inputs, x)``
+Product = Callable[[Sequence[torch.Tensor], tuple[Any, ...], torch.Tensor], torch.Tensor]
 
 #: componentwise relative perturbation of the parameters and inputs, in units of the dtype's eps
 PERTURBATION_ULPS = 4.0
@@ -102,6 +105,42 @@ class ProductError:
     def __repr__(self) -> str:
         return (f"ProductError(bound={self.bound:.3g}, relative={self.relative:.3g}, side={self.side!r}, "
                 f"beyond_rounding={self.beyond_rounding})")
+
+
+@dataclass(frozen=True, repr=False)
+class PointProducts:
+    """An autograd operator's two products as functions of the point they are taken at.
+
+    ``forward(tensors, inputs, x) = A x`` and ``adjoint(tensors, inputs, y) = Aᵀ y`` for ``A`` linearised
+    at ``tensors`` (the parameters) and ``inputs``; the stored point is ``(tensors, inputs)``. Operators
+    built from others compose these (``GramOperator``: ``J(Jᵀ·)``), so that their error is measured on
+    their own products (:func:`estimate_point_error`).
+    """
+
+    forward: Product
+    adjoint: Product
+    tensors: tuple[torch.Tensor, ...]
+    inputs: tuple[Any, ...]
+    what: str
+
+    def transposed(self) -> PointProducts:
+        """The products of ``Aᵀ``."""
+        return PointProducts(self.adjoint, self.forward, self.tensors, self.inputs, self.what)
+
+    def __repr__(self) -> str:
+        return f"PointProducts({self.what!r}, {len(self.tensors)} tensors, {len(self.inputs)} inputs)"
+
+
+def estimate_point_error(pp: PointProducts, shape: tuple[int, int]) -> ProductError:
+    """:func:`estimate_product_error` of an operator of ``shape`` from its :class:`PointProducts`: on the
+    larger side (``A x`` when ``m ≥ n``: module docstring), on ``Aᵀ y`` where forward AD fails."""
+    m, n = shape
+    if m >= n:
+        try:
+            return estimate_product_error(pp.forward, pp.tensors, pp.inputs, n, shape, "A·x", pp.what)
+        except (RuntimeError, NotImplementedError):  # no forward AD through the function: the other side
+            pass
+    return estimate_product_error(pp.adjoint, pp.tensors, pp.inputs, m, shape, "Aᵀ·y", pp.what)
 
 
 def perturb_ulps(t: Any, ulps: float, generator: torch.Generator) -> Any:

@@ -18,7 +18,12 @@ import torch
 from attncond.models import adapt
 from attncond.spectral import eigen_extremes, extreme_singular_values
 from attncond.spectral.diagnostics.foreign import jacobian_conditioning
-from attncond.spectral.operators import HessianOperator, JacobianOperator
+from attncond.spectral.operators import (
+    GaussNewtonOperator,
+    GramOperator,
+    HessianOperator,
+    JacobianOperator,
+)
 from attncond.spectral.operators.product_error import PERTURBATION_ULPS, SAFETY, perturb_ulps
 
 E, N_TOK, N = 4, 4, 6
@@ -175,3 +180,70 @@ def test_non_finite_products_at_the_perturbed_point_are_never_certified():
     est = extreme_singular_values(op)
     assert not est.converged and "beyond rounding" in est.reason
     assert est.sigma_max_interval[1] == math.inf and est.sigma_min_interval[1] == math.inf
+
+
+@pytest.mark.parametrize("kind", ["gram", "gauss-newton"])
+@pytest.mark.parametrize("c", [0.0, 1e6])
+def test_gram_and_gauss_newton_measure_their_own_products(kind, c, truth):
+    """``Jᵀ J`` as a GramOperator (or the Gauss–Newton matrix with ``H_L = I``) of the nn.MHA Jacobian: the
+    error is measured on the composed products. It covers ‖G̃ − G‖₂ (G̃ from the module's dense J); at
+    c = 1e6 the result is not certified, and every interval still holds the true eigenvalue."""
+    mha, X, u = _mha()
+    model = adapt(mha, (X, X + c * u, X), params="in_proj_weight")
+    if kind == "gram":
+        op = GramOperator(JacobianOperator(model.functional, model.params(), model.inputs), side="inner")
+    else:
+        op = GaussNewtonOperator(model.functional, model.params(), inputs=model.inputs)
+    pe = op.product_error()
+    assert pe is not None and op.point_products() is not None
+    Jt = _dense_jacobian(model)
+    err = float(np.linalg.norm(Jt.T @ Jt - truth["J"].T @ truth["J"], 2))
+    assert err <= pe.bound
+    assert pe.beyond_rounding == (c > 0)
+    if c > 0:
+        assert pe.bound <= 20 * err  # not vacuous
+    est = eigen_extremes(op)
+    assert est.product_error == pe.bound
+    assert est.converged == (c == 0)
+    if c > 0:
+        assert "beyond rounding" in est.reason
+    lo, hi = est.lambda_max_interval
+    assert lo <= truth["smax"] ** 2 <= hi
+    lo, hi = est.lambda_min_interval
+    assert lo <= 0.0 <= hi  # the 16-dimensional null space
+
+
+def test_an_adjoint_shares_the_estimate_and_transposes_the_point_products():
+    mha, X, u = _mha()
+    model = adapt(mha, (X, X + 1e6 * u, X), params="in_proj_weight")
+    op = JacobianOperator(model.functional, model.params(), model.inputs)
+    ppt = op.T.point_products()
+    y = torch.randn(op.shape[0], dtype=torch.float64)
+    x = torch.randn(op.shape[1], dtype=torch.float64)
+    torch.testing.assert_close(ppt.forward(ppt.tensors, ppt.inputs, y), op.rmatvec(y), rtol=1e-12, atol=0)
+    torch.testing.assert_close(ppt.adjoint(ppt.tensors, ppt.inputs, x), op.matvec(x), rtol=1e-12, atol=0)
+    assert op.T.product_error() is op.product_error()
+    g = GramOperator(op.T, side="outer")  # (Jᵀ)(Jᵀ)ᵀ = JᵀJ: the same matrix as GramOperator(op, "inner")
+    assert g.shape == (op.shape[1], op.shape[1]) and g.product_error().beyond_rounding
+
+
+def test_operators_without_a_point_carry_no_estimate():
+    from attncond.spectral.operators import as_operator
+
+    A = as_operator(np.arange(6.0).reshape(3, 2))
+    assert A.point_products() is None and A.product_error() is None
+    g = GramOperator(A)
+    assert g.point_products() is None and g.product_error() is None
+
+
+def test_the_symmetry_allowance_does_not_admit_a_non_symmetric_autograd_operator():
+    """The allowance is twice the products' error: a square autograd Jacobian of ``x ↦ tanh(A x)`` with
+    a non-symmetric ``A`` has an error at rounding level, far below its asymmetry, and is refused."""
+    torch.manual_seed(4)
+    A = torch.randn(6, 6, dtype=torch.float64)
+    x0 = 0.1 * torch.randn(6, dtype=torch.float64)
+    op = JacobianOperator(lambda p: torch.tanh(A @ p["x"]), {"x": x0})
+    assert not op.product_error().beyond_rounding
+    for method in ("dense", "lanczos"):
+        with pytest.raises(ValueError, match="not symmetric"):
+            eigen_extremes(op, method=method)
