@@ -547,9 +547,10 @@ def _hessian_rows(model: AdaptedModel, params: dict[str, torch.Tensor], inputs: 
     except ForwardADUnsupported as exc:
         return [DiagnosticRow("hessian.lambda_max", "Hessian λ_max", None, defined=False, note=str(exc))], None
     hes = hessian_extremes(lambda p: model.loss(p, *inputs, yt), params)
-    rows = [DiagnosticRow("hessian.lambda_max", "Hessian λ_max of ½‖f − y‖²", hes.lambda_max),
-            DiagnosticRow("hessian.lambda_min", "Hessian λ_min", hes.lambda_min,
-                          note="indefinite" if hes.indefinite else None)]
+    rows = [DiagnosticRow("hessian.lambda_max", "Hessian λ_max of ½‖f − y‖²", hes.lambda_max,
+                          hes.lambda_max_interval, note=hes.end_note()),
+            DiagnosticRow("hessian.lambda_min", "Hessian λ_min", hes.lambda_min, hes.lambda_min_interval,
+                          note=hes.end_note("indefinite" if hes.indefinite else None))]
     if hes.smallest_nonzero is None:
         rows.append(DiagnosticRow("hessian.smallest_nonzero", "Hessian non-zero λ nearest 0", None,
                                   defined=False, note=hes.reason or ""))

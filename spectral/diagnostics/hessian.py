@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +14,7 @@ import torch
 from attncond.models.checks import check_positive_float
 from attncond.spectral import policy
 from attncond.spectral.diagnostics.softmax_jacobian import check_nonneg_float
+from attncond.spectral.estimate import product_error_verdict
 from attncond.spectral.operators.autodiff import HessianOperator
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
@@ -31,6 +34,13 @@ class HessianExtremes:
     for Lanczos the number of orthonormal Ritz vectors certified in ``[−zero_tol, zero_tol]``
     (Kahan's residual bound), a lower bound (a Krylov space sees one copy of a repeated eigenvalue).
     ``cond_nonzero = λ_max/smallest_nonzero`` when the Hessian is PSD up to ``zero_tol``.
+
+    ``lambda_max_interval``/``lambda_min_interval`` contain the extreme eigenvalues of the mathematical
+    ``∇²L``: the solver's interval (dense: ``eigvalsh``'s backward error ``p·eps·|λ|_max``; Lanczos:
+    Bauer–Fike on the Ritz residual) widened by the Hessian-vector products' estimated error
+    ``product_error`` (Weyl; :meth:`HessianOperator.product_error`, at least ``‖H̃ − H̃ᵀ‖₂/2`` of the
+    formed ``H̃`` on the dense route, since the true ``∇²L`` is symmetric). Where that error is beyond
+    rounding and an end misses ``tol``, ``converged=False`` and the end's value is NaN (its interval stays).
     """
 
     lambda_max: float
@@ -46,9 +56,16 @@ class HessianExtremes:
     converged: bool
     reason: str | None
     null_dim_exact: bool = True
+    lambda_max_interval: tuple[float, float] | None = None
+    lambda_min_interval: tuple[float, float] | None = None
+    product_error: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return record_to_dict(self)
+
+    def end_note(self, note: str | None = None) -> str | None:
+        """``note`` for a diagnostics row of an extreme eigenvalue, plus the reason when not certified."""
+        return note if self.converged else _join(note, f"NOT certified to tol: {self.reason}")
 
     def __repr__(self) -> str:
         return record_repr(self, ("lambda_max", "lambda_min", "smallest_nonzero", "null_dim_seen",
@@ -76,6 +93,12 @@ def _lanczos_nonzero(r: Any, thr: float) -> tuple[float | None, int, str | None]
     return float(th[i]), nz, ("Lanczos: smallest_nonzero is the first converged Ritz value above zero_tol; "
                               "null_dim_seen is a lower bound (one Krylov space sees one copy of a "
                               "repeated eigenvalue)")
+
+def _end_interval(block: Any, pick: Any) -> tuple[float, float]:
+    """The Bauer–Fike interval of the extreme Ritz value of a Lanczos block."""
+    i = int(pick(np.asarray(block.values)))
+    return float(block.lower[i]), float(block.upper[i])
+
 
 def hessian_extremes(
     loss: Callable[[Mapping[str, torch.Tensor]], torch.Tensor],
@@ -109,11 +132,18 @@ def hessian_extremes(
     eps = torch.finfo(op.dtype).eps
     dense_max = policy.AUTO.hessian_dense_max_params
     chosen = method if method != "auto" else ("dense" if p <= dense_max else "lanczos")
+    pe = op.product_error()
     if chosen == "dense":
         Hd = op.to_dense()
+        asym = 0.5 * float(torch.linalg.matrix_norm(Hd - Hd.T, ord=2))  # ≤ ‖H̃ − H‖₂: H is symmetric
+        if pe is not None and asym > pe.bound:
+            pe = dataclasses.replace(pe, bound=asym, what=pe.what + " (‖H̃ − H̃ᵀ‖₂/2 of the formed H̃)")
         lam = torch.linalg.eigvalsh(0.5 * (Hd + Hd.T)).detach().cpu().double().numpy()
         lmax_abs = float(np.abs(lam).max(initial=0.0))
         thr = p * eps * lmax_abs if zt is None else zt
+        half = p * eps * lmax_abs  # eigvalsh is backward stable: |Δλ| ≤ c·p·eps·‖H‖
+        ivmax = (float(lam[-1]) - half, float(lam[-1]) + half)
+        ivmin = (float(lam[0]) - half, float(lam[0]) + half)
         zero = np.abs(lam) <= thr
         nonzero = lam[~zero]
         smallest_nz = float(nonzero[np.argmin(np.abs(nonzero))]) if nonzero.size else None
@@ -128,13 +158,28 @@ def hessian_extremes(
         smallest_nz, nd, why = _lanczos_nonzero(r, thr)
         conv = bool(r.converged) and smallest_nz is not None
         matvecs, exact, reason = r.matvecs, False, _join(r.reason, why)
+        ivmax, ivmin = _end_interval(r.largest, np.argmax), _end_interval(r.smallest, np.argmin)
+    b = 0.0 if pe is None else float(pe.bound)
+    ivmax, ivmin = (ivmax[0] - b, ivmax[1] + b), (ivmin[0] - b, ivmin[1] + b)
+    lmax, lmin = float(lam[-1]), float(lam[0])
+    if pe is not None:
+        ends = {"λ_max": lmax, "λ_min": lmin,
+                "the non-zero λ nearest 0": math.nan if smallest_nz is None else smallest_nz}
+        fail, reason = product_error_verdict(pe, tol, ends, reason)
+        if fail:
+            conv = False
+            lmax = lmax if b <= tol * abs(lmax) else math.nan
+            lmin = lmin if b <= tol * abs(lmin) else math.nan
+            if smallest_nz is not None and not b <= tol * abs(smallest_nz):
+                smallest_nz = None
     indefinite = bool(lam[0] < -thr)
     cond = None
-    if smallest_nz is not None and not indefinite and smallest_nz > 0:
-        cond = float(lam[-1]) / smallest_nz
+    if smallest_nz is not None and not indefinite and smallest_nz > 0 and not math.isnan(lmax):
+        cond = lmax / smallest_nz
     return HessianExtremes(
-        lambda_max=float(lam[-1]), lambda_min=float(lam[0]), smallest_nonzero=smallest_nz,
+        lambda_max=lmax, lambda_min=lmin, smallest_nonzero=smallest_nz,
         null_dim_seen=nd, cond_nonzero=cond, indefinite=indefinite, zero_tol=thr, n_params=p,
         method=("auto->" + chosen) if method == "auto" else chosen, matvecs=int(matvecs), converged=conv,
-        reason=reason, null_dim_exact=exact,
+        reason=reason, null_dim_exact=exact, lambda_max_interval=ivmax, lambda_min_interval=ivmin,
+        product_error=None if pe is None else b,
     )

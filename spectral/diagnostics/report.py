@@ -321,8 +321,9 @@ def _hessian_rows(rows: list[DiagnosticRow], model: Any, Xt: torch.Tensor, yt: t
                               lambda: hessian_extremes(lambda p: model.loss(p, Xt, yt), params))
     if hes is None:
         return None
-    rows.append(_row("hessian.lambda_max", hes.lambda_max))
-    rows.append(_row("hessian.lambda_min", hes.lambda_min, note="indefinite" if hes.indefinite else None))
+    rows.append(_row("hessian.lambda_max", hes.lambda_max, hes.lambda_max_interval, note=hes.end_note()))
+    rows.append(_row("hessian.lambda_min", hes.lambda_min, hes.lambda_min_interval,
+                     note=hes.end_note("indefinite" if hes.indefinite else None)))
     if hes.smallest_nonzero is None:
         rows.append(_undef("hessian.smallest_nonzero", hes.reason or ""))
     else:

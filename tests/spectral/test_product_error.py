@@ -247,3 +247,52 @@ def test_the_symmetry_allowance_does_not_admit_a_non_symmetric_autograd_operator
     for method in ("dense", "lanczos"):
         with pytest.raises(ValueError, match="not symmetric"):
             eigen_extremes(op, method=method)
+
+
+def _cross_attention_reference(mha: torch.nn.MultiheadAttention, W: torch.Tensor, Q: torch.Tensor,
+                               K: torch.Tensor) -> torch.Tensor:
+    """nn.MHA(Q, K, K) with one head, written without the cancellation of a large common key component:
+    the softmax sees key differences ``k_j − k_0`` and the values are split as ``(k_j − k_0) + k_0`` (rows
+    of the softmax sum to 1), so the common part ``c·u`` never meets the logits."""
+    Ed = mha.embed_dim
+    b = mha.in_proj_bias
+    q = Q @ W[:Ed].T + b[:Ed]
+    dK = K - K[:, :1]
+    s = torch.softmax(q @ (dK @ W[Ed:2 * Ed].T).transpose(-1, -2) / math.sqrt(Ed), -1)
+    o = s @ (dK @ W[2 * Ed:].T) + (K[:, :1] @ W[2 * Ed:].T + b[2 * Ed:])
+    return mha.out_proj(o)
+
+
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+@pytest.mark.parametrize("c", [0.0, 1e4, 1e6])
+def test_hessian_extremes_widen_by_the_products_error_and_hold_the_truth(c, method):
+    """A stock nn.MHA whose keys share c·u: hessian_extremes certified a λ_min 42x off at c = 1e6 (the dense
+    route never looked at the products' error). Now both ends' intervals hold the cancellation-free truth,
+    c = 0 stays certified to 1e-9, and where the widened interval misses tol the value is NaN."""
+    from attncond.spectral.diagnostics import hessian_extremes
+
+    torch.manual_seed(3)
+    g = torch.Generator().manual_seed(4)
+    mha = torch.nn.MultiheadAttention(4, 1, batch_first=True).double()
+    Q = torch.randn(1, 2, 4, generator=g, dtype=torch.float64)
+    K = torch.randn(1, 3, 4, generator=g, dtype=torch.float64) + c * torch.randn(4, generator=g,
+                                                                                  dtype=torch.float64)
+    y = torch.randn(1, 2, 4, generator=g, dtype=torch.float64)
+    a = adapt(mha, (Q, K, K), params="in_proj_weight")
+    he = hessian_extremes(lambda p: a.loss(p, Q, K, K, y), a.params(), method=method, tol=1e-9, k=4,
+                          maxiter=400)
+    W0 = mha.in_proj_weight.detach().clone()
+    Hr = torch.func.hessian(lambda W: 0.5 * ((_cross_attention_reference(mha, W, Q, K) - y) ** 2).sum())(W0)
+    lam = np.linalg.eigvalsh(Hr.detach().reshape(48, 48).numpy())
+    assert he.lambda_min_interval[0] <= lam[0] <= he.lambda_min_interval[1]
+    assert he.lambda_max_interval[0] <= lam[-1] <= he.lambda_max_interval[1]
+    if c == 0.0:  # (Lanczos leaves an indefinite Hessian's non-zero λ nearest 0 uncomputed: not converged)
+        assert he.product_error is not None and "products' error" not in (he.reason or "")
+        assert he.converged or (method == "lanczos" and he.indefinite and he.smallest_nonzero is None)
+        assert abs(he.lambda_min - lam[0]) <= 1e-9 * abs(lam[0])
+        assert abs(he.lambda_max - lam[-1]) <= 1e-9 * abs(lam[-1])
+    else:
+        assert not he.converged
+        assert "products' error" in he.reason or (method == "lanczos" and "not converged" in he.reason)
+        assert math.isnan(he.lambda_min)
+        assert he.lambda_min_interval[1] - he.lambda_min_interval[0] > 1e-9 * abs(lam[0])
