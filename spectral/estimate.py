@@ -208,6 +208,14 @@ def _widen(iv: tuple[float, float], b: float, clip: bool) -> tuple[float, float]
     return (max(lo - b, 0.0) if clip else lo - b, hi + b)
 
 
+def misses_tol(pe: Any, tol: float, value: float) -> bool:
+    """Whether the products' estimated error ``pe`` withdraws the certificate of ``value``: beyond
+    rounding and wider than ``tol·|value|``. NaN (not computed) and 0 (rank deficiency, kept as
+    ``[0, bound]``) never miss."""
+    return (pe.beyond_rounding and not math.isnan(value) and value != 0.0
+            and not pe.bound <= tol * abs(value))
+
+
 def product_error_verdict(pe: Any, tol: float, values: dict[str, float], reason: str | None
                           ) -> tuple[bool, str | None]:
     """Whether the products' estimated error breaks the certificate: only when it is beyond the rounding
@@ -217,9 +225,7 @@ def product_error_verdict(pe: Any, tol: float, values: dict[str, float], reason:
     if zeros and pe.bound > 0:
         z = (f"{', '.join(zeros)} = 0 up to the products' estimated error: widened by {pe.bound:.3g}")
         reason = reason if reason and z in reason else (f"{reason}; {z}" if reason else z)
-    if not pe.beyond_rounding:
-        return False, reason
-    fails = [k for k, v in values.items() if not math.isnan(v) and v != 0.0 and not pe.bound <= tol * abs(v)]
+    fails = [k for k, v in values.items() if misses_tol(pe, tol, v)]
     if not fails:
         return False, reason
     why = f"{pe.describe()}: {', '.join(fails)} no longer met tol={tol:g}"

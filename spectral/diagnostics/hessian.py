@@ -14,7 +14,7 @@ import torch
 from attncond.models.checks import check_positive_float
 from attncond.spectral import policy
 from attncond.spectral.diagnostics.softmax_jacobian import check_nonneg_float
-from attncond.spectral.estimate import product_error_verdict
+from attncond.spectral.estimate import misses_tol, product_error_verdict
 from attncond.spectral.operators.autodiff import HessianOperator
 from attncond.spectral.results import record_repr, record_to_dict
 from attncond.spectral.solvers.lanczos import symmetric_lanczos
@@ -166,12 +166,11 @@ def hessian_extremes(
         ends = {"λ_max": lmax, "λ_min": lmin,
                 "the non-zero λ nearest 0": math.nan if smallest_nz is None else smallest_nz}
         fail, reason = product_error_verdict(pe, tol, ends, reason)
-        if fail:
-            conv = False
-            lmax = lmax if b <= tol * abs(lmax) else math.nan
-            lmin = lmin if b <= tol * abs(lmin) else math.nan
-            if smallest_nz is not None and not b <= tol * abs(smallest_nz):
-                smallest_nz = None
+        conv = conv and not fail
+        lmax = math.nan if misses_tol(pe, tol, lmax) else lmax
+        lmin = math.nan if misses_tol(pe, tol, lmin) else lmin
+        if smallest_nz is not None and misses_tol(pe, tol, smallest_nz):
+            smallest_nz = None
     indefinite = bool(lam[0] < -thr)
     cond = None
     if smallest_nz is not None and not indefinite and smallest_nz > 0 and not math.isnan(lmax):
