@@ -242,11 +242,16 @@ def with_product_error(est: Any, pe: Any, tol: float) -> Any:
     if pe is None:
         return est
     b = pe.bound
+
+    def kept(v: float) -> float:  # a value whose certificate the error withdraws is nan (its interval kept)
+        return _NAN if misses_tol(pe, tol, v) else v
+
     if isinstance(est, EigenEstimate):
         fail, reason = product_error_verdict(pe, tol, {"λ_max": est.lambda_max, "λ_min": est.lambda_min},
                                             est.reason)
         return dataclasses.replace(
-            est, lambda_max_interval=_widen(est.lambda_max_interval, b, False),
+            est, lambda_max=kept(est.lambda_max), lambda_min=kept(est.lambda_min),
+            lambda_max_interval=_widen(est.lambda_max_interval, b, False),
             lambda_min_interval=_widen(est.lambda_min_interval, b, False), converged=est.converged and not fail,
             reason=reason, products=pe.describe(), product_error=b)
     imax, imin = _widen(est.sigma_max_interval, b, True), _widen(est.sigma_min_interval, b, True)
@@ -255,7 +260,10 @@ def with_product_error(est: Any, pe: Any, tol: float) -> Any:
         cond_iv = (imax[0] / imin[1] if imin[1] > 0 else math.inf,
                    imax[1] / imin[0] if imin[0] > 0 else math.inf)
     fail, reason = product_error_verdict(pe, tol, {"σ_max": est.sigma_max, "σ_min": est.sigma_min}, est.reason)
-    return dataclasses.replace(est, sigma_max_interval=imax, sigma_min_interval=imin, cond_interval=cond_iv,
+    smax, smin = kept(est.sigma_max), kept(est.sigma_min)
+    cond = _NAN if math.isnan(smax) or math.isnan(smin) else est.cond
+    return dataclasses.replace(est, sigma_max=smax, sigma_min=smin, cond=cond, sigma_max_interval=imax,
+                               sigma_min_interval=imin, cond_interval=cond_iv,
                                converged=est.converged and not fail, reason=reason, products=pe.describe(),
                                product_error=b)
 

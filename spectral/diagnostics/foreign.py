@@ -49,7 +49,12 @@ from attncond.models.checks import check_positive_float
 from attncond.spectral.diagnostics.hessian import hessian_extremes
 from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics, compute_or_undefined
 from attncond.spectral.diagnostics.softmax_jacobian import softmax_jacobian_spectrum
-from attncond.spectral.estimate import extreme_singular_values, product_error_verdict, with_product_error
+from attncond.spectral.estimate import (
+    extreme_singular_values,
+    misses_tol,
+    product_error_verdict,
+    with_product_error,
+)
 from attncond.spectral.operators import JacobianOperator
 from attncond.spectral.policy import AUTO
 from attncond.spectral.results import to_jsonable
@@ -221,8 +226,8 @@ def _gram_route(op: JacobianOperator, tol: float) -> dict[str, Any]:
     reason = "; ".join(x for x in (smin_reason, nz_reason) if x) or None
     return {"est": None, "s": s, "route": f"gram[{how}, {side}, eigvalsh]", "converged": smin_ok and nz_ok,
             "nz_ok": nz_ok, "reason": reason, "nz_reason": nz_reason,
-            "smax": float(s[0]), "smax_iv": smax_iv, "smin": smin, "smin_iv": smin_iv, "smin_nz_iv": nz_iv,
-            "mu_lam": float(lam[-1]), "mu_iv": (smin_iv[0] ** 2, smin_iv[1] ** 2), **info}
+            "smax": float(s[0]), "smax_iv": smax_iv, "smin": smin if smin_ok else math.nan, "smin_iv": smin_iv,
+            "smin_nz_iv": nz_iv, **info}
 
 
 def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> dict[str, Any]:
@@ -238,9 +243,17 @@ def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> 
     nz = info.get("smallest_nonzero")
     out = dict(r)
     out["route"] = r["route"] + f" + gkd null space ({g.matvecs} products)"
-    if g.converged and int(info.get("null_dim", 0)) == 0:  # no null space after all: σ_min > 0
+    if g.converged and g.rank_deficient and int(info.get("null_dim", 0)) == 0:
+        # σ_min within GKD's attainable accuracy of 0 but no vector locked: rank deficient to working
+        # precision, the dimension (≥ 1) and the smallest non-zero σ unresolved
+        lo, hi = _interval_of(g.smallest)
+        out.update(null_dim=1, smin_nz=math.nan, smin_nz_iv=None, nz_ok=False, gkd_smin=(0.0, (0.0, hi + b)),
+                   nz_reason=f"{g.reason}: null_dim = 1 is a lower bound; a wider dtype resolves it")
+    elif g.converged and int(info.get("null_dim", 0)) == 0:  # no null space after all: σ_min > 0
+        lo, hi = _interval_of(g.smallest)
         out.update(null_dim=0, smin_nz=None, smin_nz_iv=None, nz_ok=True, nz_reason=None,
-                   zero_tol=max(max(m, p) * float(torch.finfo(op.dtype).eps) * float(r["s"][0]), b))
+                   zero_tol=max(max(m, p) * float(torch.finfo(op.dtype).eps) * float(r["s"][0]), b),
+                   gkd_smin=(float(g.smallest.values[0]), (max(lo - b, 0.0), hi + b)))
     elif g.converged and nz is not None and nz["converged"]:
         out.update(null_dim=int(info["null_dim"]), smin_nz=float(nz["value"]),
                    smin_nz_iv=(max(float(nz["lower"]) - b, 0.0), float(nz["upper"]) + b), nz_ok=True,
@@ -249,6 +262,28 @@ def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> 
         out["nz_reason"] = "; ".join(x for x in (r["nz_reason"], f"GKD on J did not resolve the null space: "
                                                  f"{g.reason}") if x)
     return out
+
+
+def _interval_of(block: Any) -> tuple[float, float]:
+    return float(block.lower[0]), float(block.upper[0])
+
+
+def _one_sigma_min(est: Any, r: dict[str, Any], smin: float, smin_iv: tuple[float, float]
+                   ) -> tuple[float, tuple[float, float], bool, str | None]:
+    """``σ_min`` and its interval from the two certificates of the certified route: the solver's on ``J``
+    and GKD's (null-space resolution, where it ran and found no null space). Both contain the true
+    ``σ_min``, so their intersection does; GKD resolves ``eps·σ_max`` where the solver's rank-deficiency
+    verdict may rest on a coarser level. Returns ``(σ_min, interval, GKD's value was used, reason)``."""
+    g = r.get("gkd_smin")
+    if est is None or g is None:
+        return smin, smin_iv, False, None
+    gv, giv = g
+    lo, hi = max(smin_iv[0], giv[0]), min(smin_iv[1], giv[1])
+    if lo > hi:
+        return math.nan, (min(smin_iv[0], giv[0]), max(smin_iv[1], giv[1])), True, (
+            f"the solver's σ_min interval [{smin_iv[0]:.6g}, {smin_iv[1]:.6g}] and GKD's [{giv[0]:.6g}, "
+            f"{giv[1]:.6g}] do not meet: one certificate is wrong, σ_min is not certified (their hull is kept)")
+    return gv, (lo, hi), True, None
 
 
 def unused_params(model: AdaptedModel, params: Mapping[str, torch.Tensor], inputs: tuple) -> list[str]:
@@ -331,22 +366,33 @@ def jacobian_conditioning(
         if dense:
             conv, reason = est.converged and r["converged"], est.reason or r["reason"]
         else:  # σ_min is certified by the solver: the Gram's own σ_min width no longer matters
-            conv = est.converged and r["nz_ok"]
-            reason = "; ".join(x for x in (est.reason, r["nz_reason"]) if x) or None
+            smin, smin_iv, by_gkd, why = _one_sigma_min(est, r, smin, smin_iv)
+            # with GKD's σ_min the solver's σ_min verdict is replaced: σ_max's stands (nan if it failed)
+            conv = (not math.isnan(smax) and not math.isnan(smin)) if by_gkd else est.converged
+            conv = conv and r["nz_ok"]
+            reason = "; ".join(x for x in ((None if by_gkd and not why else est.reason), why, r["nz_reason"])
+                               if x) or None
         route = r["route"] if dense else f"{r['route']} + {est.method}"
     else:
         smax, smax_iv, smin, smin_iv = r["smax"], r["smax_iv"], r["smin"], r["smin_iv"]
         conv, reason, route = r["converged"], r["reason"], r["route"]
+    r = dict(r)
+    if smin_iv[0] > 0.0:  # σ_min certified > 0: J has full rank, whatever the spectrum's count said
+        r.update(null_dim=0, smin_nz=None, smin_nz_iv=None)
+        if smin == 0.0:
+            smin = float(r["s"][-1])
+    elif smin == 0.0 and not r["null_dim"]:  # σ_min = 0 to working precision, no σ counted as zero
+        r.update(null_dim=1, smin_nz=math.nan, smin_nz_iv=None)
+        conv = False
+        reason = (reason + "; " if reason else "") + (
+            "σ_min = 0 to working precision but no singular value was resolved as zero: null_dim = 1 is a "
+            "lower bound and the smallest non-zero σ is not resolved")
     rank_limited = p < m
+    # μ = σ_min² with the interval of σ_min squared (≥ 0 by construction); nan where σ_min is
+    mu, mu_iv = smin**2, (smin_iv[0] ** 2, smin_iv[1] ** 2)
     if rank_limited:
         mu, mu_iv = 0.0, (0.0, 0.0)
         reason = (reason + "; " if reason else "") + f"p={p} < m={m}: J Jᵀ is singular by rank, μ = 0"
-    elif dense:
-        mu, mu_iv = smin**2, (smin_iv[0] ** 2, smin_iv[1] ** 2)
-    else:
-        mu, mu_iv = r["mu_lam"], r["mu_iv"]
-    if r["null_dim"] and not rank_limited:
-        mu = 0.0 if smin == 0.0 else mu
     kiv = (smax_iv[0] / smin_iv[1] if smin_iv[1] > 0 else math.inf,
            smax_iv[1] / smin_iv[0] if smin_iv[0] > 0 else math.inf)
     if smax == 0.0:
@@ -362,6 +408,12 @@ def jacobian_conditioning(
             "the smallest non-zero σ": snz if snz is not None else math.nan}
     fail, reason = product_error_verdict(pe, tol, ends, reason)
     conv = conv and not fail
+    # a value whose certificate the products' error withdraws is nan, its interval kept
+    smax, smin = (math.nan if misses_tol(pe, tol, v) else v for v in (smax, smin))
+    if snz is not None and misses_tol(pe, tol, snz):
+        snz = math.nan
+    if not rank_limited and math.isnan(smin):
+        mu = math.nan
     return JacobianConditioning(
         shape=(m, p), sigma_max=float(smax), sigma_max_interval=tuple(smax_iv), sigma_min=float(smin),
         sigma_min_interval=tuple(smin_iv), kappa=(math.inf if smin == 0 else smax / smin), kappa_interval=kiv,

@@ -334,7 +334,8 @@ def assemble_result(op: LinearOp, certs: CertifiedEnds, run: SolveRun,
     """Build the :class:`SVDResult` from certified ends (shared by every certified route).
 
     Stopping rule (:func:`meets_tol`) per value; a ``σ_min`` whose interval contains 0 and
-    that is at most ``max(m,n)·eps·σ_max`` is reported as exactly ``0`` with
+    that is at most ``max(m,n)·eps·σ_max`` or met the stopping rule (then it is within the rounding
+    allowance of 0: a rounding-level value is no σ_min) is reported as exactly ``0`` with
     ``rank_deficient=True``. ``info`` is free-form solver detail copied into the result.
     """
     m, n = op.shape
@@ -352,14 +353,15 @@ def assemble_result(op: LinearOp, certs: CertifiedEnds, run: SolveRun,
         c = certs.smallest
         conv = meets_tol(c, run.tol)
         level = max(m, n) * eps * smax
-        if c.lower[0] <= 0.0 and c.values[0] <= level:
+        if c.lower[0] <= 0.0 and (c.values[0] <= level or conv[0]):
             rank_def = True
+            at = (f"<= max(m,n)*eps*sigma_max = {level:.3g}" if c.values[0] <= level else
+                  f"(the computed {c.values[0]:.3g} is within the rounding allowance of 0)")
             vals = c.values.copy()
             vals[0] = 0.0
             c = dataclasses.replace(c, values=vals)
             conv[0] = True
-            reasons.append(f"rank deficient: sigma_min certified in [0, {c.upper[0]:.3g}] "
-                           f"<= max(m,n)*eps*sigma_max = {level:.3g}")
+            reasons.append(f"rank deficient: sigma_min certified in [0, {c.upper[0]:.3g}] {at}")
         smallest = block_from(c, end="smallest", converged=conv, swap=run.swap)
     blocks = [b for b in (largest, smallest) if b is not None]
     converged = all(bool(b.converged.all()) for b in blocks)

@@ -462,8 +462,14 @@ def _smallest_block(
     conv_nz = _meets(nz, tol, floor)
     if "null" not in cs:
         vals = np.where(conv_nz, nz.values, np.nan)
+        why = None
+        if bool(conv_nz[0]) and nz.lower[0] <= 0.0:  # converged within the attainable accuracy of 0
+            vals[0] = 0.0
+            why = (f"rank deficient: sigma_min certified in [0, {nz.upper[0]:.3g}] (the computed "
+                   f"{nz.values[0]:.3g} is within the attainable accuracy of 0; no vector was locked, so "
+                   "the null-space dimension is not resolved: info['null_dim'] = 0 is no count)")
         b = block_from(nz, end="smallest", converged=conv_nz, swap=swap)
-        return _with_values(b, vals), bool(conv_nz.all()), None
+        return _with_values(b, vals), bool(conv_nz.all()), why
     cz = cs["null"]
     nzero = min(k, cz.values.size)
     tall = lambda a, b: np.concatenate([a[:nzero], b[: k - nzero]])  # noqa: E731
@@ -624,6 +630,7 @@ def _assemble(op: LinearOp, cs: dict[str, Certified], null: NullSpaceInfo, out: 
         conv &= ok_s
         if why:
             reasons.append(why)
+        if why and "null" in cs:
             nz = cs["smallest_nonzero"]
             info["smallest_nonzero"] = {"value": float(nz.values[0]), "lower": float(nz.lower[0]),
                                         "upper": float(nz.upper[0]),
@@ -637,5 +644,5 @@ def _assemble(op: LinearOp, cs: dict[str, Certified], null: NullSpaceInfo, out: 
     return SVDResult(method="gkd", shape=op.shape, largest=largest, smallest=smallest, converged=conv,
                      iterations=out.space.steps, matvecs=int(op.n_products - start),
                      seconds=time.perf_counter() - t0,
-                     rank_deficient=null.dimension > 0 and smallest is not None,
+                     rank_deficient=smallest is not None and (null.dimension > 0 or smallest.values[0] == 0.0),
                      reason="; ".join(reasons) or None, info=info)
