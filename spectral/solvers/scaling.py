@@ -7,9 +7,9 @@ Every public solver (``dense_svd``, ``golub_kahan_lanczos``, ``golub_kahan_david
 from the first non-zero product of a matrix-free one; ``e = 0`` while the scale is inside the dtype's
 safe range ``2^±safe_exponent(dtype)``: ``2^±256`` for float64, ``2^±32`` for float32) and
 :func:`unscale_result` divides every value, bound and residual by ``2^e`` (``np.ldexp``: exact for
-normal numbers; a subnormal bound is rounded outwards). So ``A·2^k`` gives exactly ``2^k`` times the
-result for ``A`` on every route while the numbers stay normal, and the solvers' squares, sums of
-squares and ``eps``-multiples never leave the floating-point range.
+normal numbers; a bound the division rounds, subnormal or underflowed to 0, is moved outwards).
+So ``A·2^k`` gives exactly ``2^k`` times the result for ``A`` on every route while the numbers stay
+normal, and the solvers' squares, sums of squares and ``eps``-multiples never leave the floating-point range.
 """
 
 from __future__ import annotations
@@ -32,15 +32,22 @@ R = TypeVar("R", SVDResult, EigResult)
 _GRAM_INFO = ("gram_eig_min", "gram_eig_max", "gram_rounding_margin")
 
 
+def _inexact(x: Any, e: int) -> np.ndarray:
+    """Where ``x·2^-e`` was rounded: a subnormal result lost bits, or underflowed to 0."""
+    xf = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return np.isfinite(xf) & (np.ldexp(np.ldexp(xf, -e), e) != xf)
+
+
 def _unscale(x: Any, e: int, direction: float = 0.0) -> np.ndarray:
-    """``x·2^-e`` (exact for normal results); a subnormal bound is rounded outwards (``direction``)."""
-    a = np.ldexp(np.asarray(x, dtype=np.float64), -e)
+    """``x·2^-e`` (exact for normal results); a bound the division rounded (a subnormal that lost bits,
+    or one that underflowed to 0) is moved one ulp outwards (``direction``), so it still holds."""
+    xf = np.asarray(x, dtype=np.float64)
+    a = np.ldexp(xf, -e)
     if direction:
-        tiny = np.finfo(np.float64).tiny
-        sub = (a != 0) & (np.abs(a) < tiny)
-        a = np.where(sub, np.nextafter(a, direction * np.inf), a)
+        a = np.where(_inexact(xf, e), np.nextafter(a, direction * np.inf), a)
         if direction < 0:
-            a = np.where((np.asarray(x) >= 0) & (a < 0), 0.0, a)
+            a = np.where((xf >= 0) & (a < 0), 0.0, a)
     fin = np.isfinite(np.asarray(x, dtype=np.float64))
     if bool((fin & ~np.isfinite(a)).any()):
         big = float(np.max(np.abs(np.asarray(x, dtype=np.float64)[fin])))
@@ -95,6 +102,10 @@ def unscale_result(res: R, scale: ScaleState) -> R:
                           "smallest": _unscale_block(res.smallest, e), "info": info}
     if res.reason:
         kw["reason"] = f"{res.reason} (numbers above are of the operator scaled by 2^{e})"
+    if any(b is not None and bool(_inexact(b.values, e).any()) for b in (res.largest, res.smallest)):
+        note = (f"a value is below float64's normal range: divided by 2^{e} it was rounded (subnormal, or "
+                "0 by underflow); the bounds are rounded outwards and still hold")
+        kw["reason"] = f"{kw.get('reason', res.reason)}; {note}" if (kw.get("reason") or res.reason) else note
     if isinstance(res, SVDResult) and res.spectrum is not None:
         kw["spectrum"] = _unscale(res.spectrum, e)
     return dataclasses.replace(res, **kw)

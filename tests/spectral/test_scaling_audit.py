@@ -138,6 +138,31 @@ def test_direct_solvers_give_exact_multiples():
             assert r.smallest.upper[0] == math.ldexp(b.smallest.upper[0], k)
 
 
+@pytest.mark.parametrize("shift", [1074, 1070, 1060])
+def test_bounds_that_underflow_when_unscaled_still_hold(shift):
+    """Integer matrices times ``2^-shift``: the unscaled bounds are subnormal or underflow to 0 and are
+    rounded outwards. At ``2^-1074`` a full-rank A had σ_min certified in ``[0, 0]`` (truth 8.0e-325) and
+    an indefinite S λ_min in ``[-0, 0]``. Truth from mpmath at 50 digits."""
+    import mpmath
+
+    mpmath.mp.dps = 50
+    scale = mpmath.mpf(2) ** -shift
+    A = np.array([[3.0, 4.0], [2.0, 3.0]])  # det 1: full rank
+    M = mpmath.matrix(A.tolist())
+    sv = sorted(mpmath.sqrt(x) for x in mpmath.eigsy(M.T * M)[0])
+    e = spectral.extreme_singular_values(np.ldexp(A, -shift))
+    for (lo, hi), t in ((e.sigma_min_interval, sv[0] * scale), (e.sigma_max_interval, sv[-1] * scale)):
+        assert mpmath.mpf(lo) <= t <= mpmath.mpf(hi)
+    assert e.sigma_min_interval[1] > 0
+    if shift == 1074:
+        assert "below float64's normal range" in e.reason
+    S = np.array([[3.0, 4.0], [4.0, 5.0]])  # eigenvalues 8.12, -0.123
+    ev = sorted(mpmath.eigsy(mpmath.matrix(S.tolist()))[0])
+    ee = spectral.eigen_extremes(np.ldexp(S, -shift))
+    for (lo, hi), t in ((ee.lambda_min_interval, ev[0] * scale), (ee.lambda_max_interval, ev[-1] * scale)):
+        assert mpmath.mpf(lo) <= t <= mpmath.mpf(hi)
+
+
 def test_gkd_null_space_info_is_unscaled():
     A = known(40, 20, np.r_[np.linspace(1.0, 2.0, 18), 0.0, 0.0], seed=6) * 1e-200
     r = golub_kahan_davidson(A)
