@@ -347,9 +347,10 @@ def eigen_extremes(
     ``λ_max ≥ θ_max`` and ``λ_min ≤ θ_min``. ``method``: ``"auto"`` (dense ``eigh`` when
     ``n ≤ AUTO.eigen_dense_max_side`` (2000), else Lanczos), ``"dense"`` or ``"lanczos"``.
 
-    A non-symmetric ``S`` is refused (``ValueError``) by the probe of :func:`check_symmetric`
-    (two products for an implicit ``S``, counted in ``matvecs``). ``S`` is scaled by a power of two
-    first and the results scaled back exactly (see :func:`unscale_svd`).
+    A non-symmetric ``S`` is refused (``ValueError``) by :func:`check_symmetric`: exactly on a stored
+    ``S`` (``‖S − Sᵀ‖₂`` against ``64·n·eps·‖S‖_F``; the accepted rounding-level ``‖S − Sᵀ‖₂/2`` widens
+    every interval), by a probe of two products (counted in ``matvecs``) for an implicit one. ``S`` is
+    scaled by a power of two first and the results scaled back exactly (see :func:`unscale_svd`).
     """
     t0 = time.perf_counter()
     ends = _which_to_ends(which)
@@ -376,15 +377,18 @@ def eigen_extremes(
     Sd = sop.to_dense() if chosen == "dense" else None
     pe = op.product_error()
     allow = 0.0 if pe is None else 2.0 * pe.bound  # products computed as S + E: asymmetric up to 2‖E‖
+    # a stored S is tested exactly (the bound on ‖S − Sᵀ‖₂ it accepted comes back, in sop's units)
     if Sd is not None:
-        check_symmetric(DenseOp(Sd), seed, allowance=math.ldexp(allow, scale.exp))
+        skew = check_symmetric(DenseOp(Sd), seed, allowance=math.ldexp(allow, scale.exp))
     else:  # a matrix-free op's scaling only multiplies its outputs: probe it unscaled against the allowance
-        check_symmetric(op if allow > 0 else sop, seed, allowance=allow)
+        skew = check_symmetric(op if allow > 0 else sop, seed, allowance=allow)
     if chosen == "dense":
         assert Sd is not None
         r = _dense_eig(Sd, ends, tol, time.perf_counter())
     else:
         r = solve_lanczos(sop, 1, ends, tol, maxiter, seed=seed)
+    if skew and op.is_explicit:  # the symmetric part was solved: S's eigenvalues lie within ‖K‖₂/2 of its
+        r = _widen_eig(r, skew / 2.0)
     r = unscale_svd(r, scale)
     vals = {}
     for e in ("largest", "smallest"):
@@ -409,6 +413,14 @@ def eigen_extremes(
         details=details,
         products=product_source(op),
     ), pe, tol)
+
+
+def _widen_eig(r: EigResult, w: float) -> EigResult:
+    """Every interval of ``r`` widened by ``w`` on both sides."""
+    def wide(b: Any) -> Any:
+        return None if b is None else dataclasses.replace(b, lower=b.lower - w, upper=b.upper + w)
+
+    return dataclasses.replace(r, largest=wide(r.largest), smallest=wide(r.smallest))
 
 
 def _dense_eig(Sd: torch.Tensor, ends: str, tol: float, t0: float) -> EigResult:

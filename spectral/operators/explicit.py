@@ -65,6 +65,13 @@ class DenseOp(LinearOp):
     def to_dense(self, max_entries: int = 50_000_000) -> torch.Tensor:
         return self.A.clone()
 
+    def asymmetry(self, exact: bool = False) -> tuple[float, float]:
+        """``(b, ‖A‖_F)`` for a square ``A``: ``b = ‖A − Aᵀ‖_F ≥ ‖A − Aᵀ‖₂``, or with ``exact`` the
+        2-norm itself (an SVD of ``A − Aᵀ``, ``O(n³)``)."""
+        K = self.A - self.A.T
+        b = torch.linalg.matrix_norm(K, 2) if exact else safe_norm(K.reshape(-1))
+        return float(b), float(safe_norm(self.A.reshape(-1)))
+
 def _csr(M: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -104,6 +111,13 @@ class SparseOp(LinearOp):
         if m * n > max_entries:
             raise ValueError(f"to_dense: {m}x{n} exceeds max_entries={max_entries}")
         return self._A.to_dense()
+
+    def asymmetry(self, exact: bool = False) -> tuple[float, float]:
+        """``(‖A − Aᵀ‖_F, ‖A‖_F)`` for a square ``A`` (the Frobenius norm bounds ``‖A − Aᵀ‖₂``; ``exact``
+        is accepted and gives the same bound for a sparse matrix)."""
+        K = (self._A.to_sparse_coo() - self._AT.to_sparse_coo()).coalesce().values()
+        kf = float(safe_norm(K)) if K.numel() else 0.0
+        return kf, float(safe_norm(self._A.values())) if self.nnz else 0.0
 
 class CallableOp(LinearOp):
     """An operator from ``matvec``/``rmatvec`` callables on torch tensors.

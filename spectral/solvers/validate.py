@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from attncond.spectral.operators.base import LinearOp, is_integer, safe_norm, same_device, to_common_scale
-from attncond.spectral.operators.explicit import CallableOp, as_operator
+from attncond.spectral.operators.explicit import CallableOp, DenseOp, SparseOp, as_operator
 
 
 def check_tol(tol: Any) -> float:
@@ -118,8 +118,16 @@ def prepare(
 SYMMETRY_TEST_FACTOR = 64.0
 
 
-def check_symmetric(op: LinearOp, seed: int = 0, name: str = "S", allowance: float = 0.0) -> None:
-    """Refuse a non-symmetric ``S`` by the probe ``|⟨Sx, y⟩ − ⟨x, Sy⟩|`` (two products for an implicit ``S``).
+def check_symmetric(op: LinearOp, seed: int = 0, name: str = "S", allowance: float = 0.0) -> float | None:
+    """Refuse a non-symmetric ``S``: exactly for a stored matrix, by a probe for an implicit one.
+
+    A stored ``S`` (:class:`DenseOp`, :class:`SparseOp`) is tested on ``K = S − Sᵀ`` itself: refused
+    when ``‖K‖₂ > 64·n·eps·‖S‖_F + allowance`` (``‖K‖_F`` first; a dense ``K``'s exact 2-norm only when
+    that bound is not enough). Returns the bound on ``‖K‖₂`` it accepted (the solvers certify the
+    symmetric part ``(S + Sᵀ)/2``; each eigenvalue of ``S`` lies within ``‖K‖₂/2`` of one of it, Bauer–
+    Fike), or ``None`` for the probe, which bounds nothing.
+
+    An implicit ``S`` is probed by ``|⟨Sx, y⟩ − ⟨x, Sy⟩|`` (two products).
 
     For random unit ``x, y`` a symmetric ``S`` gives a difference of rounding size only; the test
     refuses when it exceeds ``64·n·eps·(‖Sx‖ + ‖Sy‖)`` (rounding of the two products and the two inner
@@ -138,14 +146,16 @@ def check_symmetric(op: LinearOp, seed: int = 0, name: str = "S", allowance: flo
     """
     n = op.shape[0]
     if n < 2:
-        return
+        return 0.0 if op.is_explicit else None
+    if isinstance(op, (DenseOp, SparseOp)):
+        return _check_stored_symmetric(op, name, allowance)
     g = torch.Generator().manual_seed(int(seed) + 7919)
     X = torch.randn(n, 2, generator=g, dtype=torch.float64)
     X = (X / torch.linalg.vector_norm(X, dim=0)).to(op.dtype)
     scaled = to_common_scale(op.matmat(X.to(op.device)))
     X = X.double()
     if scaled is None:
-        return
+        return None
     (SX,), e = scaled
     x, y, sx, sy = X[:, 0], X[:, 1], SX[:, 0], SX[:, 1]
     diff = float(torch.dot(sx, y) - torch.dot(x, sy))
@@ -157,6 +167,25 @@ def check_symmetric(op: LinearOp, seed: int = 0, name: str = "S", allowance: flo
             f"{name} is not symmetric: the probe |<Sx, y> - <x, Sy>| = {math.ldexp(abs(diff), e):.3g} exceeds "
             f"{level} {math.ldexp(tol, e):.3g} (random unit x, y); a symmetric operator is needed "
             "(use extreme_singular_values for a general one)")
+    return None
+
+
+def _check_stored_symmetric(op: DenseOp | SparseOp, name: str, allowance: float) -> float:
+    n = op.shape[0]
+    kf, sf = op.asymmetry()
+    if not (math.isfinite(kf) and math.isfinite(sf)):
+        raise ValueError(f"{name}: the norm of S - S^T or of S is not finite (entries near the float range)")
+    level = SYMMETRY_TEST_FACTOR * n * torch.finfo(op.dtype).eps * sf + float(allowance)
+    if kf <= level:
+        return kf
+    k2 = op.asymmetry(exact=True)[0]
+    if not k2 <= level:
+        raise ValueError(
+            f"{name} is not symmetric: ||S - S^T||_2 = {k2:.3g} ({k2 / sf if sf else math.inf:.3g} relative to "
+            f"||S||_F) exceeds the rounding level {level:.3g} = 64*n*eps*||S||_F"
+            + (" plus twice the products' error" if allowance else "")
+            + "; a symmetric matrix is needed (use extreme_singular_values for a general one)")
+    return k2
 
 
 def needs_symmetry_probe(op: LinearOp) -> bool:

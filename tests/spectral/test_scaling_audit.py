@@ -265,6 +265,44 @@ def test_symmetric_lanczos_refuses_a_non_symmetric_input():
     assert r.converged and abs(r.lambda_max - np.linalg.eigvalsh(Sym)[-1]) <= 1e-12
 
 
+def _skew_perturbed(n: int, k: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    S = (Q * np.r_[np.linspace(-0.9, 0.9, n - 2), 1 - 1e-12, 1.0]) @ Q.T
+    S = 0.5 * (S + S.T)
+    return S, S + k * (np.outer(Q[:, -1], Q[:, -2]) - np.outer(Q[:, -2], Q[:, -1]))
+
+
+@pytest.mark.parametrize("method", ["dense", "lanczos"])
+def test_a_low_rank_skew_part_is_refused_on_a_stored_matrix(method):
+    """A rank-2 skew part of 5e-10 (||S - Sᵀ|| = 1e-9·||S||, 5e6·eps) turns the top pair into the complex
+    1 ± 5e-10 i; a random probe sees only ‖K‖_F/n of it and the dense route certified a real λ_max = 1 in
+    a 1e-13-wide interval. A stored S is now tested on S − Sᵀ itself."""
+    _, bad = _skew_perturbed(400, 5e-10)
+    for S in (bad, sp.csr_matrix(bad)):
+        with pytest.raises(ValueError, match=r"S is not symmetric: \|\|S - S\^T\|\|_2"):
+            spectral.eigen_extremes(S, method=method)
+
+
+def test_rounding_level_asymmetry_is_accepted_and_widens_the_interval():
+    """An asymmetry of a few ulps (as a BLAS-formed Gram has) passes; the eigenvalues of S lie within
+    ‖S − Sᵀ‖₂/2 of the symmetric part's, so the intervals are widened by that much and hold."""
+    S, _ = _skew_perturbed(200, 0.0)
+    rng = np.random.default_rng(1)
+    E = rng.standard_normal(S.shape) * 1e-15
+    T = S + np.triu(E, 1)  # asymmetric by ≈ 1e-15 per entry
+    K2 = np.linalg.norm(T - T.T, 2)
+    lam = np.linalg.eigvals(T)
+    e = spectral.eigen_extremes(T, method="dense")
+    assert e.converged
+    lo, hi = e.lambda_max_interval
+    assert lo <= float(np.max(lam.real)) <= hi
+    exact = spectral.eigen_extremes(S, method="dense")  # exactly symmetric: no widening
+    assert (hi - lo) - (exact.lambda_max_interval[1] - exact.lambda_max_interval[0]) >= 0.99 * K2
+    lo, hi = e.lambda_min_interval
+    assert lo <= float(np.min(lam.real)) <= hi
+
+
 def test_argument_errors_name_the_argument():
     A = known(8, 5, np.linspace(1.0, 2.0, 5))
     for seed in (1.5, True, "a", 2**70, -1):
