@@ -45,6 +45,7 @@ transformers and timm are never imported here: families are recognised by duck t
 from __future__ import annotations
 
 import contextlib
+import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -55,7 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import as_model_input, check_choice
+from .checks import as_model_input, check_choice, check_finite, check_flag
 
 __all__ = ["AdaptedModel", "AttentionMap", "ForwardADUnsupported", "FAMILIES", "adapt", "mha_extra_keys",
            "parameter_aliases", "select_params"]
@@ -122,18 +123,23 @@ def parameter_aliases(module: nn.Module) -> dict[str, str]:
     return aliases
 
 
-def select_params(module: nn.Module, pattern: str | Sequence[str]) -> tuple[str, ...]:
+def select_params(module: nn.Module, pattern: str | Sequence[str], *, name: str = "params") -> tuple[str, ...]:
     """Names of ``module.named_parameters()`` matching any ``fnmatch`` pattern (in module order).
 
-    ``"*"`` selects everything; ``"*.query.weight"``, ``"layer.0.attention.*"`` or a list of
-    patterns select parts. A pattern may name a tied parameter by any of its names (the alias
+    ``"*"`` selects everything; ``"*.query.weight"``, ``"layer.0.attention.*"`` or a list (or tuple)
+    of patterns select parts. A pattern may name a tied parameter by any of its names (the alias
     ``k.weight`` of ``k.weight = q.weight`` selects ``q.weight``, the name ``named_parameters()``
     lists; see :func:`parameter_aliases`). A pattern that matches nothing raises ``ValueError``
-    listing the parameter names and the ties.
+    listing the parameter names and the ties; anything but a non-empty string or a list/tuple of
+    them raises ``TypeError``. ``name`` is the argument the errors name.
     """
+    if not isinstance(pattern, (str, list, tuple)):
+        raise TypeError(f"{name} must be a parameter-name pattern string (fnmatch over named_parameters(), "
+                        f"e.g. '*' or 'in_proj_weight') or a list/tuple of them, got {type(pattern).__name__} "
+                        f"{pattern!r}")
     pats = (pattern,) if isinstance(pattern, str) else tuple(pattern)
     if not pats or not all(isinstance(p, str) and p for p in pats):
-        raise TypeError(f"params must be a non-empty pattern string or a list of them, got {pattern!r}")
+        raise TypeError(f"{name} must be a non-empty pattern string or a list of them, got {pattern!r}")
     names = [k for k, _ in module.named_parameters()]
     if not names:
         raise ValueError(f"the module {type(module).__name__} has no parameters")
@@ -150,7 +156,7 @@ def select_params(module: nn.Module, pattern: str | Sequence[str]) -> tuple[str,
             shown = ", ".join(names[:60]) + (f", … ({len(names)} in all)" if len(names) > 60 else "")
             tied = "; tied parameters (one tensor, either name selects it): " + ", ".join(
                 f"{a} = {c}" for a, c in aliases.items()) if aliases else ""
-            raise ValueError(f"params pattern {p!r} matches no parameter of {type(module).__name__}; "
+            raise ValueError(f"{name} pattern {p!r} matches no parameter of {type(module).__name__}; "
                              f"its parameters are: {shown}{tied}")
         chosen |= got
     return tuple(k for k in names if k in chosen)
@@ -218,22 +224,25 @@ class AdaptedModel:
         ``last_hidden_state`` or the first output), an attribute/key name, an index, or a
         callable ``out -> Tensor``.
     forward : ``forward(module, *inputs) -> out``, overriding the family's default call.
-    attention_mask : optional ``(N, n)`` padding mask (1 = attend, 0 = padding); appended to
-        the inputs and passed to the module (``key_padding_mask`` for nn.MHA).
+    attention_mask : optional ``(N, n)`` padding mask (1 = attend, 0 = padding: 0/1 values of any
+        real dtype, or booleans; anything else is refused); appended to the inputs and passed to
+        the module (``key_padding_mask`` for nn.MHA).
     causal : ``True``/``False``, or ``None`` to detect (HF ``is_causal``); for nn.MHA it also
         applies the causal ``attn_mask``.
     family : one of :data:`FAMILIES`.
     probs_module : hook point for ``family="hook"``: pattern(s) of submodule names whose output
         is the probability tensor.
-    eager : run under the math SDPA backend and switch HF/timm models to eager attention.
+    eager : bool: run under the math SDPA backend and switch HF/timm models to eager attention.
 
     Raises
     ------
     TypeError
-        a bad argument type; complex or boolean inputs; a floating input of another dtype.
+        a bad argument type (``params`` not a pattern or a list/tuple of them, ``causal`` or
+        ``eager`` not a bool); complex or boolean inputs; a floating input of another dtype.
     ValueError
         a pattern matching no parameter; no attention found; inputs or a mask that do not fit
-        the module (wrong count, width or length, or the module's forward fails on them).
+        the module (wrong count, width or length, or the module's forward fails on them); a mask
+        with values other than 0/1.
     """
 
     def __init__(
@@ -259,6 +268,7 @@ class AdaptedModel:
             raise TypeError(f"causal must be a bool or None, got {causal!r}")
         if output is not None and not isinstance(output, (str, int)) and not callable(output):
             raise TypeError(f"output must be None, a name, an index or a callable, got {output!r}")
+        eager = check_flag("eager", eager)
         self.module = module
         self.family = _detect(module, probs_module) if family == "auto" else family
         if self.family == "hook" and probs_module is None:
@@ -269,7 +279,7 @@ class AdaptedModel:
         ps = dict(module.named_parameters())
         self.dtype = ps[self.trainable[0]].dtype
         self.device = ps[self.trainable[0]].device
-        self.eager = bool(eager)
+        self.eager = eager
         self._has_mask = attention_mask is not None
         self._output = output
         self._user_forward = forward
@@ -426,8 +436,6 @@ class AdaptedModel:
         if mask.ndim != 2 or want is None or tuple(mask.shape) != want:
             raise ValueError(f"attention_mask must have shape (N, n) = {want} to fit {name} of shape "
                              f"{tuple(X.shape)}, got {tuple(mask.shape)}")
-        if not bool(((mask == 0) | (mask == 1)).all()):
-            raise ValueError("attention_mask must hold 0/1 values (1 = attend, 0 = padding)")
         if not bool((mask != 0).any(dim=1).all()):
             raise ValueError("attention_mask has a sample with every token masked: its rows are undefined")
 
@@ -561,6 +569,65 @@ class AdaptedModel:
         """Detached copies of the selected parameters ``θ_M``, in module order."""
         ps = dict(self.module.named_parameters())
         return {k: ps[k].detach().clone() for k in self.trainable}
+
+    def check_params(self, params: Any) -> dict[str, torch.Tensor]:
+        """Validate substitute values for some of the module's parameters, ``{name: tensor}``.
+
+        Every name must be one of ``module.named_parameters()`` (a misspelt name would otherwise be
+        ignored by ``functional_call`` and give a structurally zero Jacobian); every value a finite
+        tensor of that parameter's shape, dtype and device.
+
+        Parameters
+        ----------
+        params : mapping of parameter names to tensors (e.g. :meth:`params`, or a part of it).
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            the same entries, in the given order.
+
+        Raises
+        ------
+        TypeError
+            ``params`` not a mapping; a value that is not a tensor or has another dtype.
+        ValueError
+            an empty mapping; a name the module does not have (the error lists the known ones and
+            says which unknown names are tied aliases); another shape or device; NaN/inf.
+        """
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping {{name: tensor}} over the module's named_parameters() "
+                            f"(e.g. model.params()), got {type(params).__name__}")
+        if not params:
+            raise ValueError("params must hold at least one parameter {name: tensor}")
+        ps = dict(self.module.named_parameters())
+        unknown = [k for k in params if k not in ps]
+        if unknown:
+            aliases = parameter_aliases(self.module)
+            tied = [f"{k!r} is tied to {aliases[k]!r} (pass it under that name)"
+                    for k in unknown if k in aliases]
+            close = {k: difflib.get_close_matches(k, list(ps), n=1) for k in unknown if k not in aliases}
+            hints = tied + [f"{k!r}: did you mean {c[0]!r}?" for k, c in close.items() if c]
+            hint = f" ({'; '.join(hints)})" if hints else ""
+            raise ValueError(f"params has {len(unknown)} name(s) that are not parameters of "
+                             f"{type(self.module).__name__}: {unknown}{hint}. Its parameters "
+                             f"(named_parameters()) are: {_shown(list(ps), 60)}")
+        out: dict[str, torch.Tensor] = {}
+        for k, v in params.items():
+            want = ps[k]
+            name = f"params[{k!r}]"
+            if not isinstance(v, torch.Tensor):
+                raise TypeError(f"{name} must be a torch tensor of shape {tuple(want.shape)}, dtype "
+                                f"{want.dtype}, got {type(v).__name__}")
+            if v.dtype != want.dtype:
+                raise TypeError(f"{name} has dtype {v.dtype}, the module's {k} has {want.dtype}; cast it with "
+                                f".to({want.dtype})")
+            if tuple(v.shape) != tuple(want.shape):
+                raise ValueError(f"{name} has shape {tuple(v.shape)}, the module's {k} has {tuple(want.shape)}")
+            if v.device != want.device:
+                raise ValueError(f"{name} is on device {v.device}, the module's {k} on {want.device}")
+            check_finite(name, v)
+            out[k] = v
+        return out
 
     def named_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """The wrapped module's ``named_parameters()``."""
@@ -738,6 +805,12 @@ def _as_mask(x: Any, device: torch.device) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if isinstance(x, (list, tuple)) else x, device=device)
     if t.is_complex():
         raise TypeError(f"attention_mask must be real 0/1 values, got {t.dtype}")
+    if t.dtype != torch.bool:  # checked before the cast: 0.5 would become 0 (padding), 2.7 would become 2
+        bad = ~((t == 0) | (t == 1))
+        if bool(bad.any()):
+            shown = torch.unique(t[bad]).tolist()
+            raise ValueError(f"attention_mask must hold 0/1 values or booleans (1 = attend, 0 = padding); "
+                             f"got {int(bad.sum())} other entries: {shown[:6]}{' …' if len(shown) > 6 else ''}")
     return t.to(torch.long) if t.is_floating_point() or t.dtype == torch.bool else t
 
 

@@ -56,6 +56,16 @@ def check_positive_float(name: str, value: Any) -> float:
     return v
 
 
+def check_flag(name: str, value: Any, *, allow_none: bool = False) -> bool | None:
+    """``value`` as a ``bool`` if it is one (numpy's included; ``None`` too with ``allow_none``), else a
+    ``TypeError`` naming ``name``: a string such as ``'no'`` or an integer is not taken as a flag."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False{' or None' if allow_none else ''}, got {value!r}")
+    return bool(value)
+
+
 def check_tau(tau: Any, name: str = "tau") -> float:
     """A temperature: finite and strictly positive."""
     return check_positive_float(name, tau)

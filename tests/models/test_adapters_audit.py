@@ -428,3 +428,92 @@ def test_causal_cross_attention_takes_the_alignment_its_attention_fits(align, nq
     np.testing.assert_allclose(got, np.array(want), rtol=1e-12)
     assert np.isfinite(got[~np.isnan(want)]).all()
     assert any(f"the {align}" in n for n in a.describe()["notes"])
+
+
+# --------------------------------------------------------------------------- bad arguments (audit A6)
+@pytest.mark.parametrize("bad", [5, 2.5, {"in_proj_weight": 1}, {"in_proj_weight"}, b"in_proj_weight"])
+def test_adapt_params_must_be_patterns(bad):
+    m = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+    X = torch.randn(2, 3, 4, dtype=F64)
+    with pytest.raises(TypeError, match=r"params must be a parameter-name pattern string .* or a list/tuple of "
+                                        r"them, got"):
+        adapt(m, X, params=bad)
+    assert adapt(m, X, params=("in_proj_weight",)).trainable == ("in_proj_weight",)
+
+
+def test_select_params_names_the_argument_it_was_given_as():
+    m = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+    with pytest.raises(TypeError, match="trainable must be a parameter-name pattern"):
+        select_params(m, 3, name="trainable")
+    with pytest.raises(ValueError, match="trainable pattern 'nope' matches no parameter"):
+        select_params(m, "nope", name="trainable")
+
+
+@pytest.mark.parametrize("value", [0.5, 2, -1, float("nan"), 0.999])
+def test_a_mask_with_values_other_than_0_and_1_is_refused_before_the_cast(value):
+    m = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+    X = torch.randn(2, 3, 4, dtype=F64)
+    mask = torch.ones(2, 3, dtype=F64 if isinstance(value, float) else torch.long)
+    mask[1, 2] = value  # one entry: a cast to long made 0.5/0.999 padding silently
+    with pytest.raises(ValueError, match=r"attention_mask must hold 0/1 values or booleans .* got 1 other "
+                                         r"entries"):
+        adapt(m, X, attention_mask=mask)
+    with pytest.raises(ValueError, match="attention_mask must hold 0/1 values"):
+        adapt(m, X, attention_mask=torch.full((2, 3), value))
+
+
+def test_binary_masks_of_every_dtype_give_one_support():
+    m = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+    X = torch.randn(2, 3, 4, dtype=F64)
+    want = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    sups = [adapt(m, X, attention_mask=want.to(dt)).attention()[0].support_full()
+            for dt in (torch.bool, torch.long, torch.float32, F64)]
+    sups.append(adapt(m, X, attention_mask=want.numpy().tolist()).attention()[0].support_full())
+    for s in sups:
+        assert torch.equal(s, sups[0])
+    assert not bool(sups[0][1, :, :, 2].any()) and bool(sups[0][0].all())
+
+
+@pytest.mark.parametrize("bad", ["no", 1, 0, None])
+def test_eager_must_be_a_bool(bad):
+    m = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+    with pytest.raises(TypeError, match="eager must be True or False, got"):
+        adapt(m, torch.randn(2, 3, 4, dtype=F64), eager=bad)
+
+
+def test_check_params_names_the_parameter_and_what_was_wrong():
+    m = nn.MultiheadAttention(4, 2, batch_first=True, dtype=F64)
+    a = adapt(m, torch.randn(2, 3, 4, dtype=F64), params="in_proj_weight")
+    W = a.params()["in_proj_weight"]
+    assert a.check_params({"in_proj_weight": W})["in_proj_weight"] is W
+    known = r"are: in_proj_weight, in_proj_bias, out_proj.weight, out_proj.bias"
+    with pytest.raises(ValueError, match=r"params has 1 name\(s\) that are not parameters of "
+                                         r"MultiheadAttention: \['in_proj_weigh'\] \('in_proj_weigh': "
+                                         r"did you mean 'in_proj_weight'\?\).*" + known):
+        a.check_params({"in_proj_weigh": W})
+    with pytest.raises(ValueError, match=r"\['nothing_like_it'\]\. Its parameters"):
+        a.check_params({"in_proj_weight": W, "nothing_like_it": W})
+    with pytest.raises(ValueError, match=r"params\['in_proj_weight'\] has shape \(3, 3\), the module's "
+                                         r"in_proj_weight has \(12, 4\)"):
+        a.check_params({"in_proj_weight": torch.zeros(3, 3, dtype=F64)})
+    with pytest.raises(TypeError, match=r"params\['in_proj_weight'\] has dtype torch.float32, the module's "
+                                        r"in_proj_weight has torch.float64"):
+        a.check_params({"in_proj_weight": W.float()})
+    bad = W.clone()
+    bad[0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"params\['in_proj_weight'\] contains non-finite values \(0 NaN, 1 "):
+        a.check_params({"in_proj_weight": bad})
+    with pytest.raises(TypeError, match=r"params\['in_proj_weight'\] must be a torch tensor of shape "):
+        a.check_params({"in_proj_weight": W.numpy()})
+    with pytest.raises(TypeError, match="params must be a mapping"):
+        a.check_params([W])
+    with pytest.raises(ValueError, match="params must hold at least one parameter"):
+        a.check_params({})
+
+
+def test_check_params_points_a_tied_alias_to_its_canonical_name():
+    torch.manual_seed(9)
+    mod = _Tied()
+    a = adapt(mod, torch.randn(3, 3, 4, dtype=F64), probs_module="sm")
+    with pytest.raises(ValueError, match=r"'k\.weight' is tied to 'q\.weight' \(pass it under that name\)"):
+        a.check_params({"k.weight": a.params()["q.weight"]})
