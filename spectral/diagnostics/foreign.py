@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from attncond.models import AdaptedModel, ForwardADUnsupported
-from attncond.models.checks import check_positive_float
+from attncond.models.checks import as_float_tensor, check_choice, check_flag, check_positive_float
 from attncond.spectral.diagnostics.hessian import hessian_extremes
 from attncond.spectral.diagnostics.records import DiagnosticRow, Diagnostics, compute_or_undefined
 from attncond.spectral.diagnostics.softmax_jacobian import softmax_jacobian_spectrum
@@ -286,8 +286,9 @@ def _one_sigma_min(est: Any, r: dict[str, Any], smin: float, smin_iv: tuple[floa
     return gv, (lo, hi), True, None
 
 
-def unused_params(model: AdaptedModel, params: Mapping[str, torch.Tensor], inputs: tuple) -> list[str]:
-    """Names in ``params`` the output does not depend on (outside its autograd graph)."""
+def _unused_params(model: AdaptedModel, params: Mapping[str, torch.Tensor], inputs: tuple) -> list[str]:
+    """Names in ``params`` (parameters of the model: :meth:`AdaptedModel.check_params`) the output does not
+    depend on (outside its autograd graph)."""
     leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     with torch.enable_grad():
         out = model.functional(leaves, *inputs)
@@ -299,7 +300,8 @@ def unused_params(model: AdaptedModel, params: Mapping[str, torch.Tensor], input
 
 def _zero_jacobian(model: AdaptedModel, params: Mapping[str, torch.Tensor], inputs: tuple,
                    t0: float) -> JacobianConditioning:
-    """``J = 0``: the output does not depend on any selected parameter; ``μ = 0`` with that reason."""
+    """``J = 0``: the output does not depend on any selected parameter (every name one of the model's:
+    :meth:`AdaptedModel.check_params`); ``μ = 0`` with that reason."""
     with torch.no_grad():
         m = int(model.functional(dict(params), *inputs).numel())
     p = int(sum(v.numel() for v in params.values()))
@@ -333,14 +335,48 @@ def jacobian_conditioning(
     ``per_sample``: ``None`` tries the per-sample structure and falls back (the reason is kept).
     ``μ`` is ``σ_min²`` when ``p ≥ m`` (``J Jᵀ`` is ``m×m`` with the same non-zero spectrum),
     else 0 by rank (``rank_limited``).
+
+    Parameters
+    ----------
+    model : AdaptedModel
+        the user's module, wrapped by :func:`attncond.models.adapt`.
+    params : mapping of str to torch.Tensor, optional
+        the point and the parameters ``J`` is taken over: names of the module's parameters with
+        tensors of their shape and dtype (default: ``model.params()``). A name the output does not
+        depend on gives a structurally zero block of ``J`` (left out, with a reason; ``J = 0`` if all are).
+    inputs : tuple, optional
+        inputs as :meth:`AdaptedModel.check_inputs` takes them (default: the model's example inputs).
+    method : {"auto", "dense", "gram", "certified"}
+    per_sample : bool or None
+    tol : float
+        relative tolerance of the certified intervals, finite and > 0.
+    keep_spectrum : bool
+        keep the full singular-value spectrum (``singular_values``).
+
+    Returns
+    -------
+    JacobianConditioning
+
+    Raises
+    ------
+    TypeError
+        ``model`` not an :class:`AdaptedModel`; ``per_sample``/``keep_spectrum`` not bools; a ``params``
+        value that is not a tensor or of another dtype (:meth:`AdaptedModel.check_params`).
+    ValueError
+        unknown ``method``; ``tol`` not finite and > 0; a ``params`` name the module does not have (the
+        error lists the known names), a value of another shape or with NaN/inf; bad ``inputs``.
     """
-    if method not in ("auto", "dense", "gram", "certified"):
-        raise ValueError(f"unknown method {method!r}; known: 'auto', 'dense', 'gram', 'certified'")
+    if not isinstance(model, AdaptedModel):
+        raise TypeError(f"model must be an attncond.models.AdaptedModel (models.adapt(module, inputs)), got "
+                        f"{type(model).__name__}")
+    check_choice("method", method, ("auto", "dense", "gram", "certified"))
     tol = check_positive_float("tol", tol)
+    per_sample = check_flag("per_sample", per_sample, allow_none=True)
+    keep_spectrum = check_flag("keep_spectrum", keep_spectrum)
     t0 = time.perf_counter()
-    params = model.params() if params is None else dict(params)
+    params = model.params() if params is None else model.check_params(params)
     inputs = model.inputs if inputs is None else model.check_inputs(inputs)
-    unused = unused_params(model, params, inputs)
+    unused = _unused_params(model, params, inputs)
     if len(unused) == len(params):
         return _zero_jacobian(model, params, inputs, t0)
     params = {k: v for k, v in params.items() if k not in unused}
@@ -587,13 +623,22 @@ def _attention_rows(maps: Sequence[SupportAttention]) -> list[DiagnosticRow]:
     return rows
 
 
-def _hessian_rows(model: AdaptedModel, params: dict[str, torch.Tensor], inputs: tuple, y: Any
+def _check_targets(model: AdaptedModel, params: dict[str, torch.Tensor], inputs: tuple, y: Any) -> torch.Tensor:
+    """Targets ``y`` as a finite real tensor of the model's dtype, of the output's shape or its ``vec``
+    (one forward, no grad), else an error naming ``y``, before any work."""
+    yt = as_float_tensor("y", y, dtype=model.dtype, device=model.device)
+    with torch.no_grad():
+        shape = tuple(model.functional(params, *inputs).shape)
+    n = math.prod(shape)
+    if tuple(yt.shape) != shape and tuple(yt.shape) != (n,):
+        raise ValueError(f"y must have the output's shape {shape} (or be its vec, {n} entries), got shape "
+                         f"{tuple(yt.shape)}")
+    return yt
+
+
+def _hessian_rows(model: AdaptedModel, params: dict[str, torch.Tensor], inputs: tuple, yt: torch.Tensor
                   ) -> tuple[list[DiagnosticRow], Any]:
-    out = model.functional(params, *inputs)
-    yt = torch.as_tensor(y, dtype=out.dtype, device=out.device)
-    if yt.numel() != out.numel():
-        raise ValueError(f"y must have {out.numel()} entries (the output's shape {tuple(out.shape)}), "
-                         f"got shape {tuple(yt.shape)}")
+    """Hessian rows of ``½‖f − y‖²`` (``yt`` from :func:`_check_targets`)."""
     try:
         model.check_forward_ad()
     except ForwardADUnsupported as exc:
@@ -655,23 +700,31 @@ def diagnose_adapted(
     """Every diagnostic of MATH.md §4 that applies to an adapted foreign model (module docstring).
 
     ``X``: the inputs (a tensor or tuple; default the adapter's example inputs); ``y``: targets
-    for the Hessian rows; ``trainable``: parameter pattern(s) overriding the adapter's selection.
+    for the Hessian rows, of the output's shape or its ``vec``; ``trainable``: parameter pattern(s)
+    overriding the adapter's selection. Every argument is checked before any work: a bad one is a
+    ``TypeError``/``ValueError`` naming it, never an undefined row (rows are undefined only where a
+    diagnostic does not apply or fails on valid input).
     """
     from attncond.models import select_params
 
     if not isinstance(model, AdaptedModel):
         raise TypeError(f"model must be an attncond.models.AdaptedModel, got {type(model).__name__}")
-    if hessian is not None and not isinstance(hessian, bool):
-        raise TypeError(f"hessian must be a bool or None, got {hessian!r}")
+    hessian = check_flag("hessian", hessian, allow_none=True)
     check_positive_float("sparsity_eps", sparsity_eps)
-    t0 = time.perf_counter()
-    inputs = model.inputs if X is None else model.check_inputs(X if isinstance(X, tuple) else (X,))
-    names = model.trainable if trainable is None else select_params(model.module, trainable)
-    ps = dict(model.module.named_parameters())
-    params = {k: ps[k].detach().clone() for k in names}
+    tol = check_positive_float("tol", tol)
+    check_choice("method", method, ("auto", "dense", "gram", "certified"))
+    spectra = check_flag("spectra", spectra)
+    per_layer = check_flag("per_layer", per_layer)
+    per_sample = check_flag("per_sample", per_sample, allow_none=True)
     do_h = (y is not None) if hessian is None else hessian
     if do_h and y is None:
         raise ValueError("hessian=True needs targets y")
+    t0 = time.perf_counter()
+    inputs = model.inputs if X is None else model.check_inputs(X if isinstance(X, tuple) else (X,))
+    names = model.trainable if trainable is None else select_params(model.module, trainable, name="trainable")
+    ps = dict(model.module.named_parameters())
+    params = {k: ps[k].detach().clone() for k in names}
+    yt = None if y is None else _check_targets(model, params, inputs, y)
     desc = model.describe()
     desc["params"] = list(names)
     desc["n_params"] = int(sum(v.numel() for v in params.values()))
@@ -722,7 +775,7 @@ def diagnose_adapted(
     hes = None
     if do_h:
         hr = _safe_rows(rows, "hessian.lambda_max", "Hessian λ_max",
-                        lambda: _hessian_rows(model, params, inputs, y))
+                        lambda: _hessian_rows(model, params, inputs, yt))
         if hr is not None:
             rows += hr[0]
             hes = hr[1]
