@@ -287,10 +287,19 @@ def meets_tol(c: Certified, tol: float) -> np.ndarray:
 
 def nan_unconverged(b: SingularBlock) -> SingularBlock:
     """The block with ``values = nan`` wherever the stopping rule was not met: a value that is
-    not certified to ``tol`` is never the headline (its certified interval is kept)."""
+    not certified to ``tol`` is never the headline. Its interval keeps only the side that holds
+    without convergence: a residual interval holds *a* singular value, not necessarily the extreme
+    one, so Courant–Fischer's side alone bounds the extreme: ``σ_i^↑ ≤ upper`` at the smallest end
+    (lower becomes 0), ``σ_i^↓ ≥ lower`` at the largest (upper becomes inf)."""
     if bool(b.converged.all()):
         return b
-    return dataclasses.replace(b, values=np.where(b.converged, b.values, np.nan))
+    bad = ~np.asarray(b.converged, dtype=bool)
+    lower, upper = np.array(b.lower, dtype=float), np.array(b.upper, dtype=float)
+    if b.end == "smallest":
+        lower[bad] = 0.0
+    else:
+        upper[bad] = np.inf
+    return dataclasses.replace(b, values=np.where(b.converged, b.values, np.nan), lower=lower, upper=upper)
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,17 @@ from attncond.spectral.solvers.validate import (
 WHICH = ("both", "largest", "smallest", "both_magnitude")
 
 def _block(c: EigCertificate, end: str, tol: float) -> EigenBlock:
-    """The certified end as an :class:`EigenBlock`; a value that misses the stopping rule is ``nan``
-    (its certified interval is kept): an unconverged Ritz value is never the headline."""
+    """The certified end as an :class:`EigenBlock`; a value that misses the stopping rule is ``nan``:
+    an unconverged Ritz value is never the headline. Its interval keeps the Courant–Fischer side only
+    (``λ_min ≤ upper``, ``λ_max ≥ lower``; the other end is ``∓inf``): a Bauer–Fike interval holds
+    *an* eigenvalue, not necessarily the extreme one."""
     conv = c.rho <= np.maximum(tol * np.abs(c.values), c.delta)
-    return EigenBlock(end, np.where(conv, c.values, np.nan), c.lower, c.upper, c.rho, conv, c.Y)
+    lower, upper = np.array(c.lower, dtype=float), np.array(c.upper, dtype=float)
+    if end == "smallest":
+        lower[~conv] = -np.inf
+    else:
+        upper[~conv] = np.inf
+    return EigenBlock(end, np.where(conv, c.values, np.nan), lower, upper, c.rho, conv, c.Y)
 
 
 @dataclass(frozen=True)

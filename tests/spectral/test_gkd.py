@@ -47,17 +47,32 @@ def test_laplacian_1d_closed_form():
 
 
 def test_laplacian_2d_clustered_bottom():
-    """The 18×18 grid (324²): σ_2 = σ_3 is double. A single Krylov sequence sees one copy of
-    a multiple value (the documented caveat), so k=3 returns σ_1, σ_2 and σ_4 — each certified
-    as *a* singular value."""
+    """The 18×18 grid (324²): σ_2 = σ_3 is double. A single Krylov sequence sees one copy of a
+    multiple value; for k ≥ 2 the multiplicity probe finds the second copy and takes it in, so k=3
+    returns σ_1, σ_2 = σ_3, each interval holding the k-th smallest."""
     g = 18
     r = golub_kahan_davidson(laplacian_2d(g), k=3, which="smallest", tol=1e-10)
     s1 = lap_1d_sigma(g)
     s2 = np.sort(np.add.outer(s1, s1).ravel())
     assert r.converged, r.reason
-    np.testing.assert_allclose(r.smallest.values[:2], s2[:2], rtol=1e-9)
-    for lo, hi in zip(r.smallest.lower, r.smallest.upper, strict=True):
-        assert np.any((s2 >= lo - 1e-13) & (s2 <= hi + 1e-13))
+    np.testing.assert_allclose(r.smallest.values, s2[:3], rtol=1e-9)
+    for lo, hi, t in zip(r.smallest.lower, r.smallest.upper, s2[:3], strict=True):
+        assert lo - 1e-13 <= t <= hi + 1e-13
+
+
+@pytest.mark.parametrize("mult", [3, 5])
+def test_a_repeated_smallest_value_is_found_k_times(mult):
+    """σ_min = 1e-3 with multiplicity 3 or 5 (next 0.1), k = mult: GKD certified three copies and then
+    0.1 and 0.102 as the 4th and 5th smallest (audit B4). The probe takes the missed copies in, a
+    Rayleigh–Ritz refinement brings them to tol, and every interval holds the k-th smallest."""
+    n = 400
+    s = np.r_[np.linspace(1, 0.1, n - mult), np.full(mult, 1e-3)]
+    A = with_spectrum(600, n, s, seed=3)
+    r = golub_kahan_davidson(A, k=mult, which="smallest", tol=1e-10)
+    assert r.converged, r.reason
+    assert r.info["multiplicity_probe"]["smallest"]["status"] == "complete"
+    np.testing.assert_allclose(r.smallest.values, np.full(mult, 1e-3), rtol=1e-9)
+    assert np.all(r.smallest.lower <= 1e-3) and np.all(1e-3 <= r.smallest.upper)
 
 
 def test_restarted_basis_converges():

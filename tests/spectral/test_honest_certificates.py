@@ -532,3 +532,43 @@ def test_minmax_bound_stops_at_a_dependent_column():
     np.testing.assert_allclose(bound[:3], [1.0, 2.0, 3.0], rtol=1e-12)
     assert math.isnan(bound[3]) and math.isnan(slack[3])
     np.testing.assert_allclose(slack[:3], np.sqrt([1, 2, 3]) * 1e-15, rtol=1e-10)
+
+
+def _logspaced(m: int, n: int, lo: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    Q1, R1 = np.linalg.qr(rng.standard_normal((m, m)))
+    Q2, R2 = np.linalg.qr(rng.standard_normal((n, n)))
+    s = np.logspace(0, lo, n)
+    return ((Q1 * np.sign(np.diag(R1)))[:, :n] * s) @ (Q2 * np.sign(np.diag(R2))).T, s
+
+
+@pytest.mark.parametrize("route", ["propack", "gkl", "gkd"])
+def test_an_unconverged_end_keeps_only_the_courant_fischer_side(route):
+    """A residual interval holds *a* singular value, not necessarily the extreme one: unconverged,
+    only ``σ_min ≤ upper`` and ``σ_max ≥ lower`` hold. PROPACK's unconverged σ_min interval was
+    [0.9116, 0.9116] (an interior σ) for a true σ_min of 1e-8 (audit B7)."""
+    A, s = _logspaced(300, 200, -8)
+    kw = {} if route == "propack" else {"maxiter": 6}
+    e = spectral.extreme_singular_values(A, method=route, **kw)
+    assert not e.converged
+    if math.isnan(e.sigma_min):
+        lo, hi = e.sigma_min_interval
+        assert lo == 0.0 and s[-1] <= hi
+    if math.isnan(e.sigma_max) and not math.isnan(e.sigma_max_interval[0]):  # nan interval: peer raised
+        lo, hi = e.sigma_max_interval
+        assert hi == math.inf and lo <= s[0]
+    assert math.isnan(e.sigma_min) or math.isnan(e.sigma_max)
+
+
+def test_an_unconverged_eigenvalue_keeps_only_the_courant_fischer_side():
+    lam = np.r_[np.logspace(-6, 0, 300)]
+    Q, _ = np.linalg.qr(np.random.default_rng(2).standard_normal((300, 300)))
+    S = (Q * lam) @ Q.T
+    S = (S + S.T) / 2
+    r = spectral.symmetric_lanczos(S, which="both", maxiter=5)
+    assert not r.converged
+    for b, truth in ((r.smallest, lam[0]), (r.largest, lam[-1])):
+        if not bool(b.converged[0]):
+            assert math.isnan(b.values[0])
+            assert (b.lower[0] == -math.inf and truth <= b.upper[0]) if b.end == "smallest" else (
+                b.upper[0] == math.inf and b.lower[0] <= truth)
