@@ -53,7 +53,7 @@ from attncond.spectral.solvers import SOLVERS
 from attncond.spectral.solvers.certify import certify_eigvecs
 from attncond.spectral.solvers.gram_route import dense_per_sample, gram_route, is_per_sample
 from attncond.spectral.solvers.lanczos import solve_lanczos
-from attncond.spectral.solvers.scaling import unscale_result
+from attncond.spectral.solvers.scaling import check_result_adjoint, unscale_result
 from attncond.spectral.solvers.validate import check_choice, check_symmetric, prepare
 
 #: ``method=`` names of :func:`extreme_singular_values`: ``"auto"`` and the :data:`SOLVERS` registry.
@@ -196,7 +196,7 @@ def extreme_singular_values(
     sop, scale = autoscaled(op)
     res = _auto(sop, ends, tol, maxiter, seed) if method == "auto" else SOLVERS[method].run(
         sop, ends, tol, maxiter, seed)
-    res = unscale_svd(res, scale)
+    res = check_result_adjoint(op, unscale_svd(res, scale))
     est = _to_estimate(res, op.dtype, tol, time.perf_counter() - t0, product_source(op))
     return with_product_error(est, op.product_error(), tol)
 

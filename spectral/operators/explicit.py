@@ -40,6 +40,9 @@ from attncond.spectral.operators.base import (
     to_common_scale,
 )
 
+#: stored half-precision input is widened to float32, which holds each of its values exactly
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
 
 class DenseOp(LinearOp):
     """An explicit dense matrix stored as a torch tensor."""
@@ -244,8 +247,8 @@ def check_adjoint(op: LinearOp, name: str = "A") -> None:
     y = torch.randn(m, generator=g, dtype=torch.float64)
     x, y = (v / torch.linalg.vector_norm(v) for v in (x, y))
     with op.uncounted():
-        ax = op.matvec(x.to(dtype=op.dtype, device=op.device))
-        aty = op.rmatvec(y.to(dtype=op.dtype, device=op.device))
+        ax = _first_product(op.matvec, x.to(dtype=op.dtype, device=op.device), "matvec", name, op.shape)
+        aty = _first_product(op.rmatvec, y.to(dtype=op.dtype, device=op.device), "rmatvec", name, op.shape)
     xd, yd = x.to(op.dtype).double(), y.to(op.dtype).double()  # the vectors the products saw
     scaled = to_common_scale(ax, aty)
     if scaled is None:
@@ -261,6 +264,67 @@ def check_adjoint(op: LinearOp, name: str = "A") -> None:
             f"x, y; {diff / scale:.3g} relative to ||y|| ||Ax|| + ||A^T y|| ||x||); the singular values of "
             "such an operator are those of neither product. rmatvec(y) must compute A^T y for the matrix A "
             "of matvec")
+
+
+def _first_product(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, kind: str, name: str,
+                   shape: tuple[int, int]) -> torch.Tensor:
+    """The first call of a user's product, its failure named: a missing adjoint, or a shape the callable
+    does not agree with (a transposed ``(m, n)``), instead of the library's raw error."""
+    try:
+        return fn(x)
+    except NotImplementedError as exc:
+        raise TypeError(f"{name}: its {kind} is not defined ({exc}); attncond needs both A x and A^T y "
+                        "(a scipy LinearOperator needs rmatvec or rmatmat)") from None
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if isinstance(exc, OperatorOutputError):
+            raise
+        m, n = shape
+        length = n if kind == "matvec" else m
+        raise ValueError(f"{name}: {kind} failed on a vector of length {length} (shape {shape}: matvec maps "
+                         f"R^{n} -> R^{m}, rmatvec R^{m} -> R^{n}); is the shape transposed? The callable "
+                         f"raised {type(exc).__name__}: {exc}") from None
+
+
+def check_adjoint_at(op: LinearOp, U: torch.Tensor, V: torch.Tensor, sigma_max: float = 0.0,
+                     name: str = "A") -> None:
+    """The dot test at the computed singular pairs ``(u_i, v_i)`` (columns of ``U``, ``V``).
+
+    The random dot test of :func:`check_adjoint` sees a mismatch ``E = A − B`` (``rmatvec = Bᵀ``) only as
+    ``‖E‖_F/sqrt(mn)``: a rank-one ``E`` on ``A``'s smallest pair, ``1e-9·‖A‖``, passed it, and a route
+    that materialises one side certified that side's σ_min. At the pairs a solver returns, ``E`` shows in
+    full: ``|uᵀ(Av) − (Aᵀu)ᵀv| = |uᵀEv|``. Refused above
+    ``ADJOINT_TEST_FACTOR·eps·sqrt(max(m, n))·2·s`` with ``s = max(sigma_max, ‖A‖_F estimate)``
+    (the products' rounding is relative to ``‖A‖``, not to the pair's σ). Two products per pair and two
+    for the estimate, not counted.
+
+    Raises
+    ------
+    ValueError
+        naming ``name``, when a pair's difference exceeds the bound.
+    """
+    m, n = op.shape
+    if U.numel() == 0 or m == 0 or n == 0:
+        return
+    g = torch.Generator().manual_seed(0xAD7)
+    X = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    X = (X / torch.linalg.vector_norm(X, dim=0)).to(dtype=op.dtype, device=op.device)
+    with op.uncounted():
+        AV, ATU, AX = op.matmat(V), op.rmatmat(U), op.matmat(X)
+    fro = math.sqrt(n / 2.0) * float(safe_norm(AX.reshape(-1).double()))  # E‖Ax‖² = ‖A‖_F²/n
+    s = max(float(sigma_max) if math.isfinite(sigma_max) else 0.0, fro)
+    eps = torch.finfo(op.dtype).eps
+    for i in range(U.shape[1]):
+        u, v = U[:, i].double(), V[:, i].double()
+        diff = abs(float(torch.dot(u, AV[:, i].double())) - float(torch.dot(ATU[:, i].double(), v)))
+        bound = ADJOINT_TEST_FACTOR * eps * math.sqrt(max(m, n)) * 2.0 * s * float(
+            safe_norm(u) * safe_norm(v))
+        if not diff <= bound:
+            raise ValueError(
+                f"{name}: rmatvec is not the adjoint of matvec at the computed singular pair {i}: "
+                f"|<u, A v> - <A^T u, v>| = {diff:.3g} exceeds the rounding level {bound:.3g} "
+                f"(2·‖A‖ ≈ {2 * s:.3g}); the random dot test at construction missed it (a low-rank "
+                "mismatch). The singular values of such an operator are those of neither product. "
+                "rmatvec(y) must compute A^T y for the matrix A of matvec")
 
 
 def _scipy_product(fn: Callable[[Any], Any], kind: str, shape: tuple[int, int]) -> Callable[[Any], Any]:
@@ -284,8 +348,10 @@ def _torch_sparse_to_scipy(t: torch.Tensor) -> sp.coo_matrix:
         raise ValueError(f"A must be 2-D, got a sparse tensor of shape {tuple(t.shape)}")
     if t.is_complex():
         raise ValueError("A must be real: complex matrices are not supported (use [[Re, -Im], [Im, Re]])")
-    if t.is_floating_point() and t.dtype not in FLOAT_DTYPES:
-        raise ValueError(f"A: dtype must be float32 or float64, got {t.dtype}")
+    if t.is_floating_point() and t.dtype not in FLOAT_DTYPES + HALF_DTYPES:
+        raise ValueError(f"A: dtype must be float16, bfloat16, float32 or float64, got {t.dtype}")
+    if t.dtype in HALF_DTYPES:  # exact widening
+        t = t.to(torch.float32)
     try:
         coo = t.detach().to_sparse_coo().coalesce().cpu()
     except (RuntimeError, NotImplementedError) as exc:
@@ -419,10 +485,11 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
         raise ValueError("A is a meta tensor (shape only, no data): materialise it on 'cpu' or 'cuda' first")
     if t.is_complex():
         raise ValueError("A must be real: complex matrices are not supported (use [[Re, -Im], [Im, Re]])")
-    if req_dtype is None:
-        req_dtype = t.dtype if t.dtype in FLOAT_DTYPES else torch.float64
-        if t.is_floating_point() and t.dtype not in FLOAT_DTYPES:
-            raise ValueError(f"A: dtype must be float32 or float64, got {t.dtype}")
+    if req_dtype is None:  # half precision widens exactly to float32, integers and booleans to float64
+        req_dtype = t.dtype if t.dtype in FLOAT_DTYPES else (
+            torch.float32 if t.dtype in HALF_DTYPES else torch.float64)
+        if t.is_floating_point() and t.dtype not in FLOAT_DTYPES + HALF_DTYPES:
+            raise ValueError(f"A: dtype must be float16, bfloat16, float32 or float64, got {t.dtype}")
     t = t.to(dtype=req_dtype, device=device if device is not None else t.device)
     if not bool(torch.isfinite(t).all()):
         raise ValueError("A contains NaN or inf entries")

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from attncond.spectral.operators.base import LinearOp, ScaleState
-from attncond.spectral.operators.explicit import autoscaled
+from attncond.spectral.operators.base import AdjointOp, LinearOp, ScaleState
+from attncond.spectral.operators.explicit import CallableOp, autoscaled, check_adjoint_at
 from attncond.spectral.results import EigResult, SingularBlock, SVDResult
 
-__all__ = ["solve_scaled", "unscale_result"]
+__all__ = ["check_result_adjoint", "solve_scaled", "unscale_result"]
 
 R = TypeVar("R", SVDResult, EigResult)
 
@@ -124,4 +124,17 @@ def solve_scaled(op: LinearOp, solve: Callable[[LinearOp], R]) -> R:
     (True, 663)
     """
     sop, scale = autoscaled(op)
-    return unscale_result(solve(sop), scale)
+    return check_result_adjoint(op, unscale_result(solve(sop), scale))
+
+
+def check_result_adjoint(op: LinearOp, res: R) -> R:
+    """``res`` unchanged after the dot test at its singular pairs
+    (:func:`attncond.spectral.operators.explicit.check_adjoint_at`) when ``op`` is made of a user's
+    callables (:class:`CallableOp`); ``ValueError`` when ``rmatvec`` is not ``matvec``'s adjoint there."""
+    base = op.base if isinstance(op, AdjointOp) else op
+    if isinstance(res, SVDResult) and isinstance(base, CallableOp):
+        smax = float(res.largest.values[0]) if res.largest is not None else 0.0
+        for b in (res.largest, res.smallest):
+            if b is not None and b.left is not None and b.right is not None:
+                check_adjoint_at(op, b.left, b.right, smax)
+    return res

@@ -202,6 +202,28 @@ def test_adjoint_mismatch_is_refused(shape):
         as_operator((lambda x: S @ x, lambda y: S @ y, (8, 8)))
 
 
+@pytest.mark.parametrize("method", ["auto", "dense", "gram", "gkl", "gkd"])
+def test_a_low_rank_adjoint_mismatch_is_refused_at_the_computed_pairs(method):
+    """rmatvec = Bᵀ with B = A + c·u_n v_nᵀ on A's isolated σ_min = 1e-9 pair: the random dot test sees
+    only ‖E‖_F/sqrt(mn) of it. The audit's 1500×1000 case (c = 1e-9, 4.5e6·eps of ‖A‖) passed it and the
+    dense and Gram routes certified A's σ_min = 1e-9 (B's is 2e-9); here 300×200 with c = 5e-12 (B's
+    σ_min 0.5 % off A's). At the computed pair the mismatch is |uᵀEv| = c in full (audit B3)."""
+    m, n = 300, 200
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((m, n)))
+    V, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = (U * np.r_[np.logspace(0, -3, n - 1), 1e-9]) @ V.T
+    B = A + 5e-12 * np.outer(U[:, -1], V[:, -1])
+    L = spla.LinearOperator((m, n), matvec=lambda x: A @ x, rmatvec=lambda y: B.T @ y,
+                            matmat=lambda X: A @ X, rmatmat=lambda Y: B.T @ Y, dtype=np.float64)
+    as_operator(L)  # the construction-time random test cannot see it
+    with pytest.raises(ValueError, match="not the adjoint of matvec at the computed singular pair"):
+        spectral.extreme_singular_values(L, which="min", method=method, maxiter=3000)
+    good = spla.aslinearoperator(A)  # the same matrix with a true adjoint stays certified
+    e = spectral.extreme_singular_values(good, which="min", method="dense")
+    assert e.converged and e.sigma_min_interval[0] <= 1e-9 <= e.sigma_min_interval[1]
+
+
 def test_legitimate_float32_and_toolkit_operators_pass_the_dot_test():
     rng = np.random.default_rng(2)
     for m, n in [(1, 5000), (5000, 1), (300, 2000), (2000, 300)]:

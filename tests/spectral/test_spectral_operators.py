@@ -80,13 +80,28 @@ def test_int_becomes_float64_and_counter_shared():
         (np.array([[1.0, np.inf], [0.0, 1.0]]), "NaN or inf"),
         (np.ones(3), "2-D"),
         (np.ones((2, 2, 2)), "2-D"),
-        (torch.ones(2, 2, dtype=torch.float16), "float32 or float64"),
         (sp.csr_matrix(np.array([[np.nan, 1.0]])), "NaN"),
     ],
 )
 def test_as_operator_rejects(bad, match):
     with pytest.raises(ValueError, match=match):
         as_operator(bad)
+
+
+@pytest.mark.parametrize("half", [torch.float16, torch.bfloat16])
+def test_half_precision_input_widens_exactly_to_float32(half):
+    """A stored half-precision matrix is the matrix of its values; float32 holds each exactly (as integers
+    and booleans widen to float64), so it is accepted, solved in float32 and certified."""
+    import spectral
+
+    T = torch.tensor([[3.0, 1.0], [0.5, 2.0]], dtype=half)
+    for A in (T, T.numpy() if half == torch.float16 else T, T.to_sparse()):
+        op = as_operator(A)
+        assert op.dtype == torch.float32
+        e = spectral.extreme_singular_values(A)
+        s = np.linalg.svd(T.double().numpy(), compute_uv=False)
+        assert e.converged and e.sigma_min_interval[0] <= s[-1] <= e.sigma_min_interval[1]
+        assert e.sigma_max_interval[0] <= s[0] <= e.sigma_max_interval[1]
 
 
 def test_device_mismatch():
@@ -224,3 +239,17 @@ def test_products_are_detached_even_when_the_module_keeps_grad_requiring_paramet
     with torch.no_grad():
         ref = spectral.JacobianOperator(f, {"weight": lin.weight.detach()})
         torch.testing.assert_close(x, ref.matvec(torch.ones(J.shape[1], dtype=torch.float64)), rtol=0, atol=0)
+
+
+def test_a_users_product_failure_is_named():
+    """A LinearOperator without rmatvec, and a callable tuple whose shape is transposed, raised scipy's
+    NotImplementedError and torch's 'size mismatch' from deep inside (audit B9)."""
+    import scipy.sparse.linalg as spla
+
+    A = np.random.default_rng(0).standard_normal((30, 20))
+    At = torch.from_numpy(A)
+    with pytest.raises(TypeError, match="rmatvec is not defined.*needs both"):
+        as_operator(spla.LinearOperator(A.shape, matvec=lambda x: A @ x, dtype=np.float64))
+    with pytest.raises(ValueError, match=r"matvec failed on a vector of length 30 \(shape \(20, 30\).*transp"):
+        as_operator((lambda x: At @ x, lambda y: At.T @ y, (20, 30)))
+    as_operator((lambda x: At @ x, lambda y: At.T @ y, (30, 20)))  # the right shape passes
