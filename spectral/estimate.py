@@ -365,6 +365,7 @@ def eigen_extremes(
         device=device,
         dtype=dtype,
         seed=seed,
+        name="S",
     )
     if op.shape[0] != op.shape[1]:
         raise ValueError(f"S must be square, got shape {op.shape}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -361,8 +362,10 @@ def _torch_sparse_to_scipy(t: torch.Tensor) -> sp.coo_matrix:
     return sp.coo_matrix((vals, (idx[0], idx[1])), shape=tuple(t.shape))
 
 
-def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any = None) -> LinearOp:
-    """Wrap ``A`` as a :class:`LinearOp`.
+def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any = None,
+                name: str = "A") -> LinearOp:
+    """Wrap ``A`` as a :class:`LinearOp`; errors name the argument as ``name`` (``"S"`` for
+    :func:`attncond.spectral.eigen_extremes`).
 
     Parameters
     ----------
@@ -384,6 +387,15 @@ def as_operator(A: Any, *, device: torch.device | str | None = None, dtype: Any 
         ``matvec``, or device mismatch.
     TypeError : unsupported type.
     """
+    try:
+        return _as_operator(A, device=device, dtype=dtype)
+    except (ValueError, TypeError) as exc:
+        if name == "A" or not re.match(r"A\b", str(exc)) or isinstance(exc, OperatorOutputError):
+            raise
+        raise type(exc)(re.sub(r"^A\b", name, str(exc))) from None
+
+
+def _as_operator(A: Any, *, device: torch.device | str | None, dtype: Any) -> LinearOp:
     req_dtype = resolve_dtype(dtype)
     device = check_device(device)
     if isinstance(A, LinearOp):

@@ -149,6 +149,7 @@ def symmetric_lanczos(
         dtype=dtype,
         v0=v0,
         seed=seed,
+        name="S",
     )
     check_choice("reorth", reorth, ("full", "selective"))
     if op.shape[0] != op.shape[1]:

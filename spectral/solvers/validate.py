@@ -85,6 +85,7 @@ def prepare(
     dtype: Any = None,
     v0: Any = None,
     seed: Any = 0,
+    name: str = "A",
 ) -> tuple[LinearOp, int, float, int | None]:
     """Validate every argument, cheapest first, then wrap ``A``.
 
@@ -93,7 +94,7 @@ def prepare(
     or ``maxiter`` that is not an integer in range, NaN/inf in an explicit ``A``, an ``rmatvec``
     that is not the adjoint of ``matvec`` (:func:`attncond.spectral.operators.explicit.check_adjoint`),
     and device mismatches (``A`` vs ``device``, ``v0`` vs ``A``); ``TypeError`` for a ``tol`` that is
-    not a number.
+    not a number. ``name``: what the errors call ``A``.
     """
     tol = check_tol(tol)
     check_seed(seed)
@@ -102,7 +103,7 @@ def prepare(
     if which is not None:
         check_choice("which", which, which_choices)
     maxiter = check_maxiter(maxiter)
-    op = as_operator(A, device=device, dtype=dtype)
+    op = as_operator(A, device=device, dtype=dtype, name=name)
     k = check_k(k, op.shape)
     if v0 is not None:
         if not isinstance(v0, torch.Tensor):

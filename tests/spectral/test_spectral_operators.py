@@ -253,3 +253,16 @@ def test_a_users_product_failure_is_named():
     with pytest.raises(ValueError, match=r"matvec failed on a vector of length 30 \(shape \(20, 30\).*transp"):
         as_operator((lambda x: At @ x, lambda y: At.T @ y, (20, 30)))
     as_operator((lambda x: At @ x, lambda y: At.T @ y, (30, 20)))  # the right shape passes
+
+
+def test_eigen_errors_name_s():
+    """eigen_extremes and symmetric_lanczos take ``S``: their input errors say ``S``, not ``A`` (audit B9)."""
+    import spectral
+
+    for fn in (spectral.eigen_extremes, spectral.symmetric_lanczos):
+        with pytest.raises(ValueError, match=r"^S contains NaN or inf"):
+            fn(np.array([[np.nan, 0.0], [0.0, 1.0]]))
+        with pytest.raises(ValueError, match=r"^S must be real"):
+            fn(np.array([[1.0, 1j], [-1j, 1.0]]))
+    with pytest.raises(ValueError, match=r"^A contains NaN"):
+        spectral.extreme_singular_values(np.array([[np.nan, 0.0], [0.0, 1.0]]))
