@@ -42,6 +42,7 @@ import torch
 from attncond.spectral import policy
 from attncond.spectral.operators.base import LinearOp
 from attncond.spectral.operators.explicit import DenseOp, SparseOp, autoscaled
+from attncond.spectral.operators.product_error import misses_tol
 from attncond.spectral.results import (
     EigenBlock,
     EigenEstimate,
@@ -206,14 +207,6 @@ def _widen(iv: tuple[float, float], b: float, clip: bool) -> tuple[float, float]
     if math.isnan(lo) or math.isnan(hi):
         return iv
     return (max(lo - b, 0.0) if clip else lo - b, hi + b)
-
-
-def misses_tol(pe: Any, tol: float, value: float) -> bool:
-    """Whether the products' estimated error ``pe`` withdraws the certificate of ``value``: beyond
-    rounding and wider than ``tol·|value|``. NaN (not computed) and 0 (rank deficiency, kept as
-    ``[0, bound]``) never miss."""
-    return (pe.beyond_rounding and not math.isnan(value) and value != 0.0
-            and not pe.bound <= tol * abs(value))
 
 
 def product_error_verdict(pe: Any, tol: float, values: dict[str, float], reason: str | None

@@ -58,7 +58,8 @@ from attncond.spectral.estimate import (
 from attncond.spectral.operators import JacobianOperator
 from attncond.spectral.policy import AUTO
 from attncond.spectral.results import to_jsonable
-from attncond.spectral.solvers.gkd import golub_kahan_davidson
+from attncond.spectral.solvers.gkd import gkd_run
+from attncond.spectral.solvers.scaling import solve_scaled
 
 __all__ = [
     "JacobianConditioning", "SupportAttention", "jacobian_conditioning", "support_attention",
@@ -237,8 +238,8 @@ def _resolve_null_space(op: JacobianOperator, r: dict[str, Any], tol: float) -> 
     if not r["null_dim"]:
         return r
     m, p = op.shape
-    b = op.product_error().bound  # GKD certifies J as its products compute it: widen by their error
-    g = golub_kahan_davidson(op, which="smallest", tol=tol)
+    b = op.product_error().bound  # GKD certifies J as its products compute it: widened by their error here
+    g = solve_scaled(op, lambda s: gkd_run(s, 1, "smallest", tol, None, 0))  # (null-space info included)
     info = g.info or {}
     nz = info.get("smallest_nonzero")
     out = dict(r)

@@ -107,6 +107,14 @@ class ProductError:
                 f"beyond_rounding={self.beyond_rounding})")
 
 
+def misses_tol(pe: ProductError, tol: float, value: float) -> bool:
+    """Whether the products' estimated error ``pe`` withdraws the certificate of ``value``: beyond
+    rounding and wider than ``tol·|value|``. NaN (not computed) and 0 (rank deficiency, kept as
+    ``[0, bound]``) never miss."""
+    return (pe.beyond_rounding and not math.isnan(value) and value != 0.0
+            and not pe.bound <= tol * abs(value))
+
+
 @dataclass(frozen=True, repr=False)
 class PointProducts:
     """An autograd operator's two products as functions of the point they are taken at.

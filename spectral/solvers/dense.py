@@ -118,7 +118,7 @@ def dense_svd(
     """
     t0 = time.perf_counter()
     op, k, tol, _ = prepare(A, k=k, which=which, which_choices=WHICH, tol=tol, device=device, dtype=dtype)
-    return solve_scaled(op, lambda s: solve_dense(s, k, which, tol, t0=t0))
+    return solve_scaled(op, lambda s: solve_dense(s, k, which, tol, t0=t0), tol=tol)
 
 
 def solve_dense(op: LinearOp, k: int, which: str, tol: float, *, t0: float | None = None) -> SVDResult:

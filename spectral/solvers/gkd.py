@@ -549,7 +549,7 @@ def golub_kahan_davidson(
     prec = check_preconditioner(preconditioner, op, which)
     # the preconditioner only steers the search (its output is normalised), so it is not rescaled
     return solve_scaled(op, lambda s: gkd_run(s, k, which, tol, maxiter, seed, basis=basis, t0=t0,
-                                              preconditioner=prec))
+                                              preconditioner=prec), tol=tol)
 
 
 def check_preconditioner(M: Any, op: LinearOp, which: str) -> LinearOp | None:

@@ -357,7 +357,7 @@ def golub_kahan_lanczos(
     if ncv is not None and (isinstance(ncv, bool) or not isinstance(ncv, (int, np.integer)) or ncv < 2):
         raise ValueError(f"ncv must be an integer >= 2 or None, got {ncv!r}")
     return solve_scaled(op, lambda s: solve_gkl(s, k, which, tol, maxiter, reorth=reorth, restart=restart,
-                                                v0=v0, seed=seed, ncv=ncv, t0=t0))
+                                                v0=v0, seed=seed, ncv=ncv, t0=t0), tol=tol)
 
 
 def solve_gkl(op: LinearOp, k: int, which: str, tol: float, maxiter: int | None, *, reorth: str = "full",

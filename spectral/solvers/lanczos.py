@@ -162,7 +162,7 @@ def symmetric_lanczos(
             check_symmetric(s, seed)
         return solve_lanczos(s, k, which, tol, maxiter, full=reorth == "full", seed=seed, v0=v0, ncv=ncv, t0=t0)
 
-    return solve_scaled(op, run)
+    return solve_scaled(op, run, tol=tol)
 
 
 class _Krylov:

@@ -63,7 +63,7 @@ def randomized_svd(
             raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
     op, k, tol, _ = prepare(A, k=k, tol=tol, device=device, dtype=dtype, seed=seed)
     return solve_scaled(op, lambda s: solve_randomized(s, k, tol, oversample=oversample, n_power=n_power,
-                                                       seed=seed, which=which, t0=t0))
+                                                       seed=seed, which=which, t0=t0), tol=tol)
 
 
 def solve_randomized(op: LinearOp, k: int, tol: float, *, oversample: int = 10, n_power: int = 2, seed: int = 0,

@@ -23,6 +23,7 @@ import numpy as np
 from attncond.spectral.operators.base import AdjointOp, LinearOp, ScaleState
 from attncond.spectral.operators.explicit import CallableOp, autoscaled, check_adjoint_at
 from attncond.spectral.results import EigResult, SingularBlock, SVDResult
+from attncond.spectral.solvers.product_widening import widen_by_product_error
 
 __all__ = ["check_result_adjoint", "solve_scaled", "unscale_result"]
 
@@ -111,9 +112,11 @@ def unscale_result(res: R, scale: ScaleState) -> R:
     return dataclasses.replace(res, **kw)
 
 
-def solve_scaled(op: LinearOp, solve: Callable[[LinearOp], R]) -> R:
+def solve_scaled(op: LinearOp, solve: Callable[[LinearOp], R], tol: float | None = None) -> R:
     """``solve`` on the power-of-two scaled copy ``2^e·op`` (:func:`autoscaled`), its result mapped back
-    exactly by :func:`unscale_result`. The copy shares ``op``'s product counter.
+    exactly by :func:`unscale_result`. The copy shares ``op``'s product counter. With ``tol`` (the public
+    solver functions), the intervals are widened by the products' estimated error
+    (:func:`attncond.spectral.solvers.product_widening.widen_by_product_error`).
 
     >>> import torch
     >>> from attncond.spectral.operators import as_operator
@@ -124,7 +127,8 @@ def solve_scaled(op: LinearOp, solve: Callable[[LinearOp], R]) -> R:
     (True, 663)
     """
     sop, scale = autoscaled(op)
-    return check_result_adjoint(op, unscale_result(solve(sop), scale))
+    res = check_result_adjoint(op, unscale_result(solve(sop), scale))
+    return res if tol is None else widen_by_product_error(op, res, tol)
 
 
 def check_result_adjoint(op: LinearOp, res: R) -> R:

@@ -64,7 +64,7 @@ def _svds(
     )
     check_svds_k(solver, op.shape, k)
     return solve_scaled(op, lambda s: solve_svds(s, k, which, tol, maxiter, seed, solver, peer_tol, probe=probe,
-                                                 t0=t0))
+                                                 t0=t0), tol=tol)
 
 
 #: ``svds`` solvers that compute at most ``min(m, n) − 1`` values (scipy's ``kmax``; PROPACK allows

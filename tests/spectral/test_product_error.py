@@ -296,3 +296,46 @@ def test_hessian_extremes_widen_by_the_products_error_and_hold_the_truth(c, meth
         assert "products' error" in he.reason or (method == "lanczos" and "not converged" in he.reason)
         assert math.isnan(he.lambda_min)
         assert he.lambda_min_interval[1] - he.lambda_min_interval[0] > 1e-9 * abs(lam[0])
+
+
+def _cross_op(c: float) -> JacobianOperator:
+    g = torch.Generator().manual_seed(1)
+    mha = torch.nn.MultiheadAttention(8, 2, batch_first=True).double()
+    Q = torch.randn(2, 5, 8, generator=g, dtype=torch.float64)
+    K = Q + c * torch.randn(8, generator=g, dtype=torch.float64)
+    a = adapt(mha, (Q, K, K), params="in_proj_weight")
+    return JacobianOperator(a.functional, a.params(), a.inputs)
+
+
+def test_direct_solver_calls_carry_the_products_error():
+    """The public solver functions widen by the products' estimated error as the estimators do: a direct
+    ``dense_svd`` on an autograd operator gives the same intervals as ``extreme_singular_values(method=
+    "dense")``, and its σ_min, decertified at c = 1e4, is nan. Before, a direct call certified the
+    products as exact."""
+    import attncond.spectral as spectral
+
+    op = _cross_op(1e4)
+    b = op.product_error().bound
+    r = spectral.dense_svd(op)
+    e = extreme_singular_values(op, method="dense")
+    assert r.info["product_error"] == b > 0
+    assert not r.converged and "no longer met tol" in r.reason
+    assert math.isnan(r.smallest.values[0]) and math.isnan(e.sigma_min)
+    np.testing.assert_allclose((r.smallest.lower[0], r.smallest.upper[0]), e.sigma_min_interval, rtol=1e-12)
+    np.testing.assert_allclose((r.largest.lower[0], r.largest.upper[0]), e.sigma_max_interval, rtol=1e-12)
+    from attncond.spectral.solvers import golub_kahan_davidson
+
+    g = golub_kahan_davidson(op, which="smallest")
+    assert g.info["product_error"] == b and not g.converged
+    benign = spectral.dense_svd(_cross_op(0.0))
+    assert benign.converged and benign.info["product_error"] <= 1e-12
+
+
+def test_direct_symmetric_lanczos_on_an_autograd_gram_is_widened():
+    import attncond.spectral as spectral
+
+    G = GramOperator(_cross_op(1e4), "inner")
+    b = G.product_error().bound
+    r = spectral.symmetric_lanczos(G, which="largest", maxiter=300)
+    assert r.info["product_error"] == b > 0
+    assert r.largest.upper[0] - r.largest.lower[0] >= 2 * b
